@@ -1,0 +1,213 @@
+//! The network configuration on stdin: the keys every plugin shares, parsed once.
+//!
+//! Each plugin decodes its own keys from [`NetConf::raw`] with [`NetConf::decode`], which matches
+//! keys as Go does (see [`crate::json`]). Unknown keys are kept: the spec passes them through.
+
+use crate::env::is_valid_name;
+use crate::error::Error;
+use crate::result::{CniResult, Dns};
+use crate::version;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// A still-valid attachment, as listed for GC in `cni.dev/valid-attachments`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    #[serde(rename = "ifname")]
+    pub ifname: String,
+}
+
+/// The shared part of a plugin's configuration.
+#[derive(Debug, Clone)]
+pub struct NetConf {
+    /// `cniVersion`; `0.1.0` when the config has none (libcni's rule).
+    pub cni_version: String,
+    pub name: String,
+    /// `type`: the plugin's own name.
+    pub plugin_type: String,
+    /// `ipam.type`, when an IPAM plugin is configured (`"ipam": {}` means none: L2 only).
+    pub ipam_type: Option<String>,
+    /// `dns` from the config; plugins let it override what IPAM returns.
+    pub dns: Dns,
+    /// `prevResult`, converted from whatever version it was written in.
+    pub prev_result: Option<CniResult>,
+    /// GC only: `cni.dev/valid-attachments` (or libcni's duplicate `cni.dev/attachments`).
+    pub valid_attachments: Option<Vec<Attachment>>,
+    /// The whole config object as received.
+    pub raw: Value,
+}
+
+#[derive(Deserialize)]
+struct Common {
+    #[serde(rename = "cniVersion", default)]
+    cni_version: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(rename = "type", default)]
+    plugin_type: Option<String>,
+    #[serde(default)]
+    ipam: Option<IpamRef>,
+    #[serde(default)]
+    dns: Option<Dns>,
+    #[serde(rename = "prevResult", default)]
+    prev_result: Option<Value>,
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    valid_attachments: Option<Vec<Attachment>>,
+    // libcni sends the same list under this key too (cni#1101).
+    #[serde(rename = "cni.dev/attachments", default)]
+    attachments: Option<Vec<Attachment>>,
+}
+
+#[derive(Deserialize)]
+struct IpamRef {
+    #[serde(rename = "type", default)]
+    plugin_type: Option<String>,
+}
+
+impl NetConf {
+    /// Parses stdin. Malformed JSON and wrong types are code 6; a missing or invalid `name` or
+    /// `type` is code 7.
+    pub fn parse(stdin: &[u8]) -> Result<NetConf, Error> {
+        if stdin.iter().all(u8::is_ascii_whitespace) {
+            return Err(Error::decode("network config on stdin is empty"));
+        }
+        let raw: Value = serde_json::from_slice(stdin)
+            .map_err(|e| Error::decode(format!("error parsing network config: {e}")))?;
+        if !raw.is_object() {
+            return Err(Error::decode("network config is not a JSON object"));
+        }
+        let common: Common = crate::json::from_value(&raw)?;
+
+        let cni_version = match common.cni_version {
+            Some(v) if !v.is_empty() => v,
+            _ => version::IMPLICIT.to_string(),
+        };
+        let name = common.name.unwrap_or_default();
+        if name.is_empty() {
+            return Err(Error::config("missing network name"));
+        }
+        if !is_valid_name(&name) {
+            return Err(Error::config("invalid characters found in network name").with_details(name));
+        }
+        let plugin_type = common.plugin_type.unwrap_or_default();
+        if plugin_type.is_empty() {
+            return Err(Error::config("missing plugin type"));
+        }
+        let prev_result = match common.prev_result {
+            None | Some(Value::Null) => None,
+            Some(prev) => Some(
+                CniResult::from_json(&prev, &cni_version)
+                    .map_err(|e| Error::decode(format!("failed to parse prevResult: {}", e.msg)))?,
+            ),
+        };
+        Ok(NetConf {
+            cni_version,
+            name,
+            plugin_type,
+            ipam_type: common.ipam.and_then(|i| i.plugin_type).filter(|t| !t.is_empty()),
+            dns: common.dns.unwrap_or_default(),
+            prev_result,
+            valid_attachments: common.valid_attachments.or(common.attachments),
+            raw,
+        })
+    }
+
+    /// Decodes the plugin's own keys from the whole config object.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        crate::json::from_value(&self.raw)
+    }
+
+    /// The `ipam` object as given, for plugins that read their own IPAM keys (host-local).
+    pub fn ipam(&self) -> Option<&Value> {
+        self.raw.get("ipam")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Code;
+
+    #[test]
+    fn parses_common_keys_and_keeps_the_rest() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"net1","type":"bridge","bridge":"br9",
+                 "ipam":{"type":"host-local","subnet":"10.1.0.0/24"},
+                 "dns":{"nameservers":["1.1.1.1"]}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.cni_version.as_str(), c.name.as_str(), c.plugin_type.as_str()), ("1.0.0", "net1", "bridge"));
+        assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
+        assert_eq!(c.dns.nameservers, vec!["1.1.1.1"]);
+        assert_eq!(c.raw["bridge"], "br9");
+        assert!(c.prev_result.is_none());
+    }
+
+    #[test]
+    fn missing_version_is_0_1_0_and_empty_ipam_is_none() {
+        let c = NetConf::parse(br#"{"name":"n","type":"bridge","ipam":{}}"#).unwrap();
+        assert_eq!(c.cni_version, "0.1.0");
+        assert_eq!(c.ipam_type, None);
+    }
+
+    #[test]
+    fn go_style_key_matching_applies() {
+        let c = NetConf::parse(br#"{"CNIVersion":"0.4.0","Name":"n","TYPE":"loopback"}"#).unwrap();
+        assert_eq!((c.cni_version.as_str(), c.name.as_str()), ("0.4.0", "n"));
+    }
+
+    #[test]
+    fn bad_input_gets_fitting_codes() {
+        let cases: &[(&[u8], Code)] = &[
+            (b"", Code::Decode),
+            (b"  \n", Code::Decode),
+            (b"{", Code::Decode),
+            (b"[1,2]", Code::Decode),
+            (b"\"str\"", Code::Decode),
+            (br#"{"name":5,"type":"x"}"#, Code::Decode),
+            (br#"{"cniVersion":1,"name":"n","type":"x"}"#, Code::Decode),
+            (br#"{"type":"x"}"#, Code::InvalidConfig),
+            (br#"{"name":"a/b","type":"x"}"#, Code::InvalidConfig),
+            (br#"{"name":"n"}"#, Code::InvalidConfig),
+            (br#"{"name":"n","type":"x","prevResult":[1]}"#, Code::Decode),
+            (br#"{"cniVersion":"1.0.0","name":"n","type":"x","prevResult":{"ips":[{"address":"bogus"}]}}"#, Code::Decode),
+            (br#"{"name":"n","type":"x","ipam":"host-local"}"#, Code::Decode),
+        ];
+        for (input, code) in cases {
+            let e = NetConf::parse(input).unwrap_err();
+            assert_eq!(e.code, *code, "{}: {}", String::from_utf8_lossy(input), e.msg);
+        }
+    }
+
+    #[test]
+    fn prev_result_is_converted_from_its_version() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"portmap",
+                 "prevResult":{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.0.0.2/24","interface":0}],
+                               "interfaces":[{"name":"eth0","sandbox":"/x"}]}}"#,
+        )
+        .unwrap();
+        let prev = c.prev_result.unwrap();
+        assert_eq!(prev.ips[0].address.to_string(), "10.0.0.2/24");
+        assert_eq!(prev.interfaces[0].sandbox, "/x");
+    }
+
+    #[test]
+    fn gc_attachments_under_either_key() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","type":"x",
+                 "cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}],
+                 "cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"},{"containerID":"b","ifname":"net1"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.valid_attachments.unwrap().len(), 2);
+        let c = NetConf::parse(br#"{"name":"n","type":"x","cni.dev/attachments":[{"containerID":"a","ifname":"e"}]}"#)
+            .unwrap();
+        assert_eq!(c.valid_attachments.unwrap()[0].container_id, "a");
+        let c = NetConf::parse(br#"{"name":"n","type":"x"}"#).unwrap();
+        assert!(c.valid_attachments.is_none());
+    }
+}

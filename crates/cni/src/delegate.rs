@@ -1,0 +1,150 @@
+//! Delegation (SPEC.md section 4): run another plugin, usually IPAM, found in `CNI_PATH`, with our
+//! environment and our stdin, and read its result or its error.
+//!
+//! The delegate's error code reaches the runtime unchanged; its stderr is passed through to ours.
+
+use crate::env::Command;
+use crate::error::{Code, Error};
+use crate::result::CniResult;
+use crate::skel::Request;
+use anyhow::Context;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+/// Rejects a plugin `type` that is not a plain file name, before anything runs: `../x` or
+/// `/usr/bin/x` would let a config execute any program on the host.
+pub fn validate_plugin_type(plugin_type: &str) -> Result<(), Error> {
+    if plugin_type.is_empty()
+        || plugin_type == "."
+        || plugin_type == ".."
+        || plugin_type.contains('/')
+        || plugin_type.contains('\0')
+    {
+        return Err(Error::config(format!(
+            "invalid plugin type {plugin_type:?}: it must be a plain file name found in CNI_PATH"
+        )));
+    }
+    Ok(())
+}
+
+/// The first executable file named `plugin_type` in `cni_path`.
+pub fn find_plugin(plugin_type: &str, cni_path: &[PathBuf]) -> Result<PathBuf, Error> {
+    validate_plugin_type(plugin_type)?;
+    if cni_path.is_empty() {
+        return Err(Error::env(format!("CNI_PATH is empty: cannot find plugin {plugin_type:?}")));
+    }
+    cni_path
+        .iter()
+        .map(|dir| dir.join(plugin_type))
+        .find(|p| p.metadata().is_ok_and(|m| m.is_file()))
+        .ok_or_else(|| {
+            let dirs: Vec<String> = cni_path.iter().map(|d| d.display().to_string()).collect();
+            Error::config(format!("failed to find plugin {plugin_type:?} in path [{}]", dirs.join(" ")))
+        })
+}
+
+/// Runs the configured IPAM plugin for `command` with the request's stdin. Only ADD returns a
+/// result. Fails with code 7 when the config has no IPAM type.
+pub fn ipam(req: &Request, command: Command) -> anyhow::Result<Option<CniResult>> {
+    let plugin_type = req
+        .config
+        .ipam_type
+        .as_deref()
+        .ok_or_else(|| Error::config("ipam.type is missing: no IPAM plugin configured"))?;
+    exec(req, plugin_type, command, &req.stdin)
+}
+
+/// Runs `plugin_type` for `command` with `stdin`, in our environment but for `CNI_COMMAND`.
+pub fn exec(req: &Request, plugin_type: &str, command: Command, stdin: &[u8]) -> anyhow::Result<Option<CniResult>> {
+    let path = find_plugin(plugin_type, &req.env.cni_path)?;
+    let output = run(&path, command, stdin)
+        .with_context(|| format!("running {} plugin {plugin_type:?}", command.as_str()))?;
+    // The delegate's log lines belong in the runtime's log, as if we had written them.
+    let _ = std::io::stderr().write_all(&output.stderr);
+
+    if !output.status.success() {
+        let err = Error::from_json(&output.stdout).unwrap_or_else(|| {
+            let text = if output.stdout.is_empty() { &output.stderr } else { &output.stdout };
+            Error::new(
+                Code::Internal,
+                format!("{} ({})", String::from_utf8_lossy(text).trim(), output.status),
+            )
+        });
+        return Err(anyhow::Error::new(err))
+            .with_context(|| format!("{} plugin {plugin_type:?} failed", command.as_str()));
+    }
+    if command != Command::Add {
+        return Ok(None);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| Error::decode(format!("plugin {plugin_type:?} printed a result that is not JSON: {e}")))?;
+    let result = CniResult::from_json(&value, &req.config.cni_version)
+        .with_context(|| format!("reading the result of plugin {plugin_type:?}"))?;
+    Ok(Some(result))
+}
+
+fn run(path: &Path, command: Command, stdin: &[u8]) -> anyhow::Result<std::process::Output> {
+    let mut child = spawn(path, command)?;
+    let mut pipe = child.stdin.take().context("delegate stdin is not piped")?;
+    // A writer thread, so a delegate that prints before it reads cannot deadlock us.
+    std::thread::scope(|s| {
+        let writer = s.spawn(move || pipe.write_all(stdin));
+        let output = child.wait_with_output().context("waiting for the plugin");
+        // A delegate may exit without reading all of stdin (EPIPE); its exit status says how it went.
+        let _ = writer.join();
+        output
+    })
+}
+
+/// Spawns the plugin, retrying briefly on ETXTBSY: a binary being replaced by a package upgrade
+/// (libcni does the same).
+fn spawn(path: &Path, command: Command) -> anyhow::Result<Child> {
+    let mut attempts = 0;
+    loop {
+        let spawned = std::process::Command::new(path)
+            .env("CNI_COMMAND", command.as_str())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        match spawned {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && attempts < 5 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other.with_context(|| format!("executing {}", path.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_types_must_be_plain_names() {
+        for bad in ["", ".", "..", "../x", "/usr/bin/id", "a/b", "x\0y"] {
+            assert_eq!(validate_plugin_type(bad).unwrap_err().code, Code::InvalidConfig, "{bad:?}");
+        }
+        validate_plugin_type("host-local").unwrap();
+        validate_plugin_type("..x").unwrap();
+    }
+
+    #[test]
+    fn finds_the_first_match_and_reports_misses() {
+        let dir = std::env::temp_dir().join(format!("cni-find-{}", std::process::id()));
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(b.join("dironly")).unwrap();
+        std::fs::write(b.join("ipam"), b"").unwrap();
+        std::fs::write(a.join("ipam"), b"").unwrap();
+        let path = vec![a.clone(), b.clone()];
+        assert_eq!(find_plugin("ipam", &path).unwrap(), a.join("ipam"));
+        assert_eq!(find_plugin("dironly", &path).unwrap_err().code, Code::InvalidConfig);
+        assert_eq!(find_plugin("ipam", &[]).unwrap_err().code, Code::InvalidEnv);
+        assert_eq!(find_plugin("../b/ipam", &path).unwrap_err().code, Code::InvalidConfig);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,22 @@
+//! The CNI protocol: configuration, results in every spec version, errors with their codes, the
+//! environment, and the verb dispatcher a plugin's `main` hands itself to.
+//!
+//! Data flows one way: [`skel::run`] reads the environment and stdin, parses them into a
+//! [`Request`], calls the plugin's verb, and prints the result or the error. Plugins never print.
+
+pub mod args;
+pub mod config;
+pub mod delegate;
+pub mod env;
+pub mod error;
+pub mod json;
+pub mod result;
+pub mod skel;
+pub mod version;
+
+pub use args::CniArgs;
+pub use config::{Attachment, NetConf};
+pub use env::{Command, Env};
+pub use error::{Code, Error, ResultExt};
+pub use result::{CniResult, Dns, Interface, IpConfig, Route};
+pub use skel::{Plugin, Request};
