@@ -90,7 +90,9 @@ impl NetConf {
             return Err(Error::config("missing network name"));
         }
         if !is_valid_name(&name) {
-            return Err(Error::config("invalid characters found in network name").with_details(name));
+            return Err(
+                Error::config("invalid characters found in network name").with_details(name)
+            );
         }
         let plugin_type = common.plugin_type.unwrap_or_default();
         if plugin_type.is_empty() {
@@ -107,7 +109,10 @@ impl NetConf {
             cni_version,
             name,
             plugin_type,
-            ipam_type: common.ipam.and_then(|i| i.plugin_type).filter(|t| !t.is_empty()),
+            ipam_type: common
+                .ipam
+                .and_then(|i| i.plugin_type)
+                .filter(|t| !t.is_empty()),
             dns: common.dns.unwrap_or_default(),
             prev_result,
             valid_attachments: common.valid_attachments.or(common.attachments),
@@ -139,7 +144,14 @@ mod tests {
                  "dns":{"nameservers":["1.1.1.1"]}}"#,
         )
         .unwrap();
-        assert_eq!((c.cni_version.as_str(), c.name.as_str(), c.plugin_type.as_str()), ("1.0.0", "net1", "bridge"));
+        assert_eq!(
+            (
+                c.cni_version.as_str(),
+                c.name.as_str(),
+                c.plugin_type.as_str()
+            ),
+            ("1.0.0", "net1", "bridge")
+        );
         assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
         assert_eq!(c.dns.nameservers, vec!["1.1.1.1"]);
         assert_eq!(c.raw["bridge"], "br9");
@@ -178,7 +190,13 @@ mod tests {
         ];
         for (input, code) in cases {
             let e = NetConf::parse(input).unwrap_err();
-            assert_eq!(e.code, *code, "{}: {}", String::from_utf8_lossy(input), e.msg);
+            assert_eq!(
+                e.code,
+                *code,
+                "{}: {}",
+                String::from_utf8_lossy(input),
+                e.msg
+            );
         }
     }
 
@@ -204,8 +222,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.valid_attachments.unwrap().len(), 2);
-        let c = NetConf::parse(br#"{"name":"n","type":"x","cni.dev/attachments":[{"containerID":"a","ifname":"e"}]}"#)
-            .unwrap();
+        let c = NetConf::parse(
+            br#"{"name":"n","type":"x","cni.dev/attachments":[{"containerID":"a","ifname":"e"}]}"#,
+        )
+        .unwrap();
         assert_eq!(c.valid_attachments.unwrap()[0].container_id, "a");
         let c = NetConf::parse(br#"{"name":"n","type":"x"}"#).unwrap();
         assert!(c.valid_attachments.is_none());

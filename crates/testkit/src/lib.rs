@@ -1,0 +1,239 @@
+//! Test support for kernel tests: throwaway network namespaces, running plugin binaries the way a
+//! runtime does, and looking at the result from outside with `ip`.
+//!
+//! Namespaces here are anonymous: they have no name and no mount, exist only while this process
+//! holds their handle, and vanish with everything in them (links, bridges, routes, nft tables)
+//! when the test ends, even if it panics or is killed. Nothing here touches the machine's own
+//! network namespace: plugins run with their "host" set to a sandbox namespace.
+
+use netkit::NetNs;
+use serde_json::Value;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Fails the test with a clear message unless it runs as root (kernel tests need CAP_SYS_ADMIN and
+/// CAP_NET_ADMIN; CI runs as root).
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "kernel tests create network namespaces and must run as root (sudo -E cargo test)"
+    );
+}
+
+/// A fresh network namespace with only `lo`, alive as long as the value.
+pub fn new_netns() -> NetNs {
+    require_root();
+    NetNs::new_anonymous().expect("creating a network namespace")
+}
+
+/// Runs `cmd` with its network namespace set to `ns`.
+pub fn in_netns<'a>(cmd: &'a mut Command, ns: &NetNs) -> &'a mut Command {
+    let fd = ns.as_fd().as_raw_fd();
+    // SAFETY: setns(2) is async-signal-safe and the fd stays open in the child until exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::setns(fd, nix::libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Runs `ip ARGS` inside `ns` and returns stdout; panics on failure.
+pub fn ip(ns: &NetNs, args: &str) -> String {
+    let out = in_netns(Command::new("ip").args(args.split_whitespace()), ns)
+        .output()
+        .expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `ip -j ARGS` inside `ns` and parses the JSON.
+pub fn ip_json(ns: &NetNs, args: &str) -> Value {
+    let text = ip(ns, &format!("-j {args}"));
+    if text.trim().is_empty() {
+        return Value::Array(vec![]);
+    }
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("ip -j {args}: {e}: {text}"))
+}
+
+/// The state of a link as `ip` reports it, or `None` when it does not exist.
+pub fn link(ns: &NetNs, name: &str) -> Option<Value> {
+    let all = ip_json(ns, "link show");
+    all.as_array()?
+        .iter()
+        .find(|l| l["ifname"] == name)
+        .cloned()
+}
+
+/// Whether a link is administratively up.
+pub fn is_up(link: &Value) -> bool {
+    link["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == "UP"))
+}
+
+/// The addresses (`ip/prefix`) of a link inside `ns`.
+pub fn addresses(ns: &NetNs, name: &str) -> Vec<String> {
+    let all = ip_json(ns, &format!("addr show dev {name}"));
+    let mut out = Vec::new();
+    for link in all.as_array().into_iter().flatten() {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            out.push(format!(
+                "{}/{}",
+                a["local"].as_str().unwrap_or(""),
+                a["prefixlen"]
+            ));
+        }
+    }
+    out
+}
+
+/// What a plugin printed and how it exited.
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+}
+
+impl Output {
+    /// stdout parsed as JSON (`Null` when empty).
+    pub fn json(&self) -> Value {
+        if self.stdout.trim().is_empty() {
+            return Value::Null;
+        }
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+
+    /// Asserts success and returns the JSON.
+    pub fn ok(&self) -> Value {
+        assert!(
+            self.success(),
+            "plugin failed ({}): {}\nstderr: {}",
+            self.exit_code,
+            self.stdout,
+            self.stderr
+        );
+        self.json()
+    }
+
+    /// Asserts failure with the spec's error JSON and returns its code.
+    pub fn err_code(&self) -> u64 {
+        assert!(
+            !self.success(),
+            "plugin succeeded but should have failed: {}",
+            self.stdout
+        );
+        let v = self.json();
+        assert!(
+            v["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "error without msg: {v}"
+        );
+        v["code"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("error without code: {v}"))
+    }
+}
+
+/// One plugin invocation: the environment a runtime sets and the config on stdin.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub env: Vec<(String, String)>,
+    pub stdin: String,
+}
+
+impl Invocation {
+    /// A typical invocation: `CNI_COMMAND`, container ID, netns and ifname, `CNI_PATH` set to
+    /// `cni_path`.
+    pub fn new(
+        command: &str,
+        container_id: &str,
+        netns: &str,
+        ifname: &str,
+        stdin: &str,
+    ) -> Invocation {
+        let mut inv = Invocation {
+            env: Vec::new(),
+            stdin: stdin.to_string(),
+        };
+        for (k, v) in [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", container_id),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", ifname),
+            ("CNI_PATH", &plugin_dir().display().to_string()),
+        ] {
+            inv.env.push((k.to_string(), v.to_string()));
+        }
+        inv
+    }
+
+    /// Sets (or, with `None`, removes) a variable.
+    pub fn var(mut self, key: &str, value: Option<&str>) -> Invocation {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+        self
+    }
+
+    /// Runs `plugin` with this invocation, its network namespace set to `host`.
+    pub fn run(&self, plugin: &Path, host: &NetNs) -> Output {
+        let mut cmd = Command::new(plugin);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = in_netns(&mut cmd, host).spawn().expect("spawning plugin");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let data = self.stdin.clone();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(data.as_bytes());
+        });
+        let out = child.wait_with_output().expect("waiting for plugin");
+        let _ = writer.join();
+        Output {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            exit_code: out.status.code().unwrap_or(-1),
+        }
+    }
+}
+
+/// The directory holding the workspace's built binaries (`target/debug` or `target/release`),
+/// used as `CNI_PATH` so plugins find each other and never a system-wide copy.
+pub fn plugin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // Test binaries live in target/<profile>/deps/.
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target directory")
+}
+
+/// The path of a built plugin binary in [`plugin_dir`].
+pub fn plugin(name: &str) -> PathBuf {
+    let path = plugin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
