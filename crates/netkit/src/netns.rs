@@ -117,16 +117,6 @@ impl NetNs {
         &self.path
     }
 
-    /// A path that names this namespace for as long as this process keeps the handle open, for
-    /// handing to a child process (`CNI_NETNS`, `nsenter --net=`).
-    pub fn proc_path(&self) -> PathBuf {
-        PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            self.file.as_raw_fd()
-        ))
-    }
-
     /// Whether both handles refer to the same namespace (same nsfs inode).
     pub fn same_as(&self, other: &NetNs) -> bool {
         match (fstat(self.file.as_fd()), fstat(other.file.as_fd())) {

@@ -52,7 +52,7 @@ fn open_rejects_what_is_not_a_container_namespace() {
     );
     assert!(NetNs::open_if_exists("").unwrap().is_none());
     let ns = new_netns();
-    assert!(NetNs::open(ns.proc_path()).unwrap().same_as(&ns));
+    assert!(NetNs::open(ns.path()).unwrap().same_as(&ns));
 }
 
 #[test]

@@ -23,10 +23,83 @@ pub fn require_root() {
     );
 }
 
-/// A fresh network namespace with only `lo`, alive as long as the value.
-pub fn new_netns() -> NetNs {
+/// A throwaway network namespace, held by a parked thread of this process. Its path,
+/// `/proc/<pid>/task/<tid>/ns/net`, names it for as long as the value lives and never names
+/// anything else afterwards (thread IDs are not reused within a test run), so "the netns is gone"
+/// can be tested without races. It dereferences to a [`NetNs`] handle.
+pub struct Netns {
+    ns: Option<NetNs>,
+    path: String,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Netns {
+    /// The path to hand to a plugin as `CNI_NETNS`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Removes the namespace: its path disappears and the kernel destroys it with everything in it.
+    pub fn remove(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        self.ns.take();
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::ops::Deref for Netns {
+    type Target = NetNs;
+    fn deref(&self) -> &NetNs {
+        self.ns.as_ref().expect("namespace was removed")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// A fresh network namespace with only `lo` (down).
+pub fn new_netns() -> Netns {
     require_root();
-    NetNs::new_anonymous().expect("creating a network namespace")
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let made = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| NetNs::current())
+            .map(|ns| {
+                (
+                    ns,
+                    format!(
+                        "/proc/{}/task/{}/ns/net",
+                        std::process::id(),
+                        nix::unistd::gettid()
+                    ),
+                )
+            });
+        let _ = ready_tx.send(made);
+        // Parked until the Netns is dropped; a closed channel also ends the wait.
+        let _ = stop_rx.recv();
+    });
+    let (ns, path) = ready_rx
+        .recv()
+        .expect("namespace thread")
+        .expect("creating a network namespace");
+    Netns {
+        ns: Some(ns),
+        path,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    }
 }
 
 /// Runs `cmd` with its network namespace set to `ns`.

@@ -18,8 +18,8 @@ fn conf(version: &str) -> String {
 }
 
 struct Sandbox {
-    host: netkit::NetNs,
-    container: netkit::NetNs,
+    host: testkit::Netns,
+    container: testkit::Netns,
 }
 
 impl Sandbox {
@@ -31,7 +31,7 @@ impl Sandbox {
     }
 
     fn netns(&self) -> String {
-        self.container.proc_path().display().to_string()
+        self.container.path().to_string()
     }
 
     fn invoke(&self, command: &str, stdin: &str) -> Invocation {
@@ -159,7 +159,7 @@ fn del_succeeds_without_netns_or_after_it_is_gone() {
     let sb = Sandbox::new();
     let gone_path = sb.netns();
     let Sandbox { host, container } = sb;
-    drop(container);
+    container.remove();
     assert!(!std::path::Path::new(&gone_path).exists());
     for netns in [gone_path.as_str(), ""] {
         let inv = Invocation::new("DEL", "ctr-1", netns, "eth0", &conf("1.0.0"));

@@ -1,0 +1,50 @@
+# cni-plugins-rs. After cloning, two commands matter:
+#   make demo   set up what is needed and show a container getting its network, in a sandbox
+#   make test   unit, kernel and conformance tests (as root: they create network namespaces)
+
+CARGO   ?= cargo
+PLUGINS := loopback
+DESTDIR ?=
+BINDIR  ?= /opt/cni/bin
+CNITOOL := target/tools/cnitool
+
+.PHONY: all build release deps cnitool demo test unit conformance lint install clean
+
+all: release
+
+build:
+	$(CARGO) build --workspace --locked
+
+release:
+	$(CARGO) build --workspace --release --locked
+
+deps:
+	scripts/deps.sh
+
+$(CNITOOL):
+	scripts/build-cnitool.sh $(CNITOOL)
+
+cnitool: deps $(CNITOOL)
+
+demo: cnitool release
+	scripts/demo.sh
+
+test: cnitool unit conformance
+
+# Unit tests and kernel tests (the latter run the built binaries in throwaway namespaces).
+unit:
+	$(CARGO) test --workspace --locked
+
+conformance: build
+	conformance/run.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+install: release
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 $(addprefix target/release/,$(PLUGINS)) $(DESTDIR)$(BINDIR)/
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests, the demo and the benchmarks use, if any is missing.
+#   iproute2, iputils-ping, nftables, iptables, conntrack: the kernel tools the plugins and tests drive
+#   golang-go, golang-github-appc-cni-dev, dpkg-dev: build the real cnitool from Debian's source
+#   containernetworking-plugins: the Go reference plugins, for side-by-side runs
+set -euo pipefail
+packages=(iproute2 iputils-ping nftables iptables conntrack golang-go golang-github-appc-cni-dev dpkg-dev
+          containernetworking-plugins ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
