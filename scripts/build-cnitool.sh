@@ -4,7 +4,7 @@
 #   usage: scripts/build-cnitool.sh [OUTPUT]   (default: target/tools/cnitool)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:-$top/target/tools/cnitool}
+out=$(realpath -m "${1:-$top/target/tools/cnitool}")
 if [[ -x $out ]]; then exit 0; fi
 mkdir -p "$(dirname "$out")"
 
