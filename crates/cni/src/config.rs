@@ -131,6 +131,98 @@ impl NetConf {
     }
 }
 
+/// A network configuration list (`.conflist`) as a runtime reads it from disk: the plugins of one
+/// network, run in order for ADD and in reverse for DEL.
+#[derive(Debug, Clone)]
+pub struct ConfList {
+    /// The version to run the plugins at: `cniVersion`, or the newest supported entry of
+    /// `cniVersions` (libcni picks the highest version it knows).
+    pub cni_version: String,
+    pub name: String,
+    pub disable_check: bool,
+    pub disable_gc: bool,
+    /// Each plugin's own object, as written.
+    pub plugins: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawConfList {
+    #[serde(rename = "cniVersion", default)]
+    cni_version: Option<String>,
+    #[serde(rename = "cniVersions", default)]
+    cni_versions: Option<Vec<String>>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(rename = "disableCheck", default)]
+    disable_check: bool,
+    #[serde(rename = "disableGC", default)]
+    disable_gc: bool,
+    #[serde(default)]
+    plugins: Option<Vec<Value>>,
+}
+
+impl ConfList {
+    /// Parses and validates a conflist: a valid `name`, at least one plugin, each an object with
+    /// a `type` that is a plain file name.
+    pub fn parse(bytes: &[u8]) -> Result<ConfList, Error> {
+        let raw: RawConfList = crate::json::from_slice(bytes)?;
+        let name = raw.name.unwrap_or_default();
+        if !is_valid_name(&name) {
+            return Err(Error::config(format!("invalid network name {name:?}")));
+        }
+        let newest_listed = raw
+            .cni_versions
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| version::is_supported(v))
+            .max_by(|a, b| version::compare(a, b));
+        let cni_version = newest_listed
+            .or(raw.cni_version.filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| version::IMPLICIT.to_string());
+        let plugins = raw.plugins.unwrap_or_default();
+        if plugins.is_empty() {
+            return Err(Error::config(format!("network {name:?} has no plugins")));
+        }
+        for (i, plugin) in plugins.iter().enumerate() {
+            let plugin_type = plugin.get("type").and_then(Value::as_str).unwrap_or("");
+            crate::delegate::validate_plugin_type(plugin_type)
+                .map_err(|e| Error::config(format!("plugins[{i}]: {}", e.msg)))?;
+        }
+        Ok(ConfList {
+            cni_version,
+            name,
+            disable_check: raw.disable_check,
+            disable_gc: raw.disable_gc,
+            plugins,
+        })
+    }
+
+    /// The config plugin `index` gets on stdin: its own object with the list's `name` and
+    /// `cniVersion`, and `runtimeConfig` holding the runtime's arguments for the capabilities the
+    /// plugin declares (the `capabilities` key itself is not passed on).
+    pub fn plugin_config(
+        &self,
+        index: usize,
+        runtime_args: &serde_json::Map<String, Value>,
+    ) -> Option<Value> {
+        let mut conf = self.plugins.get(index)?.as_object()?.clone();
+        let capabilities = conf.remove("capabilities");
+        conf.insert("name".into(), Value::String(self.name.clone()));
+        conf.insert("cniVersion".into(), Value::String(self.cni_version.clone()));
+        let enabled: serde_json::Map<String, Value> = runtime_args
+            .iter()
+            .filter(|(k, _)| {
+                capabilities.as_ref().and_then(|c| c.get(k.as_str())) == Some(&Value::Bool(true))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !enabled.is_empty() {
+            conf.insert("runtimeConfig".into(), Value::Object(enabled));
+        }
+        Some(Value::Object(conf))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +303,69 @@ mod tests {
         let prev = c.prev_result.unwrap();
         assert_eq!(prev.ips[0].address.to_string(), "10.0.0.2/24");
         assert_eq!(prev.interfaces[0].sandbox, "/x");
+    }
+
+    #[test]
+    fn conflists_pick_a_version_and_build_plugin_configs() {
+        let list = ConfList::parse(
+            br#"{"cniVersions":["0.4.0","1.0.0","9.9.9"],"name":"web","plugins":[
+                  {"type":"bridge","ipam":{"type":"host-local"}},
+                  {"type":"portmap","capabilities":{"portMappings":true,"ips":false}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(list.cni_version, "1.0.0");
+        let runtime: serde_json::Map<String, Value> = serde_json::from_str(
+            r#"{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}],"ips":["10.0.0.9"]}"#,
+        )
+        .unwrap();
+        let bridge = list.plugin_config(0, &runtime).unwrap();
+        assert_eq!(bridge["name"], "web");
+        assert!(bridge.get("runtimeConfig").is_none());
+        let portmap = list.plugin_config(1, &runtime).unwrap();
+        assert_eq!(portmap["cniVersion"], "1.0.0");
+        assert!(portmap.get("capabilities").is_none());
+        assert_eq!(
+            portmap["runtimeConfig"]["portMappings"][0]["hostPort"],
+            8080
+        );
+        assert!(portmap["runtimeConfig"].get("ips").is_none());
+        let parsed = NetConf::parse(portmap.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.plugin_type, "portmap");
+        assert!(list.plugin_config(2, &runtime).is_none());
+    }
+
+    #[test]
+    fn bad_conflists_are_rejected() {
+        for (bad, code) in [
+            (&br#"{"name":"n","plugins":[]}"#[..], Code::InvalidConfig),
+            (br#"{"name":"n"}"#, Code::InvalidConfig),
+            (
+                br#"{"name":"bad name","plugins":[{"type":"loopback"}]}"#,
+                Code::InvalidConfig,
+            ),
+            (
+                br#"{"name":"n","plugins":[{"type":"../../bin/sh"}]}"#,
+                Code::InvalidConfig,
+            ),
+            (
+                br#"{"name":"n","plugins":[{"ipam":{}}]}"#,
+                Code::InvalidConfig,
+            ),
+            (br#"{"name":"n","plugins":"loopback"}"#, Code::Decode),
+            (
+                br#"{"name":"n","plugins":[{"type":"loopback"}]"#,
+                Code::Decode,
+            ),
+        ] {
+            assert_eq!(
+                ConfList::parse(bad).unwrap_err().code,
+                code,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let implicit = ConfList::parse(br#"{"name":"n","plugins":[{"type":"loopback"}]}"#).unwrap();
+        assert_eq!(implicit.cni_version, "0.1.0");
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod skel;
 pub mod version;
 
 pub use args::CniArgs;
-pub use config::{Attachment, NetConf};
+pub use config::{Attachment, ConfList, NetConf};
 pub use env::{Command, Env};
 pub use error::{Code, Error, ResultExt};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
