@@ -266,6 +266,17 @@ impl Invocation {
 
     /// Runs `plugin` with this invocation, its network namespace set to `host`.
     pub fn run(&self, plugin: &Path, host: &NetNs) -> Output {
+        self.execute(plugin, Some(host))
+    }
+
+    /// Runs `plugin` in the test's own namespace: only for plugins that touch no network state
+    /// (host-local).
+    pub fn run_here(&self, plugin: &Path) -> Output {
+        self.execute(plugin, None)
+    }
+
+    /// Starts `plugin` without waiting for it, for tests that run many at once or kill it.
+    pub fn spawn(&self, plugin: &Path, host: Option<&NetNs>) -> std::process::Child {
         let mut cmd = Command::new(plugin);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -273,14 +284,23 @@ impl Invocation {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = in_netns(&mut cmd, host).spawn().expect("spawning plugin");
+        if let Some(ns) = host {
+            in_netns(&mut cmd, ns);
+        }
+        let mut child = cmd.spawn().expect("spawning plugin");
         let mut stdin = child.stdin.take().expect("piped stdin");
         let data = self.stdin.clone();
-        let writer = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let _ = stdin.write_all(data.as_bytes());
         });
-        let out = child.wait_with_output().expect("waiting for plugin");
-        let _ = writer.join();
+        child
+    }
+
+    fn execute(&self, plugin: &Path, host: Option<&NetNs>) -> Output {
+        let out = self
+            .spawn(plugin, host)
+            .wait_with_output()
+            .expect("waiting for plugin");
         Output {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -309,4 +329,28 @@ pub fn plugin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("cni-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

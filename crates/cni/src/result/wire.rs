@@ -438,3 +438,10 @@ impl V02 {
         result
     }
 }
+
+/// Routes appear in plugin configs too (host-local's `routes`), in the same form as in results.
+impl<'de> Deserialize<'de> for Route {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Route, D::Error> {
+        WireRoute::deserialize(d).map(Route::from)
+    }
+}
