@@ -8,7 +8,7 @@ DESTDIR ?=
 BINDIR  ?= /opt/cni/bin
 CNITOOL := target/tools/cnitool
 
-.PHONY: all build release deps cnitool demo test unit conformance lint install clean
+.PHONY: all build release deps cnitool demo test unit conformance bench lint install clean
 
 all: release
 
@@ -37,6 +37,10 @@ unit:
 
 conformance: build
 	conformance/run.sh
+
+# Ours against the Go reference plugins (/usr/lib/cni), one table: bench-results/latest.md.
+bench: deps cnitool release
+	target/release/cni-bench
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -22,9 +22,7 @@ impl CniArgs {
                 return Err(Error::env(format!("CNI_ARGS: invalid pair {pair:?}")));
             };
             if key.is_empty() {
-                return Err(Error::env(format!(
-                    "CNI_ARGS: invalid pair {pair:?}: empty key"
-                )));
+                return Err(Error::env(format!("CNI_ARGS: invalid pair {pair:?}: empty key")));
             }
             pairs.push((key.to_string(), value.to_string()));
         }
@@ -35,11 +33,7 @@ impl CniArgs {
 
     /// The value of `key`; the last one wins when a key repeats.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// `IgnoreUnknown` as libcni reads a boolean: `1`/`true` or `0`/`false`, any case.
@@ -49,9 +43,7 @@ impl CniArgs {
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 "1" | "true" => Ok(true),
                 "0" | "false" => Ok(false),
-                _ => Err(Error::env(format!(
-                    "CNI_ARGS: IgnoreUnknown has invalid value {v:?}"
-                ))),
+                _ => Err(Error::env(format!("CNI_ARGS: IgnoreUnknown has invalid value {v:?}"))),
             },
         }
     }
@@ -67,11 +59,7 @@ impl CniArgs {
             .filter(|(k, _)| k != "IgnoreUnknown" && !known.contains(&k.as_str()))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        if unknown.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::env(format!("CNI_ARGS: unknown args {unknown:?}")))
-        }
+        if unknown.is_empty() { Ok(()) } else { Err(Error::env(format!("CNI_ARGS: unknown args {unknown:?}"))) }
     }
 }
 
@@ -82,10 +70,7 @@ mod tests {
 
     #[test]
     fn parses_runtime_args() {
-        let a = CniArgs::parse(
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;IP=10.1.0.5",
-        )
-        .unwrap();
+        let a = CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;IP=10.1.0.5").unwrap();
         assert_eq!(a.get("IP"), Some("10.1.0.5"));
         assert_eq!(a.get("ip"), None);
         assert!(a.ignore_unknown().unwrap());
@@ -107,16 +92,8 @@ mod tests {
         let e = a.check_known(&["IP"]).unwrap_err();
         assert_eq!(e.code, Code::InvalidEnv);
         assert!(e.msg.contains("FOO=bar"));
-        CniArgs::parse("FOO=bar;IgnoreUnknown=true")
-            .unwrap()
-            .check_known(&[])
-            .unwrap();
-        assert!(
-            CniArgs::parse("FOO=bar;IgnoreUnknown=0")
-                .unwrap()
-                .check_known(&[])
-                .is_err()
-        );
+        CniArgs::parse("FOO=bar;IgnoreUnknown=true").unwrap().check_known(&[]).unwrap();
+        assert!(CniArgs::parse("FOO=bar;IgnoreUnknown=0").unwrap().check_known(&[]).is_err());
     }
 
     #[test]

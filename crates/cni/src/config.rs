@@ -74,8 +74,8 @@ impl NetConf {
         if stdin.iter().all(u8::is_ascii_whitespace) {
             return Err(Error::decode("network config on stdin is empty"));
         }
-        let raw: Value = serde_json::from_slice(stdin)
-            .map_err(|e| Error::decode(format!("error parsing network config: {e}")))?;
+        let raw: Value =
+            serde_json::from_slice(stdin).map_err(|e| Error::decode(format!("error parsing network config: {e}")))?;
         if !raw.is_object() {
             return Err(Error::decode("network config is not a JSON object"));
         }
@@ -90,9 +90,7 @@ impl NetConf {
             return Err(Error::config("missing network name"));
         }
         if !is_valid_name(&name) {
-            return Err(
-                Error::config("invalid characters found in network name").with_details(name)
-            );
+            return Err(Error::config("invalid characters found in network name").with_details(name));
         }
         let plugin_type = common.plugin_type.unwrap_or_default();
         if plugin_type.is_empty() {
@@ -109,10 +107,7 @@ impl NetConf {
             cni_version,
             name,
             plugin_type,
-            ipam_type: common
-                .ipam
-                .and_then(|i| i.plugin_type)
-                .filter(|t| !t.is_empty()),
+            ipam_type: common.ipam.and_then(|i| i.plugin_type).filter(|t| !t.is_empty()),
             dns: common.dns.unwrap_or_default(),
             prev_result,
             valid_attachments: common.valid_attachments.or(common.attachments),
@@ -188,32 +183,20 @@ impl ConfList {
             crate::delegate::validate_plugin_type(plugin_type)
                 .map_err(|e| Error::config(format!("plugins[{i}]: {}", e.msg)))?;
         }
-        Ok(ConfList {
-            cni_version,
-            name,
-            disable_check: raw.disable_check,
-            disable_gc: raw.disable_gc,
-            plugins,
-        })
+        Ok(ConfList { cni_version, name, disable_check: raw.disable_check, disable_gc: raw.disable_gc, plugins })
     }
 
     /// The config plugin `index` gets on stdin: its own object with the list's `name` and
     /// `cniVersion`, and `runtimeConfig` holding the runtime's arguments for the capabilities the
     /// plugin declares (the `capabilities` key itself is not passed on).
-    pub fn plugin_config(
-        &self,
-        index: usize,
-        runtime_args: &serde_json::Map<String, Value>,
-    ) -> Option<Value> {
+    pub fn plugin_config(&self, index: usize, runtime_args: &serde_json::Map<String, Value>) -> Option<Value> {
         let mut conf = self.plugins.get(index)?.as_object()?.clone();
         let capabilities = conf.remove("capabilities");
         conf.insert("name".into(), Value::String(self.name.clone()));
         conf.insert("cniVersion".into(), Value::String(self.cni_version.clone()));
         let enabled: serde_json::Map<String, Value> = runtime_args
             .iter()
-            .filter(|(k, _)| {
-                capabilities.as_ref().and_then(|c| c.get(k.as_str())) == Some(&Value::Bool(true))
-            })
+            .filter(|(k, _)| capabilities.as_ref().and_then(|c| c.get(k.as_str())) == Some(&Value::Bool(true)))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if !enabled.is_empty() {
@@ -236,14 +219,7 @@ mod tests {
                  "dns":{"nameservers":["1.1.1.1"]}}"#,
         )
         .unwrap();
-        assert_eq!(
-            (
-                c.cni_version.as_str(),
-                c.name.as_str(),
-                c.plugin_type.as_str()
-            ),
-            ("1.0.0", "net1", "bridge")
-        );
+        assert_eq!((c.cni_version.as_str(), c.name.as_str(), c.plugin_type.as_str()), ("1.0.0", "net1", "bridge"));
         assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
         assert_eq!(c.dns.nameservers, vec!["1.1.1.1"]);
         assert_eq!(c.raw["bridge"], "br9");
@@ -277,18 +253,15 @@ mod tests {
             (br#"{"name":"a/b","type":"x"}"#, Code::InvalidConfig),
             (br#"{"name":"n"}"#, Code::InvalidConfig),
             (br#"{"name":"n","type":"x","prevResult":[1]}"#, Code::Decode),
-            (br#"{"cniVersion":"1.0.0","name":"n","type":"x","prevResult":{"ips":[{"address":"bogus"}]}}"#, Code::Decode),
+            (
+                br#"{"cniVersion":"1.0.0","name":"n","type":"x","prevResult":{"ips":[{"address":"bogus"}]}}"#,
+                Code::Decode,
+            ),
             (br#"{"name":"n","type":"x","ipam":"host-local"}"#, Code::Decode),
         ];
         for (input, code) in cases {
             let e = NetConf::parse(input).unwrap_err();
-            assert_eq!(
-                e.code,
-                *code,
-                "{}: {}",
-                String::from_utf8_lossy(input),
-                e.msg
-            );
+            assert_eq!(e.code, *code, "{}: {}", String::from_utf8_lossy(input), e.msg);
         }
     }
 
@@ -324,10 +297,7 @@ mod tests {
         let portmap = list.plugin_config(1, &runtime).unwrap();
         assert_eq!(portmap["cniVersion"], "1.0.0");
         assert!(portmap.get("capabilities").is_none());
-        assert_eq!(
-            portmap["runtimeConfig"]["portMappings"][0]["hostPort"],
-            8080
-        );
+        assert_eq!(portmap["runtimeConfig"]["portMappings"][0]["hostPort"], 8080);
         assert!(portmap["runtimeConfig"].get("ips").is_none());
         let parsed = NetConf::parse(portmap.to_string().as_bytes()).unwrap();
         assert_eq!(parsed.plugin_type, "portmap");
@@ -339,30 +309,13 @@ mod tests {
         for (bad, code) in [
             (&br#"{"name":"n","plugins":[]}"#[..], Code::InvalidConfig),
             (br#"{"name":"n"}"#, Code::InvalidConfig),
-            (
-                br#"{"name":"bad name","plugins":[{"type":"loopback"}]}"#,
-                Code::InvalidConfig,
-            ),
-            (
-                br#"{"name":"n","plugins":[{"type":"../../bin/sh"}]}"#,
-                Code::InvalidConfig,
-            ),
-            (
-                br#"{"name":"n","plugins":[{"ipam":{}}]}"#,
-                Code::InvalidConfig,
-            ),
+            (br#"{"name":"bad name","plugins":[{"type":"loopback"}]}"#, Code::InvalidConfig),
+            (br#"{"name":"n","plugins":[{"type":"../../bin/sh"}]}"#, Code::InvalidConfig),
+            (br#"{"name":"n","plugins":[{"ipam":{}}]}"#, Code::InvalidConfig),
             (br#"{"name":"n","plugins":"loopback"}"#, Code::Decode),
-            (
-                br#"{"name":"n","plugins":[{"type":"loopback"}]"#,
-                Code::Decode,
-            ),
+            (br#"{"name":"n","plugins":[{"type":"loopback"}]"#, Code::Decode),
         ] {
-            assert_eq!(
-                ConfList::parse(bad).unwrap_err().code,
-                code,
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert_eq!(ConfList::parse(bad).unwrap_err().code, code, "{}", String::from_utf8_lossy(bad));
         }
         let implicit = ConfList::parse(br#"{"name":"n","plugins":[{"type":"loopback"}]}"#).unwrap();
         assert_eq!(implicit.cni_version, "0.1.0");
@@ -377,10 +330,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.valid_attachments.unwrap().len(), 2);
-        let c = NetConf::parse(
-            br#"{"name":"n","type":"x","cni.dev/attachments":[{"containerID":"a","ifname":"e"}]}"#,
-        )
-        .unwrap();
+        let c = NetConf::parse(br#"{"name":"n","type":"x","cni.dev/attachments":[{"containerID":"a","ifname":"e"}]}"#)
+            .unwrap();
         assert_eq!(c.valid_attachments.unwrap()[0].container_id, "a");
         let c = NetConf::parse(br#"{"name":"n","type":"x"}"#).unwrap();
         assert!(c.valid_attachments.is_none());

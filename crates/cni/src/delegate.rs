@@ -33,21 +33,14 @@ pub fn validate_plugin_type(plugin_type: &str) -> Result<(), Error> {
 pub fn find_plugin(plugin_type: &str, cni_path: &[PathBuf]) -> Result<PathBuf, Error> {
     validate_plugin_type(plugin_type)?;
     if cni_path.is_empty() {
-        return Err(Error::env(format!(
-            "CNI_PATH is empty: cannot find plugin {plugin_type:?}"
-        )));
+        return Err(Error::env(format!("CNI_PATH is empty: cannot find plugin {plugin_type:?}")));
     }
-    cni_path
-        .iter()
-        .map(|dir| dir.join(plugin_type))
-        .find(|p| p.metadata().is_ok_and(|m| m.is_file()))
-        .ok_or_else(|| {
+    cni_path.iter().map(|dir| dir.join(plugin_type)).find(|p| p.metadata().is_ok_and(|m| m.is_file())).ok_or_else(
+        || {
             let dirs: Vec<String> = cni_path.iter().map(|d| d.display().to_string()).collect();
-            Error::config(format!(
-                "failed to find plugin {plugin_type:?} in path [{}]",
-                dirs.join(" ")
-            ))
-        })
+            Error::config(format!("failed to find plugin {plugin_type:?} in path [{}]", dirs.join(" ")))
+        },
+    )
 }
 
 /// Runs the configured IPAM plugin for `command` with the request's stdin. Only ADD returns a
@@ -62,33 +55,17 @@ pub fn ipam(req: &Request, command: Command) -> anyhow::Result<Option<CniResult>
 }
 
 /// Runs `plugin_type` for `command` with `stdin`, in our environment but for `CNI_COMMAND`.
-pub fn exec(
-    req: &Request,
-    plugin_type: &str,
-    command: Command,
-    stdin: &[u8],
-) -> anyhow::Result<Option<CniResult>> {
+pub fn exec(req: &Request, plugin_type: &str, command: Command, stdin: &[u8]) -> anyhow::Result<Option<CniResult>> {
     let path = find_plugin(plugin_type, &req.env.cni_path)?;
-    let output = run(&path, command, stdin)
-        .with_context(|| format!("running {} plugin {plugin_type:?}", command.as_str()))?;
+    let output =
+        run(&path, command, stdin).with_context(|| format!("running {} plugin {plugin_type:?}", command.as_str()))?;
     // The delegate's log lines belong in the runtime's log, as if we had written them.
     let _ = std::io::stderr().write_all(&output.stderr);
 
     if !output.status.success() {
         let err = Error::from_json(&output.stdout).unwrap_or_else(|| {
-            let text = if output.stdout.is_empty() {
-                &output.stderr
-            } else {
-                &output.stdout
-            };
-            Error::new(
-                Code::Internal,
-                format!(
-                    "{} ({})",
-                    String::from_utf8_lossy(text).trim(),
-                    output.status
-                ),
-            )
+            let text = if output.stdout.is_empty() { &output.stderr } else { &output.stdout };
+            Error::new(Code::Internal, format!("{} ({})", String::from_utf8_lossy(text).trim(), output.status))
         });
         return Err(anyhow::Error::new(err))
             .with_context(|| format!("{} plugin {plugin_type:?} failed", command.as_str()));
@@ -96,11 +73,8 @@ pub fn exec(
     if command != Command::Add {
         return Ok(None);
     }
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| {
-        Error::decode(format!(
-            "plugin {plugin_type:?} printed a result that is not JSON: {e}"
-        ))
-    })?;
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| Error::decode(format!("plugin {plugin_type:?} printed a result that is not JSON: {e}")))?;
     let result = CniResult::from_json(&value, &req.config.cni_version)
         .with_context(|| format!("reading the result of plugin {plugin_type:?}"))?;
     Ok(Some(result))
@@ -147,11 +121,7 @@ mod tests {
     #[test]
     fn plugin_types_must_be_plain_names() {
         for bad in ["", ".", "..", "../x", "/usr/bin/id", "a/b", "x\0y"] {
-            assert_eq!(
-                validate_plugin_type(bad).unwrap_err().code,
-                Code::InvalidConfig,
-                "{bad:?}"
-            );
+            assert_eq!(validate_plugin_type(bad).unwrap_err().code, Code::InvalidConfig, "{bad:?}");
         }
         validate_plugin_type("host-local").unwrap();
         validate_plugin_type("..x").unwrap();
@@ -167,15 +137,9 @@ mod tests {
         std::fs::write(a.join("ipam"), b"").unwrap();
         let path = vec![a.clone(), b.clone()];
         assert_eq!(find_plugin("ipam", &path).unwrap(), a.join("ipam"));
-        assert_eq!(
-            find_plugin("dironly", &path).unwrap_err().code,
-            Code::InvalidConfig
-        );
+        assert_eq!(find_plugin("dironly", &path).unwrap_err().code, Code::InvalidConfig);
         assert_eq!(find_plugin("ipam", &[]).unwrap_err().code, Code::InvalidEnv);
-        assert_eq!(
-            find_plugin("../b/ipam", &path).unwrap_err().code,
-            Code::InvalidConfig
-        );
+        assert_eq!(find_plugin("../b/ipam", &path).unwrap_err().code, Code::InvalidConfig);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -83,8 +83,8 @@ impl Env {
         if raw_command.is_empty() {
             return Err(Error::env("required env variables [CNI_COMMAND] missing"));
         }
-        let command = Command::parse(&raw_command)
-            .ok_or_else(|| Error::env(format!("unknown CNI_COMMAND: {raw_command}")))?;
+        let command =
+            Command::parse(&raw_command).ok_or_else(|| Error::env(format!("unknown CNI_COMMAND: {raw_command}")))?;
 
         let env = Env {
             command,
@@ -92,11 +92,7 @@ impl Env {
             netns: var("CNI_NETNS"),
             ifname: var("CNI_IFNAME"),
             args: var("CNI_ARGS"),
-            cni_path: var("CNI_PATH")
-                .split(':')
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from)
-                .collect(),
+            cni_path: var("CNI_PATH").split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect(),
         };
 
         let mut missing = Vec::new();
@@ -110,10 +106,7 @@ impl Env {
             missing.push("CNI_IFNAME");
         }
         if !missing.is_empty() {
-            return Err(Error::env(format!(
-                "required env variables [{}] missing",
-                missing.join(",")
-            )));
+            return Err(Error::env(format!("required env variables [{}] missing", missing.join(","))));
         }
         if command.needs_attachment() {
             validate_container_id(&env.container_id)?;
@@ -157,13 +150,8 @@ pub fn validate_ifname(name: &str) -> Result<(), Error> {
     if name == "." || name == ".." {
         return Err(Error::env("interface name is . or .."));
     }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
-    {
-        return Err(Error::env(format!(
-            "interface name {name:?} contains / or : or whitespace characters"
-        )));
+    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0') {
+        return Err(Error::env(format!("interface name {name:?} contains / or : or whitespace characters")));
     }
     Ok(())
 }
@@ -174,10 +162,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Env, Error> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Env::load(|k| map.get(k).cloned())
     }
 
@@ -185,10 +170,7 @@ mod tests {
     fn add_needs_container_netns_and_ifname() {
         let e = load(&[("CNI_COMMAND", "ADD")]).unwrap_err();
         assert_eq!(e.code, Code::InvalidEnv);
-        assert_eq!(
-            e.msg,
-            "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME] missing"
-        );
+        assert_eq!(e.msg, "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME] missing");
         let env = load(&[
             ("CNI_COMMAND", "ADD"),
             ("CNI_CONTAINERID", "abc"),
@@ -198,20 +180,12 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(env.command, Command::Add);
-        assert_eq!(
-            env.cni_path,
-            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
-        );
+        assert_eq!(env.cni_path, vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]);
     }
 
     #[test]
     fn del_runs_without_netns_and_gc_without_attachment() {
-        let env = load(&[
-            ("CNI_COMMAND", "DEL"),
-            ("CNI_CONTAINERID", "abc"),
-            ("CNI_IFNAME", "eth0"),
-        ])
-        .unwrap();
+        let env = load(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "abc"), ("CNI_IFNAME", "eth0")]).unwrap();
         assert_eq!(env.netns, "");
         assert!(load(&[("CNI_COMMAND", "GC")]).is_ok());
         assert!(load(&[("CNI_COMMAND", "STATUS")]).is_ok());
@@ -221,37 +195,15 @@ mod tests {
     #[test]
     fn missing_and_unknown_commands_are_code_4() {
         let e = load(&[]).unwrap_err();
-        assert_eq!(
-            (e.code, e.msg.as_str()),
-            (
-                Code::InvalidEnv,
-                "required env variables [CNI_COMMAND] missing"
-            )
-        );
+        assert_eq!((e.code, e.msg.as_str()), (Code::InvalidEnv, "required env variables [CNI_COMMAND] missing"));
         let e = load(&[("CNI_COMMAND", "add")]).unwrap_err();
-        assert_eq!(
-            (e.code, e.msg.as_str()),
-            (Code::InvalidEnv, "unknown CNI_COMMAND: add")
-        );
+        assert_eq!((e.code, e.msg.as_str()), (Code::InvalidEnv, "unknown CNI_COMMAND: add"));
     }
 
     #[test]
     fn ifname_rules() {
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "eth:0",
-            "eth 0",
-            "eth\t0",
-            "0123456789abcdef",
-        ] {
-            assert_eq!(
-                validate_ifname(bad).unwrap_err().code,
-                Code::InvalidEnv,
-                "{bad:?}"
-            );
+        for bad in ["", ".", "..", "a/b", "eth:0", "eth 0", "eth\t0", "0123456789abcdef"] {
+            assert_eq!(validate_ifname(bad).unwrap_err().code, Code::InvalidEnv, "{bad:?}");
         }
         for good in ["eth0", "0123456789abcde", "net1.100", "a-b_c"] {
             validate_ifname(good).unwrap();
@@ -260,28 +212,16 @@ mod tests {
 
     #[test]
     fn container_id_rules() {
-        assert_eq!(
-            validate_container_id("").unwrap_err().code,
-            Code::UnknownContainer
-        );
+        assert_eq!(validate_container_id("").unwrap_err().code, Code::UnknownContainer);
         for bad in ["-abc", "a/b", "../x", "a b", "ä"] {
-            assert_eq!(
-                validate_container_id(bad).unwrap_err().code,
-                Code::InvalidEnv,
-                "{bad:?}"
-            );
+            assert_eq!(validate_container_id(bad).unwrap_err().code, Code::InvalidEnv, "{bad:?}");
         }
         validate_container_id("cnitool-0123abc.x_y-z").unwrap();
     }
 
     #[test]
     fn bad_ifname_in_env_is_rejected() {
-        let e = load(&[
-            ("CNI_COMMAND", "DEL"),
-            ("CNI_CONTAINERID", "abc"),
-            ("CNI_IFNAME", "../../etc"),
-        ])
-        .unwrap_err();
+        let e = load(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "abc"), ("CNI_IFNAME", "../../etc")]).unwrap_err();
         assert_eq!(e.code, Code::InvalidEnv);
     }
 }

@@ -88,11 +88,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: Code, msg: impl Into<String>) -> Error {
-        Error {
-            code,
-            msg: msg.into(),
-            details: String::new(),
-        }
+        Error { code, msg: msg.into(), details: String::new() }
     }
 
     pub fn with_details(mut self, details: impl Into<String>) -> Error {
@@ -125,11 +121,7 @@ impl Error {
             None => fallback_code(err),
         };
         let details = coded.map(|e| e.details.clone()).unwrap_or_default();
-        Error {
-            code,
-            msg: format!("{err:#}"),
-            details,
-        }
+        Error { code, msg: format!("{err:#}"), details }
     }
 
     /// Renders the spec's error JSON. `cniVersion` is the config's version when it is known (the
@@ -147,11 +139,7 @@ impl Error {
     /// Parses the error JSON another plugin printed (delegation). `None` when it is not one.
     pub fn from_json(bytes: &[u8]) -> Option<Error> {
         let wire: WireError = serde_json::from_slice(bytes).ok()?;
-        Some(Error {
-            code: Code::from_u32(wire.code),
-            msg: wire.msg,
-            details: wire.details,
-        })
+        Some(Error { code: Code::from_u32(wire.code), msg: wire.msg, details: wire.details })
     }
 }
 
@@ -182,11 +170,7 @@ impl std::error::Error for Error {}
 
 #[derive(Serialize, Deserialize)]
 struct WireError {
-    #[serde(
-        rename = "cniVersion",
-        skip_serializing_if = "Option::is_none",
-        default
-    )]
+    #[serde(rename = "cniVersion", skip_serializing_if = "Option::is_none", default)]
     cni_version: Option<String>,
     code: u32,
     #[serde(default)]
@@ -208,16 +192,9 @@ where
     fn code(self, code: Code) -> anyhow::Result<T> {
         self.map_err(|e| {
             let e: anyhow::Error = e.into();
-            let details = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<Error>())
-                .map(|c| c.details.clone())
-                .unwrap_or_default();
-            anyhow::Error::new(Error {
-                code,
-                msg: format!("{e:#}"),
-                details,
-            })
+            let details =
+                e.chain().find_map(|c| c.downcast_ref::<Error>()).map(|c| c.details.clone()).unwrap_or_default();
+            anyhow::Error::new(Error { code, msg: format!("{e:#}"), details })
         })
     }
 }
@@ -230,10 +207,7 @@ mod tests {
     #[test]
     fn outermost_code_wins_and_message_keeps_context() {
         let inner: anyhow::Result<()> = Err(Error::config("subnet is missing").into());
-        let err = inner
-            .context("parsing ipam")
-            .code(Code::Plugin(101))
-            .unwrap_err();
+        let err = inner.context("parsing ipam").code(Code::Plugin(101)).unwrap_err();
         let e = Error::from_anyhow(&err.context("adding eth0"));
         assert_eq!(e.code, Code::Plugin(101));
         assert_eq!(e.msg, "adding eth0: parsing ipam: subnet is missing");
@@ -241,8 +215,7 @@ mod tests {
 
     #[test]
     fn code_from_root_survives_context() {
-        let err =
-            anyhow::Error::new(Error::env("CNI_IFNAME is missing")).context("reading environment");
+        let err = anyhow::Error::new(Error::env("CNI_IFNAME is missing")).context("reading environment");
         let e = Error::from_anyhow(&err);
         assert_eq!(e.code, Code::InvalidEnv);
         assert_eq!(e.msg, "reading environment: CNI_IFNAME is missing");
@@ -251,14 +224,8 @@ mod tests {
     #[test]
     fn json_errors_decode_and_plain_errors_are_internal() {
         let json_err = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
-        assert_eq!(
-            Error::from_anyhow(&anyhow::Error::new(json_err)).code,
-            Code::Decode
-        );
-        assert_eq!(
-            Error::from_anyhow(&anyhow::anyhow!("boom")).code,
-            Code::Internal
-        );
+        assert_eq!(Error::from_anyhow(&anyhow::Error::new(json_err)).code, Code::Decode);
+        assert_eq!(Error::from_anyhow(&anyhow::anyhow!("boom")).code, Code::Internal);
     }
 
     #[test]
@@ -269,19 +236,13 @@ mod tests {
             serde_json::json!({"cniVersion": "1.1.0", "code": 7, "msg": "bad", "details": "more"})
         );
         let e = Error::new(Code::TryAgainLater, "busy");
-        assert_eq!(
-            e.to_json("0.4.0"),
-            serde_json::json!({"cniVersion": "0.4.0", "code": 11, "msg": "busy"})
-        );
+        assert_eq!(e.to_json("0.4.0"), serde_json::json!({"cniVersion": "0.4.0", "code": 11, "msg": "busy"}));
     }
 
     #[test]
     fn parses_delegate_errors_with_or_without_version() {
         let e = Error::from_json(br#"{"code": 7, "msg": "no ranges", "details": "d"}"#).unwrap();
-        assert_eq!(
-            e,
-            Error::new(Code::InvalidConfig, "no ranges").with_details("d")
-        );
+        assert_eq!(e, Error::new(Code::InvalidConfig, "no ranges").with_details("d"));
         let e = Error::from_json(br#"{"cniVersion":"1.0.0","code":104,"msg":"x"}"#).unwrap();
         assert_eq!(e.code, Code::Plugin(104));
         assert!(Error::from_json(b"not json").is_none());

@@ -18,11 +18,7 @@ pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, Error> {
     serde_path_to_error::deserialize(Folding(value)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." {
-            Error::decode(inner.to_string())
-        } else {
-            Error::decode(format!("{path}: {inner}"))
-        }
+        if path == "." { Error::decode(inner.to_string()) } else { Error::decode(format!("{path}: {inner}")) }
     })
 }
 
@@ -35,9 +31,7 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 /// Whether two keys are equal under Go's case folding (ASCII plus the Kelvin sign, which is all a
 /// field name written in ASCII can fold to).
 fn fold_eq(a: &str, b: &str) -> bool {
-    a.chars()
-        .flat_map(char::to_lowercase)
-        .eq(b.chars().flat_map(char::to_lowercase))
+    a.chars().flat_map(char::to_lowercase).eq(b.chars().flat_map(char::to_lowercase))
 }
 
 /// A borrowed JSON value that deserializes structs with Go's key folding.
@@ -110,20 +104,12 @@ fn unexpected(value: &Value) -> de::Unexpected<'_> {
     }
 }
 
-fn visit_array<'de, V: Visitor<'de>>(
-    items: &'de [Value],
-    visitor: V,
-) -> Result<V::Value, serde_json::Error> {
-    let mut seq = FoldingSeq {
-        items: items.iter(),
-    };
+fn visit_array<'de, V: Visitor<'de>>(items: &'de [Value], visitor: V) -> Result<V::Value, serde_json::Error> {
+    let mut seq = FoldingSeq { items: items.iter() };
     let value = visitor.visit_seq(&mut seq)?;
     match seq.items.len() {
         0 => Ok(value),
-        _ => Err(de::Error::invalid_length(
-            items.len(),
-            &"fewer elements in array",
-        )),
+        _ => Err(de::Error::invalid_length(items.len(), &"fewer elements in array")),
     }
 }
 
@@ -134,14 +120,8 @@ struct FoldingSeq<'de> {
 impl<'de> SeqAccess<'de> for FoldingSeq<'de> {
     type Error = serde_json::Error;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, Self::Error> {
-        self.items
-            .next()
-            .map(|v| seed.deserialize(Folding(v)))
-            .transpose()
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Self::Error> {
+        self.items.next().map(|v| seed.deserialize(Folding(v))).transpose()
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -162,15 +142,8 @@ impl<'de> FoldingMap<'de> {
         let mut entries: Vec<(&'de str, &'de Value, bool)> = Vec::with_capacity(map.len());
         for (key, value) in map {
             let exact = fields.contains(&key.as_str());
-            let name: &'de str = if exact {
-                key
-            } else {
-                fields
-                    .iter()
-                    .copied()
-                    .find(|f| fold_eq(f, key))
-                    .unwrap_or(key)
-            };
+            let name: &'de str =
+                if exact { key } else { fields.iter().copied().find(|f| fold_eq(f, key)).unwrap_or(key) };
             match entries.iter().position(|(n, _, _)| *n == name) {
                 Some(i) if exact || !entries[i].2 => entries[i] = (name, value, exact),
                 Some(_) => {}
@@ -178,20 +151,14 @@ impl<'de> FoldingMap<'de> {
             }
         }
         let entries: Vec<_> = entries.into_iter().map(|(n, v, _)| (n, v)).collect();
-        FoldingMap {
-            entries: entries.into_iter(),
-            pending: None,
-        }
+        FoldingMap { entries: entries.into_iter(), pending: None }
     }
 }
 
 impl<'de> MapAccess<'de> for FoldingMap<'de> {
     type Error = serde_json::Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, Self::Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Self::Error> {
         match self.entries.next() {
             Some((key, value)) => {
                 self.pending = Some(value);
@@ -202,14 +169,8 @@ impl<'de> MapAccess<'de> for FoldingMap<'de> {
         }
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(
-        &mut self,
-        seed: V,
-    ) -> Result<V::Value, Self::Error> {
-        let value = self
-            .pending
-            .take()
-            .ok_or_else(|| de::Error::custom("value is missing"))?;
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Self::Error> {
+        let value = self.pending.take().ok_or_else(|| de::Error::custom("value is missing"))?;
         seed.deserialize(Folding(value))
     }
 
@@ -280,11 +241,7 @@ mod tests {
         assert!(e.msg.starts_with("portMappings[0].hostPort: "), "{}", e.msg);
 
         let e = from_value::<Conf>(&json!({"isGateway": "yes"})).unwrap_err();
-        assert!(
-            e.msg.starts_with("isGateway: invalid type: string \"yes\""),
-            "{}",
-            e.msg
-        );
+        assert!(e.msg.starts_with("isGateway: invalid type: string \"yes\""), "{}", e.msg);
 
         let e = from_value::<Conf>(&json!([1, 2])).unwrap_err();
         assert!(e.msg.contains("invalid type: sequence"), "{}", e.msg);
@@ -297,8 +254,7 @@ mod tests {
             a: Option<u32>,
             raw: Value,
         }
-        let h: Holder =
-            from_value(&json!({"A": null, "RAW": {"X": [1, "two", null, 1.5]}})).unwrap();
+        let h: Holder = from_value(&json!({"A": null, "RAW": {"X": [1, "two", null, 1.5]}})).unwrap();
         assert_eq!(h.a, None);
         assert_eq!(h.raw, json!({"X": [1, "two", null, 1.5]}));
     }

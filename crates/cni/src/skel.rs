@@ -70,21 +70,12 @@ pub fn run<P: Plugin>(plugin: P) -> ! {
 }
 
 /// One invocation, with the environment and stdin given explicitly (for tests and [`run`]).
-pub fn dispatch<P: Plugin>(
-    plugin: &P,
-    get_env: impl Fn(&str) -> Option<String>,
-    stdin: impl Read,
-) -> Outcome {
+pub fn dispatch<P: Plugin>(plugin: &P, get_env: impl Fn(&str) -> Option<String>, stdin: impl Read) -> Outcome {
     let mut cni_version = version::CURRENT.to_string();
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        serve(plugin, &get_env, stdin, &mut cni_version)
-    }));
+    let result = catch_unwind(AssertUnwindSafe(|| serve(plugin, &get_env, stdin, &mut cni_version)));
     let failure = match result {
         Ok(Ok(stdout)) => {
-            return Outcome {
-                stdout,
-                exit_code: 0,
-            };
+            return Outcome { stdout, exit_code: 0 };
         }
         Ok(Err(e)) => e,
         Err(panic) => {
@@ -93,24 +84,15 @@ pub fn dispatch<P: Plugin>(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
-            Error::new(
-                Code::Internal,
-                format!("internal error: plugin panicked: {what}"),
-            )
+            Error::new(Code::Internal, format!("internal error: plugin panicked: {what}"))
         }
     };
     if failure.code == Code::InvalidEnv && get_env("CNI_COMMAND").unwrap_or_default().is_empty() {
         // libcni's skel prints this for a human who ran the binary by hand.
         eprintln!("CNI {} plugin {}", plugin.name(), env!("CARGO_PKG_VERSION"));
-        eprintln!(
-            "CNI protocol versions supported: {}",
-            version::SUPPORTED.join(", ")
-        );
+        eprintln!("CNI protocol versions supported: {}", version::SUPPORTED.join(", "));
     }
-    Outcome {
-        stdout: pretty(&failure.to_json(&cni_version)),
-        exit_code: 1,
-    }
+    Outcome { stdout: pretty(&failure.to_json(&cni_version)), exit_code: 1 }
 }
 
 fn serve<P: Plugin>(
@@ -122,12 +104,8 @@ fn serve<P: Plugin>(
     let env = Env::load(get_env)?;
     if env.command == Command::Version {
         // stdin is ignored, as in libcni: VERSION must answer whatever the config says.
-        let info = VersionInfo {
-            cni_version: version::CURRENT,
-            supported_versions: version::SUPPORTED,
-        };
-        let mut out =
-            serde_json::to_vec(&info).map_err(|e| Error::new(Code::Internal, e.to_string()))?;
+        let info = VersionInfo { cni_version: version::CURRENT, supported_versions: version::SUPPORTED };
+        let mut out = serde_json::to_vec(&info).map_err(|e| Error::new(Code::Internal, e.to_string()))?;
         out.push(b'\n');
         return Ok(out);
     }
@@ -137,15 +115,9 @@ fn serve<P: Plugin>(
     *cni_version = config.cni_version.clone();
     check_version(env.command, &config.cni_version)?;
     let args = CniArgs::parse(&env.args)?;
-    let req = Request {
-        env,
-        args,
-        config,
-        stdin,
-    };
+    let req = Request { env, args, config, stdin };
 
-    let run_verb =
-        |r: anyhow::Result<()>| r.map(|()| Vec::new()).map_err(|e| Error::from_anyhow(&e));
+    let run_verb = |r: anyhow::Result<()>| r.map(|()| Vec::new()).map_err(|e| Error::from_anyhow(&e));
     match req.command() {
         Command::Add => {
             let result = plugin.add(&req).map_err(|e| Error::from_anyhow(&e))?;
@@ -163,14 +135,8 @@ fn serve<P: Plugin>(
 /// and GC need 1.1.0).
 fn check_version(command: Command, cni_version: &str) -> Result<(), Error> {
     if !version::is_supported(cni_version) {
-        return Err(
-            Error::new(Code::IncompatibleVersion, "incompatible CNI versions").with_details(
-                format!(
-                    "config is {cni_version:?}, plugin supports [{}]",
-                    version::SUPPORTED.join(" ")
-                ),
-            ),
-        );
+        return Err(Error::new(Code::IncompatibleVersion, "incompatible CNI versions")
+            .with_details(format!("config is {cni_version:?}, plugin supports [{}]", version::SUPPORTED.join(" "))));
     }
     let minimum = match command {
         Command::Check => "0.4.0",
@@ -180,9 +146,7 @@ fn check_version(command: Command, cni_version: &str) -> Result<(), Error> {
     if !version::at_least(cni_version, minimum) {
         return Err(Error::new(
             Code::IncompatibleVersion,
-            format!(
-                "config version does not allow {command} (needs {minimum}, config is {cni_version})"
-            ),
+            format!("config version does not allow {command} (needs {minimum}, config is {cni_version})"),
         ));
     }
     Ok(())
@@ -195,9 +159,7 @@ fn read_capped(stdin: impl Read) -> Result<Vec<u8>, Error> {
         .read_to_end(&mut data)
         .map_err(|e| Error::new(Code::Io, format!("error reading from stdin: {e}")))?;
     if data.len() > MAX_STDIN {
-        return Err(Error::decode(format!(
-            "network config on stdin exceeds {MAX_STDIN} bytes"
-        )));
+        return Err(Error::decode(format!("network config on stdin exceeds {MAX_STDIN} bytes")));
     }
     Ok(data)
 }
@@ -213,10 +175,8 @@ struct VersionInfo {
 /// JSON indented by four spaces, as the reference plugins print it.
 fn pretty(value: &serde_json::Value) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(
-        &mut out,
-        serde_json::ser::PrettyFormatter::with_indent(b"    "),
-    );
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"    "));
     match value.serialize(&mut ser) {
         Ok(()) => out,
         Err(_) => br#"{"code": 999, "msg": "failed to encode output"}"#.to_vec(),

@@ -6,9 +6,7 @@ use std::cmp::Ordering;
 pub const CURRENT: &str = "1.1.0";
 
 /// Every version a plugin of this suite accepts in `cniVersion`, oldest first.
-pub const SUPPORTED: &[&str] = &[
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
+pub const SUPPORTED: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 /// A config without `cniVersion` is a 0.1.0 config (libcni `pkg/types/create`).
 pub const IMPLICIT: &str = "0.1.0";

@@ -29,9 +29,7 @@ impl Drop for PluginDir {
 }
 
 fn request(dir: &Path, ipam_type: &str) -> Request {
-    let stdin = format!(
-        r#"{{"cniVersion":"1.0.0","name":"net","type":"bridge","ipam":{{"type":"{ipam_type}"}}}}"#
-    );
+    let stdin = format!(r#"{{"cniVersion":"1.0.0","name":"net","type":"bridge","ipam":{{"type":"{ipam_type}"}}}}"#);
     Request {
         env: Env {
             command: Command::Add,
@@ -72,7 +70,10 @@ echo "\"dns\":{\"domain\":\"$CNI_COMMAND\"}}""#,
 #[test]
 fn the_delegates_error_code_passes_through() {
     let dir = PluginDir::new("err");
-    dir.script("fake-ipam", r#"echo '{"cniVersion":"1.0.0","code":7,"msg":"no ranges","details":"ipam.ranges"}'; exit 1"#);
+    dir.script(
+        "fake-ipam",
+        r#"echo '{"cniVersion":"1.0.0","code":7,"msg":"no ranges","details":"ipam.ranges"}'; exit 1"#,
+    );
     let req = request(&dir.0, "fake-ipam");
     let err = coded(&delegate::ipam(&req, Command::Add).unwrap_err());
     assert_eq!(err.code, Code::InvalidConfig);
@@ -95,10 +96,7 @@ fn a_result_that_is_not_json_is_a_decode_error() {
     let dir = PluginDir::new("garbage");
     dir.script("fake-ipam", "cat >/dev/null; echo 'not json'");
     let req = request(&dir.0, "fake-ipam");
-    assert_eq!(
-        coded(&delegate::ipam(&req, Command::Add).unwrap_err()).code,
-        Code::Decode
-    );
+    assert_eq!(coded(&delegate::ipam(&req, Command::Add).unwrap_err()).code, Code::Decode);
 }
 
 #[test]
@@ -120,13 +118,7 @@ fn path_like_types_are_refused_before_anything_runs() {
 fn missing_ipam_type_and_missing_plugin_are_config_errors() {
     let dir = PluginDir::new("missing");
     let mut req = request(&dir.0, "nope");
-    assert_eq!(
-        coded(&delegate::ipam(&req, Command::Add).unwrap_err()).code,
-        Code::InvalidConfig
-    );
+    assert_eq!(coded(&delegate::ipam(&req, Command::Add).unwrap_err()).code, Code::InvalidConfig);
     req.config.ipam_type = None;
-    assert_eq!(
-        coded(&delegate::ipam(&req, Command::Add).unwrap_err()).code,
-        Code::InvalidConfig
-    );
+    assert_eq!(coded(&delegate::ipam(&req, Command::Add).unwrap_err()).code, Code::InvalidConfig);
 }

@@ -44,8 +44,7 @@ fn address_message(index: u32, net: IpNetwork) -> AddressMessage {
         // For IPv4 the kernel keys the address on IFA_LOCAL; IFA_ADDRESS is the peer.
         msg.attributes.push(AddressAttribute::Local(net.ip()));
         if v4.prefix() < 31 {
-            msg.attributes
-                .push(AddressAttribute::Broadcast(v4.broadcast()));
+            msg.attributes.push(AddressAttribute::Broadcast(v4.broadcast()));
         }
     }
     msg
@@ -53,11 +52,7 @@ fn address_message(index: u32, net: IpNetwork) -> AddressMessage {
 
 impl Rtnl {
     /// Addresses of link `index` (all links when `None`), of one family or both.
-    pub fn addresses(
-        &mut self,
-        index: Option<u32>,
-        family: Option<Family>,
-    ) -> Result<Vec<Address>, NlError> {
+    pub fn addresses(&mut self, index: Option<u32>, family: Option<Family>) -> Result<Vec<Address>, NlError> {
         let replies = self.sock.dump(|| {
             let mut msg = AddressMessage::default();
             if let Some(f) = family {
@@ -91,12 +86,7 @@ impl Rtnl {
             let Ok(net) = IpNetwork::new(ip, msg.header.prefix_len) else {
                 continue;
             };
-            out.push(Address {
-                index: msg.header.index,
-                net,
-                scope: u8::from(msg.header.scope),
-                flags,
-            });
+            out.push(Address { index: msg.header.index, net, scope: u8::from(msg.header.scope), flags });
         }
         Ok(out)
     }
@@ -107,19 +97,12 @@ impl Rtnl {
     pub fn add_address(&mut self, index: u32, net: IpNetwork, nodad: bool) -> Result<(), NlError> {
         let mut msg = address_message(index, net);
         if nodad && net.is_ipv6() {
-            msg.attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
-        self.sock.execute(
-            RouteNetlinkMessage::NewAddress(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
+        self.sock.execute(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
     pub fn del_address(&mut self, index: u32, net: IpNetwork) -> Result<(), NlError> {
-        self.sock.execute(
-            RouteNetlinkMessage::DelAddress(address_message(index, net)),
-            0,
-        )
+        self.sock.execute(RouteNetlinkMessage::DelAddress(address_message(index, net)), 0)
     }
 }

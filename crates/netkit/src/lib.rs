@@ -26,10 +26,6 @@ pub fn errno_of(err: &anyhow::Error) -> Option<i32> {
         cause
             .downcast_ref::<NlError>()
             .and_then(NlError::errno)
-            .or_else(|| {
-                cause
-                    .downcast_ref::<std::io::Error>()
-                    .and_then(std::io::Error::raw_os_error)
-            })
+            .or_else(|| cause.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error))
     })
 }

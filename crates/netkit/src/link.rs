@@ -9,8 +9,8 @@ use crate::rtnl::Rtnl;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage, State,
 };
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -104,10 +104,7 @@ impl Link {
 
 /// Formats a hardware address as lowercase colon-separated hex.
 pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`), as Go's `net.ParseMAC` does for 6-byte addresses.
@@ -147,9 +144,7 @@ fn link_message(index: u32) -> LinkMessage {
 impl Rtnl {
     /// Every link in the namespace.
     pub fn links(&mut self) -> Result<Vec<Link>, NlError> {
-        let replies = self
-            .sock
-            .dump(|| RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
+        let replies = self.sock.dump(|| RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
         Ok(replies
             .into_iter()
             .filter_map(|m| match m {
@@ -185,8 +180,7 @@ impl Rtnl {
     /// Creates a veth pair (fails with EEXIST if either name is taken where it would go).
     pub fn create_veth(&mut self, pair: &VethPair) -> Result<(), NlError> {
         let mut peer = link_message(0);
-        peer.attributes
-            .push(LinkAttribute::IfName(pair.peer_name.to_string()));
+        peer.attributes.push(LinkAttribute::IfName(pair.peer_name.to_string()));
         if let Some(ns) = pair.peer_ns {
             peer.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
         }
@@ -197,8 +191,7 @@ impl Rtnl {
             peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
         }
         let mut msg = link_message(0);
-        msg.attributes
-            .push(LinkAttribute::IfName(pair.name.to_string()));
+        msg.attributes.push(LinkAttribute::IfName(pair.name.to_string()));
         if let Some(mtu) = pair.mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -206,18 +199,12 @@ impl Rtnl {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
-        self.sock
-            .execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+        self.sock.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
     /// Creates a bridge, down. Fails with EEXIST if the name is taken, and with EOPNOTSUPP when
     /// `vlan_filtering` is asked of a kernel built without CONFIG_BRIDGE_VLAN_FILTERING.
-    pub fn create_bridge(
-        &mut self,
-        name: &str,
-        mtu: Option<u32>,
-        vlan_filtering: bool,
-    ) -> Result<(), NlError> {
+    pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>, vlan_filtering: bool) -> Result<(), NlError> {
         let mut msg = link_message(0);
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         if let Some(mtu) = mtu {
@@ -225,13 +212,10 @@ impl Rtnl {
         }
         let mut info = vec![LinkInfo::Kind(InfoKind::Bridge)];
         if vlan_filtering {
-            info.push(LinkInfo::Data(InfoData::Bridge(vec![
-                InfoBridge::VlanFiltering(true),
-            ])));
+            info.push(LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])));
         }
         msg.attributes.push(LinkAttribute::LinkInfo(info));
-        self.sock
-            .execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+        self.sock.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
     fn modify(&mut self, msg: LinkMessage) -> Result<(), NlError> {
@@ -293,11 +277,7 @@ impl Rtnl {
     }
 
     /// Sets bridge-port flags (hairpin, isolated...) on a link that is a bridge port.
-    pub fn set_bridge_port(
-        &mut self,
-        index: u32,
-        settings: Vec<InfoBridgePort>,
-    ) -> Result<(), NlError> {
+    pub fn set_bridge_port(&mut self, index: u32, settings: Vec<InfoBridgePort>) -> Result<(), NlError> {
         self.set_attribute(
             index,
             LinkAttribute::LinkInfo(vec![
@@ -309,8 +289,7 @@ impl Rtnl {
 
     /// Deletes the link (for a veth, both ends go).
     pub fn delete_link(&mut self, index: u32) -> Result<(), NlError> {
-        self.sock
-            .execute(RouteNetlinkMessage::DelLink(link_message(index)), 0)
+        self.sock.execute(RouteNetlinkMessage::DelLink(link_message(index)), 0)
     }
 }
 
@@ -320,26 +299,11 @@ mod tests {
 
     #[test]
     fn macs_parse_and_format() {
-        assert_eq!(
-            parse_mac("0A:58:0a:01:00:05"),
-            Some([0x0a, 0x58, 0x0a, 0x01, 0x00, 0x05])
-        );
-        assert_eq!(
-            parse_mac("0a-58-0a-01-00-05"),
-            Some([0x0a, 0x58, 0x0a, 0x01, 0x00, 0x05])
-        );
-        for bad in [
-            "",
-            "0a:58:0a:01:00",
-            "0a:58:0a:01:00:05:06",
-            "0a:58:0a:01:00:5",
-            "zz:58:0a:01:00:05",
-        ] {
+        assert_eq!(parse_mac("0A:58:0a:01:00:05"), Some([0x0a, 0x58, 0x0a, 0x01, 0x00, 0x05]));
+        assert_eq!(parse_mac("0a-58-0a-01-00-05"), Some([0x0a, 0x58, 0x0a, 0x01, 0x00, 0x05]));
+        for bad in ["", "0a:58:0a:01:00", "0a:58:0a:01:00:05:06", "0a:58:0a:01:00:5", "zz:58:0a:01:00:05"] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
-        assert_eq!(
-            format_mac(&[0x0a, 0x58, 0xff, 0, 1, 2]),
-            "0a:58:ff:00:01:02"
-        );
+        assert_eq!(format_mac(&[0x0a, 0x58, 0xff, 0, 1, 2]), "0a:58:ff:00:01:02");
     }
 }

@@ -6,8 +6,8 @@
 //! moving work between threads.
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_MULTIPART, NLM_F_REQUEST, NetlinkDeserializable,
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_MULTIPART, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload, NetlinkSerializable,
 };
 use netlink_sys::{Socket as RawSocket, SocketAddr};
 use std::fmt;
@@ -88,11 +88,7 @@ where
         // Both are best effort: older kernels lack them and requests work without.
         let _ = sock.set_ext_ack(true);
         let _ = sock.set_cap_ack(true);
-        Ok(Socket {
-            sock,
-            seq: 0,
-            _message: PhantomData,
-        })
+        Ok(Socket { sock, seq: 0, _message: PhantomData })
     }
 
     /// Sends `msg` with `flags` (NLM_F_REQUEST and NLM_F_ACK are added) and waits for the ACK.
@@ -137,12 +133,8 @@ where
             let (data, _) = self.sock.recv_from_full()?;
             let mut offset = 0;
             while offset + 16 <= data.len() {
-                let len = u32::from_ne_bytes([
-                    data[offset],
-                    data[offset + 1],
-                    data[offset + 2],
-                    data[offset + 3],
-                ]) as usize;
+                let len =
+                    u32::from_ne_bytes([data[offset], data[offset + 1], data[offset + 2], data[offset + 3]]) as usize;
                 if len < 16 || offset + len > data.len() {
                     return Err(NlError::Decode(format!("bad message length {len}")));
                 }
@@ -156,19 +148,12 @@ where
                 let multipart = reply.header.flags & NLM_F_MULTIPART != 0;
                 match reply.payload {
                     NetlinkPayload::Done(_) => {
-                        return if interrupted {
-                            Err(NlError::DumpInterrupted)
-                        } else {
-                            Ok(replies)
-                        };
+                        return if interrupted { Err(NlError::DumpInterrupted) } else { Ok(replies) };
                     }
                     NetlinkPayload::Error(err) => match err.code {
                         None => return Ok(replies),
                         Some(code) => {
-                            return Err(NlError::Kernel {
-                                errno: -code.get(),
-                                ext_ack: ext_ack_message(&err.header),
-                            });
+                            return Err(NlError::Kernel { errno: -code.get(), ext_ack: ext_ack_message(&err.header) });
                         }
                     },
                     NetlinkPayload::InnerMessage(m) => {
@@ -216,20 +201,14 @@ mod tests {
         payload.extend_from_slice(&((4 + msg.len()) as u16).to_ne_bytes());
         payload.extend_from_slice(&1u16.to_ne_bytes());
         payload.extend_from_slice(msg);
-        assert_eq!(
-            ext_ack_message(&payload).as_deref(),
-            Some("Nexthop has invalid gateway")
-        );
+        assert_eq!(ext_ack_message(&payload).as_deref(), Some("Nexthop has invalid gateway"));
         assert_eq!(ext_ack_message(&payload[..16]), None);
         assert_eq!(ext_ack_message(&[1, 2, 3]), None);
     }
 
     #[test]
     fn kernel_errors_read_well() {
-        let e = NlError::Kernel {
-            errno: 17,
-            ext_ack: Some("details".into()),
-        };
+        let e = NlError::Kernel { errno: 17, ext_ack: Some("details".into()) };
         assert!(e.to_string().starts_with("File exists"), "{e}");
         assert!(e.to_string().ends_with("(details)"));
         assert!(e.is(nix::libc::EEXIST));

@@ -32,33 +32,19 @@ impl NetNs {
     pub fn open(path: impl AsRef<Path>) -> Result<NetNs, Error> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::new(
-                Code::UnknownContainer,
-                format!("network namespace {} does not exist", path.display()),
-            ),
-            _ => Error::new(
-                Code::InvalidNetNs,
-                format!("cannot open network namespace {}: {e}", path.display()),
-            ),
+            std::io::ErrorKind::NotFound => {
+                Error::new(Code::UnknownContainer, format!("network namespace {} does not exist", path.display()))
+            }
+            _ => Error::new(Code::InvalidNetNs, format!("cannot open network namespace {}: {e}", path.display())),
         })?;
-        let ns = NetNs {
-            file,
-            path: path.to_path_buf(),
-        };
+        let ns = NetNs { file, path: path.to_path_buf() };
         ns.check_is_netns()?;
-        let own = NetNs::current().map_err(|e| {
-            Error::new(
-                Code::Internal,
-                format!("cannot open the plugin's own namespace: {e:#}"),
-            )
-        })?;
+        let own = NetNs::current()
+            .map_err(|e| Error::new(Code::Internal, format!("cannot open the plugin's own namespace: {e:#}")))?;
         if ns.same_as(&own) {
             return Err(Error::new(
                 Code::InvalidNetNs,
-                format!(
-                    "{} is the plugin's own network namespace, not a container's",
-                    path.display()
-                ),
+                format!("{} is the plugin's own network namespace, not a container's", path.display()),
             ));
         }
         Ok(ns)
@@ -103,9 +89,8 @@ impl NetNs {
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
         std::thread::scope(|s| {
             s.spawn(|| -> anyhow::Result<T> {
-                setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).with_context(|| {
-                    format!("entering network namespace {}", self.path.display())
-                })?;
+                setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("entering network namespace {}", self.path.display()))?;
                 Ok(f())
             })
             .join()
@@ -127,18 +112,14 @@ impl NetNs {
 
     fn check_is_netns(&self) -> Result<(), Error> {
         let not_netns = |why: String| {
-            Error::new(
-                Code::InvalidNetNs,
-                format!("{} is not a network namespace: {why}", self.path.display()),
-            )
+            Error::new(Code::InvalidNetNs, format!("{} is not a network namespace: {why}", self.path.display()))
         };
         let fs = fstatfs(self.file.as_fd()).map_err(|e| not_netns(e.to_string()))?;
         if fs.filesystem_type() != NSFS_MAGIC && fs.filesystem_type() != PROC_SUPER_MAGIC {
             return Err(not_netns("it is not on nsfs".to_string()));
         }
         // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd's namespace type.
-        let kind = unsafe { ns_get_nstype(self.file.as_raw_fd()) }
-            .map_err(|e| not_netns(e.to_string()))?;
+        let kind = unsafe { ns_get_nstype(self.file.as_raw_fd()) }.map_err(|e| not_netns(e.to_string()))?;
         if kind != CloneFlags::CLONE_NEWNET.bits() {
             return Err(not_netns("it is another kind of namespace".to_string()));
         }

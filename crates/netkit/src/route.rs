@@ -6,8 +6,7 @@ use ipnetwork::IpNetwork;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
-    RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol, RouteScope, RouteType,
 };
 use std::net::IpAddr;
 
@@ -34,17 +33,7 @@ pub struct RouteSpec {
 
 impl RouteSpec {
     pub fn new(dst: IpNetwork, gw: Option<IpAddr>, oif: Option<u32>) -> RouteSpec {
-        RouteSpec {
-            dst,
-            gw,
-            oif,
-            table: None,
-            scope: None,
-            priority: None,
-            mtu: None,
-            advmss: None,
-            src: None,
-        }
+        RouteSpec { dst, gw, oif, table: None, scope: None, priority: None, mtu: None, advmss: None, src: None }
     }
 
     fn message(&self) -> RouteMessage {
@@ -67,9 +56,7 @@ impl RouteSpec {
         let attrs = &mut msg.attributes;
         attrs.push(RouteAttribute::Table(table));
         if self.dst.prefix() > 0 {
-            attrs.push(RouteAttribute::Destination(RouteAddress::from(
-                self.dst.network(),
-            )));
+            attrs.push(RouteAttribute::Destination(RouteAddress::from(self.dst.network())));
         }
         if let Some(gw) = self.gw {
             attrs.push(RouteAttribute::Gateway(RouteAddress::from(gw)));
@@ -148,23 +135,16 @@ fn ip_of(addr: RouteAddress) -> Option<IpAddr> {
 impl Rtnl {
     /// Adds a route; fails with EEXIST if the same route is there.
     pub fn add_route(&mut self, route: &RouteSpec) -> Result<(), NlError> {
-        self.sock.execute(
-            RouteNetlinkMessage::NewRoute(route.message()),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
+        self.sock.execute(RouteNetlinkMessage::NewRoute(route.message()), NLM_F_CREATE | NLM_F_EXCL)
     }
 
     /// Adds the route or replaces the one with the same destination, table and metric.
     pub fn replace_route(&mut self, route: &RouteSpec) -> Result<(), NlError> {
-        self.sock.execute(
-            RouteNetlinkMessage::NewRoute(route.message()),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        )
+        self.sock.execute(RouteNetlinkMessage::NewRoute(route.message()), NLM_F_CREATE | NLM_F_REPLACE)
     }
 
     pub fn del_route(&mut self, route: &RouteSpec) -> Result<(), NlError> {
-        self.sock
-            .execute(RouteNetlinkMessage::DelRoute(route.message()), 0)
+        self.sock.execute(RouteNetlinkMessage::DelRoute(route.message()), 0)
     }
 
     /// Unicast routes of one family, in every table.
@@ -177,9 +157,7 @@ impl Rtnl {
         Ok(replies
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) if r.header.kind == RouteType::Unicast => {
-                    RouteSpec::from_message(r)
-                }
+                RouteNetlinkMessage::NewRoute(r) if r.header.kind == RouteType::Unicast => RouteSpec::from_message(r),
                 _ => None,
             })
             .collect())

@@ -13,9 +13,7 @@ pub struct Rtnl {
 impl Rtnl {
     /// Opens a handle on the calling thread's namespace. Requires CAP_NET_ADMIN to change things.
     pub fn open() -> Result<Rtnl, NlError> {
-        Ok(Rtnl {
-            sock: Socket::open(netlink_sys::constants::NETLINK_ROUTE)?,
-        })
+        Ok(Rtnl { sock: Socket::open(netlink_sys::constants::NETLINK_ROUTE)? })
     }
 
     /// Opens a handle on `ns` (the socket is created on a thread inside it).

@@ -14,8 +14,7 @@ fn full_path(path: &str) -> PathBuf {
 /// Reads a value, without the trailing newline.
 pub fn read(path: &str) -> anyhow::Result<String> {
     let full = full_path(path);
-    let value =
-        std::fs::read_to_string(&full).with_context(|| format!("reading {}", full.display()))?;
+    let value = std::fs::read_to_string(&full).with_context(|| format!("reading {}", full.display()))?;
     Ok(value.trim_end().to_string())
 }
 

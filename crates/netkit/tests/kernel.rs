@@ -20,8 +20,7 @@ fn run_enters_the_namespace_and_never_moves_the_caller() {
     assert!(!inside.same_as(&before));
     assert!(NetNs::current().unwrap().same_as(&before));
     // A panic inside stays inside: the caller is still where it was.
-    let panicked =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ns.run(|| panic!("boom"))));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ns.run(|| panic!("boom"))));
     assert!(panicked.is_err());
     assert!(NetNs::current().unwrap().same_as(&before));
 }
@@ -33,23 +32,10 @@ fn open_rejects_what_is_not_a_container_namespace() {
     std::fs::write(&file, b"x").unwrap();
     assert_eq!(NetNs::open(&file).unwrap_err().code, Code::InvalidNetNs);
     std::fs::remove_file(&file).unwrap();
-    assert_eq!(
-        NetNs::open("/proc/self/ns/mnt").unwrap_err().code,
-        Code::InvalidNetNs
-    );
-    assert_eq!(
-        NetNs::open("/proc/thread-self/ns/net").unwrap_err().code,
-        Code::InvalidNetNs
-    );
-    assert_eq!(
-        NetNs::open("/nonexistent/netns").unwrap_err().code,
-        Code::UnknownContainer
-    );
-    assert!(
-        NetNs::open_if_exists("/nonexistent/netns")
-            .unwrap()
-            .is_none()
-    );
+    assert_eq!(NetNs::open("/proc/self/ns/mnt").unwrap_err().code, Code::InvalidNetNs);
+    assert_eq!(NetNs::open("/proc/thread-self/ns/net").unwrap_err().code, Code::InvalidNetNs);
+    assert_eq!(NetNs::open("/nonexistent/netns").unwrap_err().code, Code::UnknownContainer);
+    assert!(NetNs::open_if_exists("/nonexistent/netns").unwrap().is_none());
     assert!(NetNs::open_if_exists("").unwrap().is_none());
     let ns = new_netns();
     assert!(NetNs::open(ns.path()).unwrap().same_as(&ns));
@@ -71,10 +57,7 @@ fn veth_peer_is_created_directly_in_the_other_namespace() {
     let host_end = rtnl.link_by_name("veth-h").unwrap().unwrap();
     assert!(host_end.is_kind("veth"));
     assert_eq!(host_end.mtu, 1400);
-    assert!(
-        host_end.link_netnsid.is_some(),
-        "peer should be in another namespace"
-    );
+    assert!(host_end.link_netnsid.is_some(), "peer should be in another namespace");
 
     let mut inside = Rtnl::open_in(&container).unwrap();
     let peer = inside.link_by_name("eth0").unwrap().unwrap();
@@ -93,10 +76,7 @@ fn veth_peer_is_created_directly_in_the_other_namespace() {
     assert!(again.unwrap_err().is(nix::libc::EEXIST));
 
     rtnl.delete_link(host_end.index).unwrap();
-    assert!(
-        link(&container, "eth0").is_none(),
-        "deleting one end removes the pair"
-    );
+    assert!(link(&container, "eth0").is_none(), "deleting one end removes the pair");
     assert!(rtnl.link_by_name("veth-h").unwrap().is_none());
 }
 
@@ -105,30 +85,14 @@ fn bridge_ports_get_master_hairpin_and_isolation() {
     let ns = new_netns();
     let mut rtnl = Rtnl::open_in(&ns).unwrap();
     rtnl.create_bridge("br-test", Some(1450), false).unwrap();
-    assert!(
-        rtnl.create_bridge("br-test", None, false)
-            .unwrap_err()
-            .is(nix::libc::EEXIST)
-    );
+    assert!(rtnl.create_bridge("br-test", None, false).unwrap_err().is(nix::libc::EEXIST));
     let br = rtnl.link_by_name("br-test").unwrap().unwrap();
     assert!(br.is_kind("bridge"));
     assert_eq!(br.mtu, 1450);
-    rtnl.create_veth(&VethPair {
-        name: "p1",
-        peer_name: "p1-peer",
-        ..Default::default()
-    })
-    .unwrap();
+    rtnl.create_veth(&VethPair { name: "p1", peer_name: "p1-peer", ..Default::default() }).unwrap();
     let port = rtnl.link_by_name("p1").unwrap().unwrap();
     rtnl.set_master(port.index, br.index).unwrap();
-    rtnl.set_bridge_port(
-        port.index,
-        vec![
-            InfoBridgePort::HairpinMode(true),
-            InfoBridgePort::Isolated(true),
-        ],
-    )
-    .unwrap();
+    rtnl.set_bridge_port(port.index, vec![InfoBridgePort::HairpinMode(true), InfoBridgePort::Isolated(true)]).unwrap();
     rtnl.set_up(br.index).unwrap();
     rtnl.set_promisc(br.index, true).unwrap();
     let port = rtnl.link_by_index(port.index).unwrap().unwrap();
@@ -146,20 +110,11 @@ fn bridge_ports_get_master_hairpin_and_isolation() {
 fn addresses_are_added_listed_and_removed() {
     let ns = new_netns();
     let mut rtnl = Rtnl::open_in(&ns).unwrap();
-    rtnl.create_veth(&VethPair {
-        name: "a",
-        peer_name: "b",
-        ..Default::default()
-    })
-    .unwrap();
+    rtnl.create_veth(&VethPair { name: "a", peer_name: "b", ..Default::default() }).unwrap();
     let a = rtnl.link_by_name("a").unwrap().unwrap();
-    rtnl.add_address(a.index, net("10.9.0.5/24"), false)
-        .unwrap();
-    rtnl.add_address(a.index, net("fd00:9::5/64"), true)
-        .unwrap();
-    let dup = rtnl
-        .add_address(a.index, net("10.9.0.5/24"), false)
-        .unwrap_err();
+    rtnl.add_address(a.index, net("10.9.0.5/24"), false).unwrap();
+    rtnl.add_address(a.index, net("fd00:9::5/64"), true).unwrap();
+    let dup = rtnl.add_address(a.index, net("10.9.0.5/24"), false).unwrap_err();
     assert!(dup.is(nix::libc::EEXIST));
     let shown = addresses(&ns, "a");
     assert!(shown.contains(&"10.9.0.5/24".to_string()), "{shown:?}");
@@ -167,16 +122,9 @@ fn addresses_are_added_listed_and_removed() {
     let brd = ip_json(&ns, "addr show dev a");
     assert_eq!(brd[0]["addr_info"][0]["broadcast"], "10.9.0.255");
 
-    let listed = rtnl
-        .addresses(Some(a.index), Some(netkit::Family::V4))
-        .unwrap();
-    assert_eq!(
-        listed.iter().map(|x| x.net).collect::<Vec<_>>(),
-        vec![net("10.9.0.5/24")]
-    );
-    let v6 = rtnl
-        .addresses(Some(a.index), Some(netkit::Family::V6))
-        .unwrap();
+    let listed = rtnl.addresses(Some(a.index), Some(netkit::Family::V4)).unwrap();
+    assert_eq!(listed.iter().map(|x| x.net).collect::<Vec<_>>(), vec![net("10.9.0.5/24")]);
+    let v6 = rtnl.addresses(Some(a.index), Some(netkit::Family::V6)).unwrap();
     let global = v6.iter().find(|x| x.net == net("fd00:9::5/64")).unwrap();
     assert!(global.is_global() && !global.is_tentative());
 
@@ -188,60 +136,30 @@ fn addresses_are_added_listed_and_removed() {
 fn routes_carry_gateway_metric_table_mtu_and_advmss() {
     let ns = new_netns();
     let mut rtnl = Rtnl::open_in(&ns).unwrap();
-    rtnl.create_veth(&VethPair {
-        name: "r0",
-        peer_name: "r1",
-        ..Default::default()
-    })
-    .unwrap();
+    rtnl.create_veth(&VethPair { name: "r0", peer_name: "r1", ..Default::default() }).unwrap();
     let r0 = rtnl.link_by_name("r0").unwrap().unwrap();
     rtnl.set_up(r0.index).unwrap();
-    rtnl.add_address(r0.index, net("10.7.0.2/24"), false)
-        .unwrap();
+    rtnl.add_address(r0.index, net("10.7.0.2/24"), false).unwrap();
 
-    let mut route = RouteSpec::new(
-        net("192.168.50.0/24"),
-        Some("10.7.0.1".parse().unwrap()),
-        Some(r0.index),
-    );
+    let mut route = RouteSpec::new(net("192.168.50.0/24"), Some("10.7.0.1".parse().unwrap()), Some(r0.index));
     route.priority = Some(77);
     route.mtu = Some(1300);
     route.advmss = Some(1260);
     rtnl.add_route(&route).unwrap();
     assert!(rtnl.add_route(&route).unwrap_err().is(nix::libc::EEXIST));
     let shown = ip(&ns, "route show 192.168.50.0/24");
-    for want in [
-        "via 10.7.0.1",
-        "dev r0",
-        "metric 77",
-        "mtu 1300",
-        "advmss 1260",
-    ] {
+    for want in ["via 10.7.0.1", "dev r0", "metric 77", "mtu 1300", "advmss 1260"] {
         assert!(shown.contains(want), "{want} missing in {shown}");
     }
-    let mut in_table = RouteSpec::new(
-        net("0.0.0.0/0"),
-        Some("10.7.0.1".parse().unwrap()),
-        Some(r0.index),
-    );
+    let mut in_table = RouteSpec::new(net("0.0.0.0/0"), Some("10.7.0.1".parse().unwrap()), Some(r0.index));
     in_table.table = Some(1000);
     rtnl.add_route(&in_table).unwrap();
     assert!(ip(&ns, "route show table 1000").contains("default via 10.7.0.1"));
 
     let listed = rtnl.routes(netkit::Family::V4).unwrap();
-    let found = listed
-        .iter()
-        .find(|r| r.dst == net("192.168.50.0/24"))
-        .unwrap();
-    assert_eq!(
-        (found.gw, found.priority, found.mtu, found.advmss),
-        (route.gw, Some(77), Some(1300), Some(1260))
-    );
-    assert!(
-        listed
-            .iter()
-            .any(|r| r.table == Some(1000) && r.dst.prefix() == 0)
-    );
+    let found = listed.iter().find(|r| r.dst == net("192.168.50.0/24")).unwrap();
+    assert_eq!((found.gw, found.priority, found.mtu, found.advmss), (route.gw, Some(77), Some(1300), Some(1260)));
+    assert!(listed.iter().any(|r| r.table == Some(1000) && r.dst.prefix() == 0));
 
     rtnl.del_route(&route).unwrap();
     assert!(ip(&ns, "route show 192.168.50.0/24").trim().is_empty());
@@ -253,12 +171,7 @@ fn routes_carry_gateway_metric_table_mtu_and_advmss() {
 fn links_move_between_namespaces_and_can_be_renamed() {
     let (a, b) = (new_netns(), new_netns());
     let mut in_a = Rtnl::open_in(&a).unwrap();
-    in_a.create_veth(&VethPair {
-        name: "m0",
-        peer_name: "m1",
-        ..Default::default()
-    })
-    .unwrap();
+    in_a.create_veth(&VethPair { name: "m0", peer_name: "m1", ..Default::default() }).unwrap();
     let m0 = in_a.link_by_name("m0").unwrap().unwrap();
     in_a.set_alias(m0.index, "was-m0").unwrap();
     in_a.move_to_netns(m0.index, b.as_fd()).unwrap();
@@ -274,20 +187,9 @@ fn links_move_between_namespaces_and_can_be_renamed() {
 fn sysctls_are_per_namespace() {
     let ns = new_netns();
     let before = sysctl::read("net/ipv4/ip_forward").unwrap();
-    ns.run(|| sysctl::write("net/ipv4/ip_forward", "1"))
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        ns.run(|| sysctl::read("net/ipv4/ip_forward"))
-            .unwrap()
-            .unwrap(),
-        "1"
-    );
-    assert_eq!(
-        sysctl::read("net/ipv4/ip_forward").unwrap(),
-        before,
-        "the test's own namespace changed"
-    );
+    ns.run(|| sysctl::write("net/ipv4/ip_forward", "1")).unwrap().unwrap();
+    assert_eq!(ns.run(|| sysctl::read("net/ipv4/ip_forward")).unwrap().unwrap(), "1");
+    assert_eq!(sysctl::read("net/ipv4/ip_forward").unwrap(), before, "the test's own namespace changed");
 }
 
 #[test]

@@ -76,30 +76,13 @@ pub fn new_netns() -> Netns {
         let made = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(anyhow::Error::from)
             .and_then(|()| NetNs::current())
-            .map(|ns| {
-                (
-                    ns,
-                    format!(
-                        "/proc/{}/task/{}/ns/net",
-                        std::process::id(),
-                        nix::unistd::gettid()
-                    ),
-                )
-            });
+            .map(|ns| (ns, format!("/proc/{}/task/{}/ns/net", std::process::id(), nix::unistd::gettid())));
         let _ = ready_tx.send(made);
         // Parked until the Netns is dropped; a closed channel also ends the wait.
         let _ = stop_rx.recv();
     });
-    let (ns, path) = ready_rx
-        .recv()
-        .expect("namespace thread")
-        .expect("creating a network namespace");
-    Netns {
-        ns: Some(ns),
-        path,
-        stop: Some(stop_tx),
-        thread: Some(thread),
-    }
+    let (ns, path) = ready_rx.recv().expect("namespace thread").expect("creating a network namespace");
+    Netns { ns: Some(ns), path, stop: Some(stop_tx), thread: Some(thread) }
 }
 
 /// Runs `cmd` with its network namespace set to `ns`.
@@ -118,14 +101,8 @@ pub fn in_netns<'a>(cmd: &'a mut Command, ns: &NetNs) -> &'a mut Command {
 
 /// Runs `ip ARGS` inside `ns` and returns stdout; panics on failure.
 pub fn ip(ns: &NetNs, args: &str) -> String {
-    let out = in_netns(Command::new("ip").args(args.split_whitespace()), ns)
-        .output()
-        .expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = in_netns(Command::new("ip").args(args.split_whitespace()), ns).output().expect("running ip");
+    assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -141,17 +118,12 @@ pub fn ip_json(ns: &NetNs, args: &str) -> Value {
 /// The state of a link as `ip` reports it, or `None` when it does not exist.
 pub fn link(ns: &NetNs, name: &str) -> Option<Value> {
     let all = ip_json(ns, "link show");
-    all.as_array()?
-        .iter()
-        .find(|l| l["ifname"] == name)
-        .cloned()
+    all.as_array()?.iter().find(|l| l["ifname"] == name).cloned()
 }
 
 /// Whether a link is administratively up.
 pub fn is_up(link: &Value) -> bool {
-    link["flags"]
-        .as_array()
-        .is_some_and(|f| f.iter().any(|x| x == "UP"))
+    link["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"))
 }
 
 /// The addresses (`ip/prefix`) of a link inside `ns`.
@@ -160,11 +132,7 @@ pub fn addresses(ns: &NetNs, name: &str) -> Vec<String> {
     let mut out = Vec::new();
     for link in all.as_array().into_iter().flatten() {
         for a in link["addr_info"].as_array().into_iter().flatten() {
-            out.push(format!(
-                "{}/{}",
-                a["local"].as_str().unwrap_or(""),
-                a["prefixlen"]
-            ));
+            out.push(format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]));
         }
     }
     out
@@ -184,8 +152,7 @@ impl Output {
         if self.stdout.trim().is_empty() {
             return Value::Null;
         }
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
 
     pub fn success(&self) -> bool {
@@ -194,31 +161,16 @@ impl Output {
 
     /// Asserts success and returns the JSON.
     pub fn ok(&self) -> Value {
-        assert!(
-            self.success(),
-            "plugin failed ({}): {}\nstderr: {}",
-            self.exit_code,
-            self.stdout,
-            self.stderr
-        );
+        assert!(self.success(), "plugin failed ({}): {}\nstderr: {}", self.exit_code, self.stdout, self.stderr);
         self.json()
     }
 
     /// Asserts failure with the spec's error JSON and returns its code.
     pub fn err_code(&self) -> u64 {
-        assert!(
-            !self.success(),
-            "plugin succeeded but should have failed: {}",
-            self.stdout
-        );
+        assert!(!self.success(), "plugin succeeded but should have failed: {}", self.stdout);
         let v = self.json();
-        assert!(
-            v["msg"].as_str().is_some_and(|m| !m.is_empty()),
-            "error without msg: {v}"
-        );
-        v["code"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("error without code: {v}"))
+        assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "error without msg: {v}");
+        v["code"].as_u64().unwrap_or_else(|| panic!("error without code: {v}"))
     }
 }
 
@@ -232,17 +184,8 @@ pub struct Invocation {
 impl Invocation {
     /// A typical invocation: `CNI_COMMAND`, container ID, netns and ifname, `CNI_PATH` set to
     /// `cni_path`.
-    pub fn new(
-        command: &str,
-        container_id: &str,
-        netns: &str,
-        ifname: &str,
-        stdin: &str,
-    ) -> Invocation {
-        let mut inv = Invocation {
-            env: Vec::new(),
-            stdin: stdin.to_string(),
-        };
+    pub fn new(command: &str, container_id: &str, netns: &str, ifname: &str, stdin: &str) -> Invocation {
+        let mut inv = Invocation { env: Vec::new(), stdin: stdin.to_string() };
         for (k, v) in [
             ("CNI_COMMAND", command),
             ("CNI_CONTAINERID", container_id),
@@ -297,10 +240,7 @@ impl Invocation {
     }
 
     fn execute(&self, plugin: &Path, host: Option<&NetNs>) -> Output {
-        let out = self
-            .spawn(plugin, host)
-            .wait_with_output()
-            .expect("waiting for plugin");
+        let out = self.spawn(plugin, host).wait_with_output().expect("waiting for plugin");
         Output {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -314,20 +254,13 @@ impl Invocation {
 pub fn plugin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // Test binaries live in target/<profile>/deps/.
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .expect("target directory")
+    exe.parent().and_then(Path::parent).map(Path::to_path_buf).expect("target directory")
 }
 
 /// The path of a built plugin binary in [`plugin_dir`].
 pub fn plugin(name: &str) -> PathBuf {
     let path = plugin_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built (cargo build --workspace)",
-        path.display()
-    );
+    assert!(path.is_file(), "{} is not built (cargo build --workspace)", path.display());
     path
 }
 

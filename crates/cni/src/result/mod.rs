@@ -56,15 +56,7 @@ pub struct Route {
 
 impl Route {
     pub fn new(dst: IpNetwork, gw: Option<IpAddr>) -> Route {
-        Route {
-            dst,
-            gw,
-            mtu: 0,
-            advmss: 0,
-            priority: 0,
-            table: None,
-            scope: None,
-        }
+        Route { dst, gw, mtu: 0, advmss: 0, priority: 0, table: None, scope: None }
     }
 }
 
@@ -84,10 +76,7 @@ pub struct Dns {
 
 impl Dns {
     pub fn is_empty(&self) -> bool {
-        self.nameservers.is_empty()
-            && self.domain.is_empty()
-            && self.search.is_empty()
-            && self.options.is_empty()
+        self.nameservers.is_empty() && self.domain.is_empty() && self.search.is_empty() && self.options.is_empty()
     }
 }
 
@@ -96,10 +85,7 @@ impl CniResult {
     /// report, as libcni's converter does.
     pub fn to_json(&self, cni_version: &str) -> Result<Value, Error> {
         let shape = version::shape(cni_version).ok_or_else(|| {
-            Error::new(
-                crate::Code::IncompatibleVersion,
-                format!("unknown result version {cni_version:?}"),
-            )
+            Error::new(crate::Code::IncompatibleVersion, format!("unknown result version {cni_version:?}"))
         })?;
         let value = match shape {
             Shape::V1 => serde_json::to_value(wire::V1::from_model(self, cni_version)),
@@ -115,18 +101,10 @@ impl CniResult {
         if !value.is_object() {
             return Err(Error::decode("result is not a JSON object"));
         }
-        let declared = value
-            .get("cniVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let cni_version = if declared.is_empty() {
-            default_version
-        } else {
-            declared
-        };
-        let shape = version::shape(cni_version).ok_or_else(|| {
-            Error::decode(format!("result has unsupported cniVersion {cni_version:?}"))
-        })?;
+        let declared = value.get("cniVersion").and_then(Value::as_str).unwrap_or("");
+        let cni_version = if declared.is_empty() { default_version } else { declared };
+        let shape = version::shape(cni_version)
+            .ok_or_else(|| Error::decode(format!("result has unsupported cniVersion {cni_version:?}")))?;
         Ok(match shape {
             Shape::V1 => crate::json::from_value::<wire::V1>(value)?.into_model(),
             Shape::V04 => crate::json::from_value::<wire::V04>(value)?.into_model(),
@@ -138,12 +116,8 @@ impl CniResult {
 /// Parses `a.b.c.d/n` or `x::y/n` keeping host bits, as Go's `types.ParseCIDR`. Unlike
 /// `IpNetwork::from_str`, a missing prefix is an error rather than a silent /32.
 pub fn parse_cidr(s: &str) -> Result<IpNetwork, Error> {
-    let (ip, prefix) = s
-        .split_once('/')
-        .ok_or_else(|| Error::decode(format!("invalid CIDR address: {s}")))?;
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| Error::decode(format!("invalid CIDR address: {s}")))?;
+    let (ip, prefix) = s.split_once('/').ok_or_else(|| Error::decode(format!("invalid CIDR address: {s}")))?;
+    let ip: IpAddr = ip.parse().map_err(|_| Error::decode(format!("invalid CIDR address: {s}")))?;
     let prefix: u8 = match prefix.parse() {
         Ok(p) if !prefix.starts_with('+') => p,
         _ => return Err(Error::decode(format!("invalid CIDR address: {s}"))),

@@ -6,10 +6,7 @@ use super::*;
 use serde_json::json;
 
 fn golden(version: &str) -> Value {
-    let path = format!(
-        "{}/tests/golden/result-{version}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/golden/result-{version}.json", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }
@@ -25,17 +22,8 @@ fn net(s: &str) -> IpNetwork {
 fn full() -> CniResult {
     CniResult {
         interfaces: vec![
-            Interface {
-                name: "cni0".into(),
-                mac: "aa:bb:cc:dd:ee:01".into(),
-                ..Default::default()
-            },
-            Interface {
-                name: "veth1a2b3c4d".into(),
-                mac: "aa:bb:cc:dd:ee:02".into(),
-                mtu: 1400,
-                ..Default::default()
-            },
+            Interface { name: "cni0".into(), mac: "aa:bb:cc:dd:ee:01".into(), ..Default::default() },
+            Interface { name: "veth1a2b3c4d".into(), mac: "aa:bb:cc:dd:ee:02".into(), mtu: 1400, ..Default::default() },
             Interface {
                 name: "eth0".into(),
                 mac: "aa:bb:cc:dd:ee:03".into(),
@@ -46,21 +34,9 @@ fn full() -> CniResult {
             },
         ],
         ips: vec![
-            IpConfig {
-                address: net("10.1.0.5/24"),
-                gateway: Some(ip("10.1.0.1")),
-                interface: Some(2),
-            },
-            IpConfig {
-                address: net("fd00:1::5/64"),
-                gateway: Some(ip("fd00:1::1")),
-                interface: Some(2),
-            },
-            IpConfig {
-                address: net("10.2.0.7/16"),
-                gateway: None,
-                interface: Some(2),
-            },
+            IpConfig { address: net("10.1.0.5/24"), gateway: Some(ip("10.1.0.1")), interface: Some(2) },
+            IpConfig { address: net("fd00:1::5/64"), gateway: Some(ip("fd00:1::1")), interface: Some(2) },
+            IpConfig { address: net("10.2.0.7/16"), gateway: None, interface: Some(2) },
         ],
         routes: vec![
             Route::new(net("0.0.0.0/0"), Some(ip("10.1.0.1"))),
@@ -88,12 +64,7 @@ fn full() -> CniResult {
 fn through_v04() -> CniResult {
     let mut r = full();
     for i in &mut r.interfaces {
-        *i = Interface {
-            name: i.name.clone(),
-            mac: i.mac.clone(),
-            sandbox: i.sandbox.clone(),
-            ..Default::default()
-        };
+        *i = Interface { name: i.name.clone(), mac: i.mac.clone(), sandbox: i.sandbox.clone(), ..Default::default() };
     }
     r
 }
@@ -105,14 +76,8 @@ fn through_v02() -> CniResult {
     CniResult {
         interfaces: vec![],
         ips: vec![
-            IpConfig {
-                interface: None,
-                ..full.ips[0].clone()
-            },
-            IpConfig {
-                interface: None,
-                ..full.ips[1].clone()
-            },
+            IpConfig { interface: None, ..full.ips[0].clone() },
+            IpConfig { interface: None, ..full.ips[1].clone() },
         ],
         routes: vec![
             Route::new(net("0.0.0.0/0"), Some(ip("10.1.0.1"))),
@@ -133,34 +98,19 @@ fn prints_every_version_like_libcni() {
 #[test]
 fn reads_every_version() {
     for v in ["1.1.0", "1.0.0"] {
-        assert_eq!(
-            CniResult::from_json(&golden(v), "1.1.0").unwrap(),
-            full(),
-            "version {v}"
-        );
+        assert_eq!(CniResult::from_json(&golden(v), "1.1.0").unwrap(), full(), "version {v}");
     }
     for v in ["0.4.0", "0.3.1", "0.3.0"] {
-        assert_eq!(
-            CniResult::from_json(&golden(v), "1.1.0").unwrap(),
-            through_v04(),
-            "version {v}"
-        );
+        assert_eq!(CniResult::from_json(&golden(v), "1.1.0").unwrap(), through_v04(), "version {v}");
     }
     for v in ["0.2.0", "0.1.0"] {
-        assert_eq!(
-            CniResult::from_json(&golden(v), "1.1.0").unwrap(),
-            through_v02(),
-            "version {v}"
-        );
+        assert_eq!(CniResult::from_json(&golden(v), "1.1.0").unwrap(), through_v02(), "version {v}");
     }
 }
 
 #[test]
 fn converts_up_from_old_versions() {
-    let up = CniResult::from_json(&golden("0.2.0"), "0.2.0")
-        .unwrap()
-        .to_json("1.1.0")
-        .unwrap();
+    let up = CniResult::from_json(&golden("0.2.0"), "0.2.0").unwrap().to_json("1.1.0").unwrap();
     assert_eq!(
         up,
         json!({
@@ -182,36 +132,21 @@ fn converts_up_from_old_versions() {
 #[test]
 fn empty_dns_is_left_out_only_in_1x() {
     let r = CniResult {
-        ips: vec![IpConfig {
-            address: net("10.0.0.2/8"),
-            gateway: None,
-            interface: None,
-        }],
+        ips: vec![IpConfig { address: net("10.0.0.2/8"), gateway: None, interface: None }],
         ..Default::default()
     };
-    assert_eq!(
-        r.to_json("1.0.0").unwrap(),
-        json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/8"}]})
-    );
+    assert_eq!(r.to_json("1.0.0").unwrap(), json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/8"}]}));
     assert_eq!(
         r.to_json("0.4.0").unwrap(),
         json!({"cniVersion": "0.4.0", "ips": [{"version": "4", "address": "10.0.0.2/8"}], "dns": {}})
     );
-    assert_eq!(
-        r.to_json("0.2.0").unwrap(),
-        json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.2/8"}, "dns": {}})
-    );
+    assert_eq!(r.to_json("0.2.0").unwrap(), json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.2/8"}, "dns": {}}));
 }
 
 #[test]
 fn old_versions_need_an_address() {
-    let l2_only = CniResult {
-        interfaces: vec![Interface {
-            name: "eth0".into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let l2_only =
+        CniResult { interfaces: vec![Interface { name: "eth0".into(), ..Default::default() }], ..Default::default() };
     for v in ["0.1.0", "0.2.0"] {
         let e = l2_only.to_json(v).unwrap_err();
         assert_eq!(e.code, crate::Code::IncompatibleVersion);
@@ -221,7 +156,8 @@ fn old_versions_need_an_address() {
 
 #[test]
 fn missing_version_takes_the_default_and_nulls_are_zero_values() {
-    let v = json!({"interfaces": null, "ips": [{"address": "10.0.0.2/24", "gateway": "", "interface": 0}], "dns": null});
+    let v =
+        json!({"interfaces": null, "ips": [{"address": "10.0.0.2/24", "gateway": "", "interface": 0}], "dns": null});
     let r = CniResult::from_json(&v, "1.0.0").unwrap();
     assert_eq!(r.ips[0].gateway, None);
     assert!(r.interfaces.is_empty());
@@ -247,20 +183,9 @@ fn wrong_shapes_are_decode_errors() {
 
 #[test]
 fn cidr_parsing_keeps_host_bits_and_needs_a_prefix() {
-    assert_eq!(
-        parse_cidr("10.1.2.3/24").unwrap().to_string(),
-        "10.1.2.3/24"
-    );
+    assert_eq!(parse_cidr("10.1.2.3/24").unwrap().to_string(), "10.1.2.3/24");
     assert_eq!(parse_cidr("fd00::1/64").unwrap().to_string(), "fd00::1/64");
-    for bad in [
-        "10.1.2.3",
-        "10.1.2.3/",
-        "10.1.2.3/+8",
-        "10.1.2.3/33",
-        "fd00::1/129",
-        "x/8",
-        "/8",
-    ] {
+    for bad in ["10.1.2.3", "10.1.2.3/", "10.1.2.3/+8", "10.1.2.3/33", "fd00::1/129", "x/8", "/8"] {
         assert!(parse_cidr(bad).is_err(), "{bad}");
     }
 }

@@ -38,10 +38,7 @@ mod opt_ip {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
         match Option::<String>::deserialize(d)?.as_deref() {
             None | Some("") => Ok(None),
-            Some(s) => s
-                .parse()
-                .map(Some)
-                .map_err(|_| serde::de::Error::custom(format!("invalid IP address: {s}"))),
+            Some(s) => s.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("invalid IP address: {s}"))),
         }
     }
 }
@@ -56,23 +53,11 @@ pub(super) struct WireRoute {
     dst: IpNetwork,
     #[serde(with = "opt_ip", default, skip_serializing_if = "Option::is_none")]
     gw: Option<IpAddr>,
-    #[serde(
-        default,
-        skip_serializing_if = "is_zero",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "nullable")]
     mtu: u32,
-    #[serde(
-        default,
-        skip_serializing_if = "is_zero",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "nullable")]
     advmss: u32,
-    #[serde(
-        default,
-        skip_serializing_if = "is_zero",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "nullable")]
     priority: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     table: Option<u32>,
@@ -114,29 +99,13 @@ impl From<WireRoute> for Route {
 pub(super) struct V1 {
     #[serde(rename = "cniVersion", default, deserialize_with = "nullable")]
     cni_version: String,
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
     interfaces: Vec<InterfaceV1>,
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
     ips: Vec<IpV1>,
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
     routes: Vec<WireRoute>,
-    #[serde(
-        default,
-        skip_serializing_if = "Dns::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "Dns::is_empty", deserialize_with = "nullable")]
     dns: Dns,
 }
 
@@ -144,37 +113,15 @@ pub(super) struct V1 {
 struct InterfaceV1 {
     #[serde(default, deserialize_with = "nullable")]
     name: String,
-    #[serde(
-        default,
-        skip_serializing_if = "String::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "nullable")]
     mac: String,
-    #[serde(
-        default,
-        skip_serializing_if = "is_zero",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "nullable")]
     mtu: u32,
-    #[serde(
-        default,
-        skip_serializing_if = "String::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "nullable")]
     sandbox: String,
-    #[serde(
-        rename = "socketPath",
-        default,
-        skip_serializing_if = "String::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(rename = "socketPath", default, skip_serializing_if = "String::is_empty", deserialize_with = "nullable")]
     socket_path: String,
-    #[serde(
-        rename = "pciID",
-        default,
-        skip_serializing_if = "String::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(rename = "pciID", default, skip_serializing_if = "String::is_empty", deserialize_with = "nullable")]
     pci_id: String,
 }
 
@@ -207,11 +154,7 @@ impl V1 {
             ips: r
                 .ips
                 .iter()
-                .map(|ip| IpV1 {
-                    interface: ip.interface,
-                    address: ip.address,
-                    gateway: ip.gateway,
-                })
+                .map(|ip| IpV1 { interface: ip.interface, address: ip.address, gateway: ip.gateway })
                 .collect(),
             routes: r.routes.iter().map(WireRoute::from).collect(),
             dns: r.dns.clone(),
@@ -235,11 +178,7 @@ impl V1 {
             ips: self
                 .ips
                 .into_iter()
-                .map(|ip| IpConfig {
-                    address: ip.address,
-                    gateway: ip.gateway,
-                    interface: ip.interface,
-                })
+                .map(|ip| IpConfig { address: ip.address, gateway: ip.gateway, interface: ip.interface })
                 .collect(),
             routes: self.routes.into_iter().map(Route::from).collect(),
             dns: self.dns,
@@ -253,23 +192,11 @@ impl V1 {
 pub(super) struct V04 {
     #[serde(rename = "cniVersion", default, deserialize_with = "nullable")]
     cni_version: String,
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
     interfaces: Vec<InterfaceV04>,
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
     ips: Vec<IpV04>,
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
     routes: Vec<WireRoute>,
     #[serde(default, deserialize_with = "nullable")]
     dns: Dns,
@@ -279,17 +206,9 @@ pub(super) struct V04 {
 struct InterfaceV04 {
     #[serde(default, deserialize_with = "nullable")]
     name: String,
-    #[serde(
-        default,
-        skip_serializing_if = "String::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "nullable")]
     mac: String,
-    #[serde(
-        default,
-        skip_serializing_if = "String::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "nullable")]
     sandbox: String,
 }
 
@@ -312,11 +231,7 @@ impl V04 {
             interfaces: r
                 .interfaces
                 .iter()
-                .map(|i| InterfaceV04 {
-                    name: i.name.clone(),
-                    mac: i.mac.clone(),
-                    sandbox: i.sandbox.clone(),
-                })
+                .map(|i| InterfaceV04 { name: i.name.clone(), mac: i.mac.clone(), sandbox: i.sandbox.clone() })
                 .collect(),
             ips: r
                 .ips
@@ -338,21 +253,12 @@ impl V04 {
             interfaces: self
                 .interfaces
                 .into_iter()
-                .map(|i| Interface {
-                    name: i.name,
-                    mac: i.mac,
-                    sandbox: i.sandbox,
-                    ..Interface::default()
-                })
+                .map(|i| Interface { name: i.name, mac: i.mac, sandbox: i.sandbox, ..Interface::default() })
                 .collect(),
             ips: self
                 .ips
                 .into_iter()
-                .map(|ip| IpConfig {
-                    address: ip.address,
-                    gateway: ip.gateway,
-                    interface: ip.interface,
-                })
+                .map(|ip| IpConfig { address: ip.address, gateway: ip.gateway, interface: ip.interface })
                 .collect(),
             routes: self.routes.into_iter().map(Route::from).collect(),
             dns: self.dns,
@@ -380,11 +286,7 @@ struct IpV02 {
     ip: IpNetwork,
     #[serde(with = "opt_ip", default, skip_serializing_if = "Option::is_none")]
     gateway: Option<IpAddr>,
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "nullable"
-    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "nullable")]
     routes: Vec<WireRoute>,
 }
 
@@ -393,19 +295,16 @@ impl V02 {
     /// libcni's `convertTo02x`; fails when there is no address at all.
     pub(super) fn from_model(r: &CniResult, cni_version: &str) -> Result<V02, Error> {
         let first = |v4: bool| {
-            r.ips
-                .iter()
-                .find(|ip| ip.address.is_ipv4() == v4)
-                .map(|ip| IpV02 {
-                    ip: ip.address,
-                    gateway: ip.gateway,
-                    routes: r
-                        .routes
-                        .iter()
-                        .filter(|rt| rt.dst.is_ipv4() == v4)
-                        .map(|rt| WireRoute::from(&Route::new(rt.dst, rt.gw)))
-                        .collect(),
-                })
+            r.ips.iter().find(|ip| ip.address.is_ipv4() == v4).map(|ip| IpV02 {
+                ip: ip.address,
+                gateway: ip.gateway,
+                routes: r
+                    .routes
+                    .iter()
+                    .filter(|rt| rt.dst.is_ipv4() == v4)
+                    .map(|rt| WireRoute::from(&Route::new(rt.dst, rt.gw)))
+                    .collect(),
+            })
         };
         let (ip4, ip6) = (first(true), first(false));
         if ip4.is_none() && ip6.is_none() {
@@ -414,25 +313,13 @@ impl V02 {
                 format!("cannot convert result to {cni_version}: no valid IP addresses"),
             ));
         }
-        Ok(V02 {
-            cni_version: cni_version.to_string(),
-            ip4,
-            ip6,
-            dns: r.dns.clone(),
-        })
+        Ok(V02 { cni_version: cni_version.to_string(), ip4, ip6, dns: r.dns.clone() })
     }
 
     pub(super) fn into_model(self) -> CniResult {
-        let mut result = CniResult {
-            dns: self.dns,
-            ..CniResult::default()
-        };
+        let mut result = CniResult { dns: self.dns, ..CniResult::default() };
         for ip in [self.ip4, self.ip6].into_iter().flatten() {
-            result.ips.push(IpConfig {
-                address: ip.ip,
-                gateway: ip.gateway,
-                interface: None,
-            });
+            result.ips.push(IpConfig { address: ip.ip, gateway: ip.gateway, interface: None });
             result.routes.extend(ip.routes.into_iter().map(Route::from));
         }
         result

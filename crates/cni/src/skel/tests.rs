@@ -14,11 +14,9 @@ impl Plugin for Fake {
             panic!("asked to panic");
         }
         if let Some(code) = req.config.raw.get("failWith").and_then(Value::as_u64) {
-            return Err(anyhow::Error::new(Error::new(
-                Code::from_u32(code as u32),
-                "told to fail",
-            ))
-            .context("doing the thing"));
+            return Err(
+                anyhow::Error::new(Error::new(Code::from_u32(code as u32), "told to fail")).context("doing the thing")
+            );
         }
         Ok(CniResult {
             interfaces: vec![Interface {
@@ -26,11 +24,7 @@ impl Plugin for Fake {
                 sandbox: req.env.netns.clone(),
                 ..Default::default()
             }],
-            ips: vec![IpConfig {
-                address: "10.0.0.2/24".parse().unwrap(),
-                gateway: None,
-                interface: Some(0),
-            }],
+            ips: vec![IpConfig { address: "10.0.0.2/24".parse().unwrap(), gateway: None, interface: Some(0) }],
             ..Default::default()
         })
     }
@@ -60,11 +54,7 @@ fn invoke_env(extra: &[(&str, &str)], stdin: &str) -> (Value, i32) {
         env.insert(k.to_string(), v.to_string());
     }
     let out = dispatch(&Fake, |k| env.get(k).cloned(), stdin.as_bytes());
-    let value = if out.stdout.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let value = if out.stdout.is_empty() { Value::Null } else { serde_json::from_slice(&out.stdout).unwrap() };
     (value, out.exit_code)
 }
 
@@ -96,23 +86,11 @@ fn add_prints_the_result_in_the_config_version() {
 
 #[test]
 fn output_is_indented_like_the_reference() {
-    let env: HashMap<&str, &str> = [
-        ("CNI_COMMAND", "ADD"),
-        ("CNI_CONTAINERID", "c"),
-        ("CNI_NETNS", "/n"),
-        ("CNI_IFNAME", "eth0"),
-    ]
-    .into();
-    let out = dispatch(
-        &Fake,
-        |k| env.get(k).map(|s| s.to_string()),
-        conf("1.0.0").as_bytes(),
-    );
+    let env: HashMap<&str, &str> =
+        [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c"), ("CNI_NETNS", "/n"), ("CNI_IFNAME", "eth0")].into();
+    let out = dispatch(&Fake, |k| env.get(k).map(|s| s.to_string()), conf("1.0.0").as_bytes());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.starts_with("{\n    \"cniVersion\": \"1.0.0\",\n    \"interfaces\": ["),
-        "{text}"
-    );
+    assert!(text.starts_with("{\n    \"cniVersion\": \"1.0.0\",\n    \"interfaces\": ["), "{text}");
 }
 
 #[test]
@@ -129,54 +107,26 @@ fn errors_are_spec_json_with_codes() {
     let cases: Vec<Case> = vec![
         (vec![("CNI_COMMAND", "")], conf("1.0.0"), 4),
         (vec![("CNI_COMMAND", "BOGUS")], conf("1.0.0"), 4),
-        (
-            vec![("CNI_COMMAND", "ADD"), ("CNI_NETNS", "")],
-            conf("1.0.0"),
-            4,
-        ),
-        (
-            vec![("CNI_COMMAND", "ADD"), ("CNI_IFNAME", "bad/name")],
-            conf("1.0.0"),
-            4,
-        ),
-        (
-            vec![("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "../etc")],
-            conf("1.0.0"),
-            4,
-        ),
+        (vec![("CNI_COMMAND", "ADD"), ("CNI_NETNS", "")], conf("1.0.0"), 4),
+        (vec![("CNI_COMMAND", "ADD"), ("CNI_IFNAME", "bad/name")], conf("1.0.0"), 4),
+        (vec![("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "../etc")], conf("1.0.0"), 4),
         (vec![("CNI_COMMAND", "ADD")], String::new(), 6),
         (vec![("CNI_COMMAND", "ADD")], "{not json".into(), 6),
         (vec![("CNI_COMMAND", "ADD")], "[]".into(), 6),
-        (
-            vec![("CNI_COMMAND", "ADD")],
-            r#"{"cniVersion":"1.0.0","type":"fake"}"#.into(),
-            7,
-        ),
-        (
-            vec![("CNI_COMMAND", "ADD")],
-            r#"{"cniVersion":"1.0.0","name":"n"}"#.into(),
-            7,
-        ),
+        (vec![("CNI_COMMAND", "ADD")], r#"{"cniVersion":"1.0.0","type":"fake"}"#.into(), 7),
+        (vec![("CNI_COMMAND", "ADD")], r#"{"cniVersion":"1.0.0","name":"n"}"#.into(), 7),
         (vec![("CNI_COMMAND", "ADD")], conf("2.0.0"), 1),
         (vec![("CNI_COMMAND", "ADD")], conf("1.0"), 1),
         (vec![("CNI_COMMAND", "CHECK")], conf("0.3.1"), 1),
         (vec![("CNI_COMMAND", "GC")], conf("1.0.0"), 1),
         (vec![("CNI_COMMAND", "STATUS")], conf("0.4.0"), 1),
-        (
-            vec![("CNI_COMMAND", "ADD"), ("CNI_ARGS", "IP")],
-            conf("1.0.0"),
-            4,
-        ),
+        (vec![("CNI_COMMAND", "ADD"), ("CNI_ARGS", "IP")], conf("1.0.0"), 4),
         (
             vec![("CNI_COMMAND", "ADD")],
             r#"{"cniVersion":"1.0.0","name":"n","type":"fake","prevResult":{"ips":"x"}}"#.into(),
             6,
         ),
-        (
-            vec![("CNI_COMMAND", "ADD")],
-            r#"{"cniVersion":"1.0.0","name":"n","type":"fake","failWith":107}"#.into(),
-            107,
-        ),
+        (vec![("CNI_COMMAND", "ADD")], r#"{"cniVersion":"1.0.0","name":"n","type":"fake","failWith":107}"#.into(), 107),
         (vec![("CNI_COMMAND", "CHECK")], conf("1.0.0"), 999),
     ];
     for (env, stdin, want) in cases {
@@ -190,22 +140,13 @@ fn errors_are_spec_json_with_codes() {
 
 #[test]
 fn plugin_errors_keep_their_code_and_context() {
-    let (v, _) = invoke(
-        "ADD",
-        r#"{"cniVersion":"0.4.0","name":"n","type":"fake","failWith":11}"#,
-    );
-    assert_eq!(
-        v,
-        json!({"cniVersion": "0.4.0", "code": 11, "msg": "doing the thing: told to fail"})
-    );
+    let (v, _) = invoke("ADD", r#"{"cniVersion":"0.4.0","name":"n","type":"fake","failWith":11}"#);
+    assert_eq!(v, json!({"cniVersion": "0.4.0", "code": 11, "msg": "doing the thing: told to fail"}));
 }
 
 #[test]
 fn a_panic_becomes_code_999() {
-    let (v, code) = invoke(
-        "ADD",
-        r#"{"cniVersion":"1.0.0","name":"n","type":"fake","panic":true}"#,
-    );
+    let (v, code) = invoke("ADD", r#"{"cniVersion":"1.0.0","name":"n","type":"fake","panic":true}"#);
     assert_eq!(code, 1);
     assert_eq!(v["code"], 999);
     assert!(v["msg"].as_str().unwrap().contains("asked to panic"));
@@ -213,10 +154,7 @@ fn a_panic_becomes_code_999() {
 
 #[test]
 fn oversized_stdin_is_refused() {
-    let big = format!(
-        r#"{{"cniVersion":"1.0.0","name":"n","type":"fake","pad":"{}"}}"#,
-        "x".repeat(MAX_STDIN)
-    );
+    let big = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"fake","pad":"{}"}}"#, "x".repeat(MAX_STDIN));
     let (v, code) = invoke("ADD", &big);
     assert_eq!((v["code"].as_u64(), code), (Some(6), 1));
 }
@@ -225,16 +163,7 @@ fn oversized_stdin_is_refused() {
 fn status_and_gc_default_to_success_on_1_1_0() {
     for verb in ["STATUS", "GC"] {
         let env: HashMap<&str, &str> = [("CNI_COMMAND", verb)].into();
-        let out = dispatch(
-            &Fake,
-            |k| env.get(k).map(|s| s.to_string()),
-            conf("1.1.0").as_bytes(),
-        );
-        assert_eq!(
-            out.exit_code,
-            0,
-            "{verb}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let out = dispatch(&Fake, |k| env.get(k).map(|s| s.to_string()), conf("1.1.0").as_bytes());
+        assert_eq!(out.exit_code, 0, "{verb}: {}", String::from_utf8_lossy(&out.stdout));
     }
 }

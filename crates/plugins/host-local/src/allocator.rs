@@ -27,9 +27,13 @@ pub fn allocate(
 ) -> anyhow::Result<Vec<IpConfig>> {
     let mut taken: Vec<IpConfig> = Vec::new();
     let result = allocate_each(store, sets, requested, owner, &mut taken);
-    if result.is_err() {
-        for ip in &taken {
-            store.release_ip(ip.address.ip(), owner)?;
+    let ips: Vec<IpAddr> = taken.iter().map(|c| c.address.ip()).collect();
+    match result {
+        Ok(()) => store.record(owner, &ips)?,
+        Err(_) => {
+            for ip in ips {
+                store.release_ip(ip, owner)?;
+            }
         }
     }
     result.map(|()| taken)
@@ -46,10 +50,7 @@ fn allocate_each(
     let mut wanted: Vec<IpAddr> = requested.to_vec();
     for (index, set) in sets.iter().enumerate() {
         // Each requested address goes to the first set that contains it, one per set.
-        let pick = wanted
-            .iter()
-            .position(|ip| set.contains(*ip))
-            .map(|i| wanted.remove(i));
+        let pick = wanted.iter().position(|ip| set.contains(*ip)).map(|i| wanted.remove(i));
         let ip = match pick {
             Some(ip) => reserve_requested(store, set, ip, owner)?,
             None => {
@@ -70,8 +71,7 @@ fn allocate_each(
         store.set_last_reserved(index, ip)?;
         let range = set.range_for(ip).expect("reserved inside the set");
         taken.push(IpConfig {
-            address: ipnetwork::IpNetwork::new(ip, range.subnet.prefix())
-                .expect("prefix of a valid subnet"),
+            address: ipnetwork::IpNetwork::new(ip, range.subnet.prefix()).expect("prefix of a valid subnet"),
             gateway: Some(range.gateway),
             interface: None,
         });
@@ -87,15 +87,8 @@ fn allocate_each(
     Ok(())
 }
 
-fn reserve_requested(
-    store: &Store,
-    set: &RangeSet,
-    ip: IpAddr,
-    owner: &Owner,
-) -> anyhow::Result<IpAddr> {
-    let range = set
-        .range_for(ip)
-        .expect("chosen because the set contains it");
+fn reserve_requested(store: &Store, set: &RangeSet, ip: IpAddr, owner: &Owner) -> anyhow::Result<IpAddr> {
+    let range = set.range_for(ip).expect("chosen because the set contains it");
     if ip == range.gateway {
         return Err(Error::config(format!("requested ip {ip} is subnet's gateway")).into());
     }
@@ -116,20 +109,11 @@ fn reserve_requested(
     Ok(ip)
 }
 
-fn reserve_next(
-    store: &Store,
-    index: usize,
-    set: &RangeSet,
-    owner: &Owner,
-) -> anyhow::Result<IpAddr> {
+fn reserve_next(store: &Store, index: usize, set: &RangeSet, owner: &Owner) -> anyhow::Result<IpAddr> {
     for (ip, _) in set.walk(store.last_reserved(index)) {
         if store.reserve(ip, owner)? {
             return Ok(ip);
         }
     }
-    Err(Error::new(
-        codes::EXHAUSTED,
-        format!("no IP addresses available in range set: {set}"),
-    )
-    .into())
+    Err(Error::new(codes::EXHAUSTED, format!("no IP addresses available in range set: {set}")).into())
 }

@@ -99,8 +99,7 @@ struct RawCniArgs {
 /// Parses a requested address; `10.1.0.5` and `10.1.0.5/24` both ask for 10.1.0.5.
 fn requested_ip(text: &str, field: &str) -> Result<IpAddr, Error> {
     let ip = text.split_once('/').map_or(text, |(ip, _)| ip);
-    ip.parse()
-        .map_err(|_| Error::config(format!("{field}: invalid IP address {text:?}")))
+    ip.parse().map_err(|_| Error::config(format!("{field}: invalid IP address {text:?}")))
 }
 
 fn parse_sets(raw: &[Vec<RawRange>], field: &str) -> Result<Vec<RangeSet>, Error> {
@@ -122,23 +121,16 @@ impl IpamConfig {
     /// even when the ranges in the config have become invalid.
     pub fn store_location(req: &Request) -> Result<(String, PathBuf), Error> {
         let raw: RawNet = req.config.decode()?;
-        let ipam = raw
-            .ipam
-            .ok_or_else(|| Error::config("IPAM config missing 'ipam' key"))?;
+        let ipam = raw.ipam.ok_or_else(|| Error::config("IPAM config missing 'ipam' key"))?;
         Ok((req.config.name.clone(), data_dir(ipam.data_dir.as_deref())?))
     }
 
     pub fn parse(req: &Request) -> Result<IpamConfig, Error> {
         let raw: RawNet = req.config.decode()?;
-        let ipam = raw
-            .ipam
-            .ok_or_else(|| Error::config("IPAM config missing 'ipam' key"))?;
+        let ipam = raw.ipam.ok_or_else(|| Error::config("IPAM config missing 'ipam' key"))?;
         let runtime = raw.runtime_config.unwrap_or_default();
 
-        let mut sets = parse_sets(
-            runtime.ip_ranges.as_deref().unwrap_or_default(),
-            "runtimeConfig.ipRanges",
-        )?;
+        let mut sets = parse_sets(runtime.ip_ranges.as_deref().unwrap_or_default(), "runtimeConfig.ipRanges")?;
         if ipam.subnet.as_deref().is_some_and(|s| !s.is_empty()) {
             let legacy = RangeSpec {
                 subnet: ipam.subnet.as_deref(),
@@ -148,34 +140,22 @@ impl IpamConfig {
             };
             sets.push(RangeSet::new(vec![Range::parse(&legacy, "ipam")?], "ipam")?);
         }
-        sets.extend(parse_sets(
-            ipam.ranges.as_deref().unwrap_or_default(),
-            "ipam.ranges",
-        )?);
+        sets.extend(parse_sets(ipam.ranges.as_deref().unwrap_or_default(), "ipam.ranges")?);
         if sets.is_empty() {
-            return Err(Error::config(
-                "no IP ranges specified: set ipam.ranges or ipam.subnet",
-            ));
+            return Err(Error::config("no IP ranges specified: set ipam.ranges or ipam.subnet"));
         }
         for (i, a) in sets.iter().enumerate() {
             for (j, b) in sets.iter().enumerate().skip(i + 1) {
                 if a.overlaps(b) {
-                    return Err(Error::config(format!(
-                        "range set {i} overlaps with range set {j}"
-                    )));
+                    return Err(Error::config(format!("range set {i} overlaps with range set {j}")));
                 }
             }
         }
         let v4 = sets.iter().filter(|s| s.is_ipv4()).count();
-        if (v4 > 1 || sets.len() - v4 > 1)
-            && !cni::version::at_least(&req.config.cni_version, "0.3.0")
-        {
+        if (v4 > 1 || sets.len() - v4 > 1) && !cni::version::at_least(&req.config.cni_version, "0.3.0") {
             return Err(Error::new(
                 Code::IncompatibleVersion,
-                format!(
-                    "CNI version {} does not support more than 1 address per family",
-                    req.config.cni_version
-                ),
+                format!("CNI version {} does not support more than 1 address per family", req.config.cni_version),
             ));
         }
 
@@ -185,22 +165,14 @@ impl IpamConfig {
                 requested.push(requested_ip(ip.trim(), "CNI_ARGS IP")?);
             }
         }
-        for ip in raw
-            .args
-            .and_then(|a| a.cni)
-            .and_then(|c| c.ips)
-            .unwrap_or_default()
-        {
+        for ip in raw.args.and_then(|a| a.cni).and_then(|c| c.ips).unwrap_or_default() {
             requested.push(requested_ip(&ip, "args.cni.ips")?);
         }
         for ip in runtime.ips.unwrap_or_default() {
             requested.push(requested_ip(&ip, "runtimeConfig.ips")?);
         }
 
-        let resolv_conf = ipam
-            .resolv_conf
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from);
+        let resolv_conf = ipam.resolv_conf.filter(|p| !p.is_empty()).map(PathBuf::from);
         Ok(IpamConfig {
             network: req.config.name.clone(),
             data_dir: data_dir(ipam.data_dir.as_deref())?,
@@ -218,9 +190,7 @@ fn data_dir(configured: Option<&str>) -> Result<PathBuf, Error> {
     match configured.filter(|d| !d.is_empty()) {
         None => Ok(PathBuf::from(DEFAULT_DATA_DIR)),
         Some(dir) if dir.starts_with('/') => Ok(PathBuf::from(dir)),
-        Some(dir) => Err(Error::config(format!(
-            "ipam.dataDir: {dir:?} is not an absolute path"
-        ))),
+        Some(dir) => Err(Error::config(format!("ipam.dataDir: {dir:?} is not an absolute path"))),
     }
 }
 
@@ -265,10 +235,7 @@ mod tests {
         }))
         .unwrap();
         let firsts: Vec<String> = c.sets.iter().map(|s| s.0[0].subnet.to_string()).collect();
-        assert_eq!(
-            firsts,
-            ["10.9.0.0/24", "10.1.0.0/24", "10.2.0.0/24", "fd00::/64"]
-        );
+        assert_eq!(firsts, ["10.9.0.0/24", "10.1.0.0/24", "10.2.0.0/24", "fd00::/64"]);
         assert_eq!(c.sets[1].0[0].start.to_string(), "10.1.0.10");
         assert_eq!(c.sets[2].0.len(), 2);
         assert_eq!(c.routes.len(), 2);
@@ -293,14 +260,8 @@ mod tests {
     fn bad_configs_are_rejected_with_the_field_named() {
         let cases = [
             (json!({"name": "n", "type": "x"}), "missing 'ipam'"),
-            (
-                json!({"name": "n", "type": "x", "ipam": {}}),
-                "no IP ranges",
-            ),
-            (
-                json!({"name": "n", "type": "x", "ipam": {"ranges": [[]]}}),
-                "ipam.ranges[0]: empty range set",
-            ),
+            (json!({"name": "n", "type": "x", "ipam": {}}), "no IP ranges"),
+            (json!({"name": "n", "type": "x", "ipam": {"ranges": [[]]}}), "ipam.ranges[0]: empty range set"),
             (
                 json!({"name": "n", "type": "x", "ipam": {"ranges": [[{"subnet": "10.1.0.0/16"}], [{"subnet": "10.1.2.0/24"}]]}}),
                 "range set 0 overlaps with range set 1",
@@ -335,16 +296,9 @@ mod tests {
 
     #[test]
     fn wrong_types_are_decode_errors_naming_the_path() {
-        let e = parse(
-            json!({"name": "n", "type": "x", "ipam": {"ranges": [{"subnet": "10.0.0.0/8"}]}}),
-        )
-        .unwrap_err();
+        let e = parse(json!({"name": "n", "type": "x", "ipam": {"ranges": [{"subnet": "10.0.0.0/8"}]}})).unwrap_err();
         assert_eq!(e.code, Code::Decode);
-        assert!(
-            e.msg.starts_with("ipam.ranges[0]: invalid type"),
-            "{}",
-            e.msg
-        );
+        assert!(e.msg.starts_with("ipam.ranges[0]: invalid type"), "{}", e.msg);
     }
 
     #[test]

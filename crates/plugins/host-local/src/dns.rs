@@ -24,12 +24,8 @@ fn parse(text: &str) -> Dns {
         match *key {
             "nameserver" => dns.nameservers.push(first.to_string()),
             "domain" => dns.domain = first.to_string(),
-            "search" => dns
-                .search
-                .extend(std::iter::once(first).chain(rest).map(|s| s.to_string())),
-            "options" => dns
-                .options
-                .extend(std::iter::once(first).chain(rest).map(|s| s.to_string())),
+            "search" => dns.search.extend(std::iter::once(first).chain(rest).map(|s| s.to_string())),
+            "options" => dns.options.extend(std::iter::once(first).chain(rest).map(|s| s.to_string())),
             _ => {}
         }
     }

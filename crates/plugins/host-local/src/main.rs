@@ -37,15 +37,8 @@ impl Plugin for HostLocal {
         // either way and is committed either way.
         let allocated = allocator::allocate(&store, &conf.sets, &conf.requested, &owner);
         store.commit()?;
-        let ips = allocated.with_context(|| {
-            format!("allocating for {}/{}", req.env.container_id, req.env.ifname)
-        })?;
-        Ok(CniResult {
-            interfaces: Vec::new(),
-            ips,
-            routes: conf.routes,
-            dns,
-        })
+        let ips = allocated.with_context(|| format!("allocating for {}/{}", req.env.container_id, req.env.ifname))?;
+        Ok(CniResult { interfaces: Vec::new(), ips, routes: conf.routes, dns })
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
@@ -65,10 +58,7 @@ impl Plugin for HostLocal {
         let (network, data_dir) = IpamConfig::store_location(req)?;
         let store = Store::open(&data_dir, &network, 0)?;
         let exact = Owner::new(&req.env.container_id, &req.env.ifname);
-        let legacy = Owner {
-            container_id: req.env.container_id.clone(),
-            ifname: None,
-        };
+        let legacy = Owner { container_id: req.env.container_id.clone(), ifname: None };
         if store.addresses_of(&exact).is_empty() && store.addresses_of(&legacy).is_empty() {
             anyhow::bail!(
                 "host-local: failed to find address added by container {} on {}",
@@ -96,10 +86,7 @@ impl Plugin for HostLocal {
         store.commit()?;
         let released = collected?;
         if !released.is_empty() {
-            eprintln!(
-                "host-local: GC released {} address(es) of network {network}",
-                released.len()
-            );
+            eprintln!("host-local: GC released {} address(es) of network {network}", released.len());
         }
         Ok(())
     }

@@ -46,18 +46,12 @@ impl Range {
     /// reference: gateway and start at network+1, end at the last address (IPv4: broadcast-1).
     pub fn parse(spec: &RangeSpec, field: &str) -> Result<Range, Error> {
         let bad = |key: &str, why: String| Error::config(format!("{field}.{key}: {why}"));
-        let subnet_text = spec
-            .subnet
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| bad("subnet", "is missing".into()))?;
-        let subnet = cni::result::parse_cidr(subnet_text)
-            .map_err(|_| bad("subnet", format!("invalid CIDR {subnet_text:?}")))?;
+        let subnet_text = spec.subnet.filter(|s| !s.is_empty()).ok_or_else(|| bad("subnet", "is missing".into()))?;
+        let subnet =
+            cni::result::parse_cidr(subnet_text).map_err(|_| bad("subnet", format!("invalid CIDR {subnet_text:?}")))?;
         let max_prefix = if subnet.is_ipv4() { 30 } else { 126 };
         if subnet.prefix() > max_prefix {
-            return Err(bad(
-                "subnet",
-                format!("network {subnet} is too small to allocate from"),
-            ));
+            return Err(bad("subnet", format!("network {subnet} is too small to allocate from")));
         }
         if subnet.ip() != subnet.network() {
             return Err(bad(
@@ -77,9 +71,7 @@ impl Range {
             let Some(text) = text.filter(|t| !t.is_empty()) else {
                 return Ok(None);
             };
-            let ip: IpAddr = text
-                .parse()
-                .map_err(|_| bad(key, format!("invalid IP address {text:?}")))?;
+            let ip: IpAddr = text.parse().map_err(|_| bad(key, format!("invalid IP address {text:?}")))?;
             if !subnet.contains(ip) {
                 return Err(bad(key, format!("{ip} is not in network {subnet}")));
             }
@@ -95,17 +87,9 @@ impl Range {
             }
         };
         if to_u128(start) > to_u128(end) {
-            return Err(bad(
-                "rangeStart",
-                format!("{start} is after rangeEnd {end}"),
-            ));
+            return Err(bad("rangeStart", format!("{start} is after rangeEnd {end}")));
         }
-        Ok(Range {
-            subnet,
-            start,
-            end,
-            gateway,
-        })
+        Ok(Range { subnet, start, end, gateway })
     }
 
     pub fn is_ipv4(&self) -> bool {
@@ -114,8 +98,7 @@ impl Range {
 
     /// Whether `ip` is inside `start..=end`.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        ip.is_ipv4() == self.is_ipv4()
-            && (to_u128(self.start)..=to_u128(self.end)).contains(&to_u128(ip))
+        ip.is_ipv4() == self.is_ipv4() && (to_u128(self.start)..=to_u128(self.end)).contains(&to_u128(ip))
     }
 
     /// Whether `ip` may be handed out: in the range, and not the gateway, the network address or
@@ -156,16 +139,12 @@ impl RangeSet {
             return Err(Error::config(format!("{field}: empty range set")));
         };
         if ranges.iter().any(|r| r.is_ipv4() != first.is_ipv4()) {
-            return Err(Error::config(format!(
-                "{field}: mixed address families in one range set"
-            )));
+            return Err(Error::config(format!("{field}: mixed address families in one range set")));
         }
         for (i, a) in ranges.iter().enumerate() {
             for b in &ranges[i + 1..] {
                 if a.overlaps(b) {
-                    return Err(Error::config(format!(
-                        "{field}: subnets {a} and {b} overlap"
-                    )));
+                    return Err(Error::config(format!("{field}: subnets {a} and {b} overlap")));
                 }
             }
         }
@@ -194,12 +173,8 @@ impl RangeSet {
     /// get the same address straight back.
     pub fn walk(&self, last: Option<IpAddr>) -> impl Iterator<Item = (IpAddr, &Range)> + '_ {
         let total: u128 = self.0.iter().map(Range::len).sum();
-        let begin = last
-            .and_then(|ip| self.position(ip))
-            .map_or(0, |p| (p + 1) % total);
-        (0..total)
-            .map(move |k| self.at((begin + k) % total))
-            .filter(|(ip, r)| r.is_allocatable(*ip))
+        let begin = last.and_then(|ip| self.position(ip)).map_or(0, |p| (p + 1) % total);
+        (0..total).map(move |k| self.at((begin + k) % total)).filter(|(ip, r)| r.is_allocatable(*ip))
     }
 
     /// The linear position of `ip` across the set's ranges.
@@ -236,19 +211,9 @@ impl std::fmt::Display for RangeSet {
 mod tests {
     use super::*;
 
-    fn range(
-        subnet: &str,
-        start: Option<&str>,
-        end: Option<&str>,
-        gw: Option<&str>,
-    ) -> Result<Range, Error> {
+    fn range(subnet: &str, start: Option<&str>, end: Option<&str>, gw: Option<&str>) -> Result<Range, Error> {
         Range::parse(
-            &RangeSpec {
-                subnet: Some(subnet),
-                range_start: start,
-                range_end: end,
-                gateway: gw,
-            },
+            &RangeSpec { subnet: Some(subnet), range_start: start, range_end: end, gateway: gw },
             "ipam.ranges[0][0]",
         )
     }
@@ -260,57 +225,24 @@ mod tests {
     #[test]
     fn defaults_follow_the_reference() {
         let r = range("10.1.2.0/24", None, None, None).unwrap();
-        assert_eq!(
-            (r.start, r.end, r.gateway),
-            (ip("10.1.2.1"), ip("10.1.2.254"), ip("10.1.2.1"))
-        );
+        assert_eq!((r.start, r.end, r.gateway), (ip("10.1.2.1"), ip("10.1.2.254"), ip("10.1.2.1")));
         let r = range("fd00:1::/120", None, None, None).unwrap();
-        assert_eq!(
-            (r.start, r.end, r.gateway),
-            (ip("fd00:1::1"), ip("fd00:1::ff"), ip("fd00:1::1"))
-        );
+        assert_eq!((r.start, r.end, r.gateway), (ip("fd00:1::1"), ip("fd00:1::ff"), ip("fd00:1::1")));
     }
 
     #[test]
     fn invalid_ranges_name_the_field() {
         let cases = [
-            (
-                range("10.1.2.0/31", None, None, None),
-                "subnet: network 10.1.2.0/31 is too small",
-            ),
-            (
-                range("fd00::/127", None, None, None),
-                "subnet: network fd00::/127 is too small",
-            ),
-            (
-                range("10.1.2.5/24", None, None, None),
-                "subnet: 10.1.2.5/24 has host bits set",
-            ),
+            (range("10.1.2.0/31", None, None, None), "subnet: network 10.1.2.0/31 is too small"),
+            (range("fd00::/127", None, None, None), "subnet: network fd00::/127 is too small"),
+            (range("10.1.2.5/24", None, None, None), "subnet: 10.1.2.5/24 has host bits set"),
             (range("10.1.2.0", None, None, None), "subnet: invalid CIDR"),
-            (
-                range("10.1.2.0/24", Some("10.1.3.1"), None, None),
-                "rangeStart: 10.1.3.1 is not in network",
-            ),
-            (
-                range("10.1.2.0/24", None, Some("10.9.9.9"), None),
-                "rangeEnd: 10.9.9.9 is not in network",
-            ),
-            (
-                range("10.1.2.0/24", None, None, Some("10.1.3.1")),
-                "gateway: 10.1.3.1 is not in network",
-            ),
-            (
-                range("10.1.2.0/24", None, None, Some("fd00::1")),
-                "gateway: fd00::1 is not in network",
-            ),
-            (
-                range("10.1.2.0/24", Some("10.1.2.50"), Some("10.1.2.40"), None),
-                "rangeStart: 10.1.2.50 is after",
-            ),
-            (
-                range("10.1.2.0/24", Some("nope"), None, None),
-                "rangeStart: invalid IP address",
-            ),
+            (range("10.1.2.0/24", Some("10.1.3.1"), None, None), "rangeStart: 10.1.3.1 is not in network"),
+            (range("10.1.2.0/24", None, Some("10.9.9.9"), None), "rangeEnd: 10.9.9.9 is not in network"),
+            (range("10.1.2.0/24", None, None, Some("10.1.3.1")), "gateway: 10.1.3.1 is not in network"),
+            (range("10.1.2.0/24", None, None, Some("fd00::1")), "gateway: fd00::1 is not in network"),
+            (range("10.1.2.0/24", Some("10.1.2.50"), Some("10.1.2.40"), None), "rangeStart: 10.1.2.50 is after"),
+            (range("10.1.2.0/24", Some("nope"), None, None), "rangeStart: invalid IP address"),
         ];
         for (result, want) in cases {
             let e = result.unwrap_err();
@@ -328,18 +260,8 @@ mod tests {
         let b = range("10.1.0.0/25", None, None, None).unwrap();
         let c = range("fd00::/64", None, None, None).unwrap();
         let d = range("10.2.0.0/24", None, None, None).unwrap();
-        assert!(
-            RangeSet::new(vec![a.clone(), b], "s")
-                .unwrap_err()
-                .msg
-                .contains("overlap")
-        );
-        assert!(
-            RangeSet::new(vec![a.clone(), c], "s")
-                .unwrap_err()
-                .msg
-                .contains("mixed")
-        );
+        assert!(RangeSet::new(vec![a.clone(), b], "s").unwrap_err().msg.contains("overlap"));
+        assert!(RangeSet::new(vec![a.clone(), c], "s").unwrap_err().msg.contains("mixed"));
         assert!(RangeSet::new(vec![], "s").is_err());
         let set = RangeSet::new(vec![a, d], "s").unwrap();
         assert!(set.contains(ip("10.2.0.9")) && !set.contains(ip("10.3.0.9")));
@@ -347,18 +269,10 @@ mod tests {
 
     #[test]
     fn walk_skips_gateway_network_and_broadcast() {
-        let r = range(
-            "10.1.2.0/29",
-            Some("10.1.2.0"),
-            Some("10.1.2.7"),
-            Some("10.1.2.3"),
-        )
-        .unwrap();
+        let r = range("10.1.2.0/29", Some("10.1.2.0"), Some("10.1.2.7"), Some("10.1.2.3")).unwrap();
         let set = RangeSet::new(vec![r], "s").unwrap();
         let all: Vec<IpAddr> = set.walk(None).map(|(ip, _)| ip).collect();
-        let want: Vec<IpAddr> = ["10.1.2.1", "10.1.2.2", "10.1.2.4", "10.1.2.5", "10.1.2.6"]
-            .map(ip)
-            .to_vec();
+        let want: Vec<IpAddr> = ["10.1.2.1", "10.1.2.2", "10.1.2.4", "10.1.2.5", "10.1.2.6"].map(ip).to_vec();
         assert_eq!(all, want);
     }
 
@@ -367,29 +281,11 @@ mod tests {
         let a = range("10.1.0.0/29", None, None, None).unwrap(); // .2 .. .6 (gateway .1)
         let b = range("10.2.0.0/30", None, None, None).unwrap(); // .2 (gateway .1)
         let set = RangeSet::new(vec![a, b], "s").unwrap();
-        let from = |last: Option<&str>| -> Vec<String> {
-            set.walk(last.map(ip))
-                .map(|(ip, _)| ip.to_string())
-                .collect()
-        };
-        assert_eq!(
-            from(None),
-            [
-                "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10.2.0.2"
-            ]
-        );
-        assert_eq!(
-            from(Some("10.1.0.5")),
-            [
-                "10.1.0.6", "10.2.0.2", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5"
-            ]
-        );
-        assert_eq!(
-            from(Some("10.2.0.2")),
-            [
-                "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10.2.0.2"
-            ]
-        );
+        let from =
+            |last: Option<&str>| -> Vec<String> { set.walk(last.map(ip)).map(|(ip, _)| ip.to_string()).collect() };
+        assert_eq!(from(None), ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10.2.0.2"]);
+        assert_eq!(from(Some("10.1.0.5")), ["10.1.0.6", "10.2.0.2", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5"]);
+        assert_eq!(from(Some("10.2.0.2")), ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10.2.0.2"]);
         // A last address outside the set (the config changed) starts from the beginning.
         assert_eq!(from(Some("192.168.0.1"))[0], "10.1.0.2");
     }
@@ -399,16 +295,8 @@ mod tests {
         let a = range("10.1.0.0/30", None, None, Some("10.1.0.2")).unwrap();
         let b = range("10.2.0.0/30", None, None, None).unwrap();
         let set = RangeSet::new(vec![a, b], "s").unwrap();
-        let got: Vec<(String, String)> = set
-            .walk(None)
-            .map(|(ip, r)| (ip.to_string(), r.gateway.to_string()))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("10.1.0.1".into(), "10.1.0.2".into()),
-                ("10.2.0.2".into(), "10.2.0.1".into())
-            ]
-        );
+        let got: Vec<(String, String)> =
+            set.walk(None).map(|(ip, r)| (ip.to_string(), r.gateway.to_string())).collect();
+        assert_eq!(got, [("10.1.0.1".into(), "10.1.0.2".into()), ("10.2.0.2".into(), "10.2.0.1".into())]);
     }
 }

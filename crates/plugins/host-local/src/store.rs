@@ -7,26 +7,29 @@
 //! - `lock`: the file both implementations `flock` around every change.
 //!
 //! The reference finds a container's addresses by reading every file in the directory. We keep an
-//! index, `.attachments/<containerID>/<ifname>/<ip>`, so ADD, DEL and CHECK cost the same with
-//! 10,000 allocations as with 10. The `<ip>` files stay the truth: an index entry counts only when
-//! the `<ip>` file it names says the same owner.
+//! index, one file per attachment, `.attachments/<containerID>:<ifname>`, listing its addresses,
+//! so ADD, DEL and CHECK cost the same with 10,000 allocations as with 10. (Neither part of the
+//! name can contain `:`; files from old versions that name no interface are indexed under
+//! `<containerID>::legacy`.) The `<ip>` files stay the truth: an indexed address counts only when
+//! its `<ip>` file names the same owner.
 //!
 //! The index is rebuilt from the `<ip>` files (the only O(n) path) when it may be incomplete:
-//! - after a crash: every change is bracketed by `.attachments/:dirty`, created before and removed
-//!   after, so a SIGKILL at any instruction leaves the marker behind;
+//! - after a crash: `.attachments/:state` says `dirty` from the start of every change to its end,
+//!   so a SIGKILL at any instruction leaves it saying so (or empty, which counts the same);
 //! - after another implementation (the reference binary) allocated: it rewrites
-//!   `last_reserved_ip.<n>` on every allocation, and `.attachments/:state` records what those files
-//!   said after our own last change. (The one case this misses: the other binary handing out the
-//!   very address we handed out last. DEL still works then; only its cost is not flat, because the
-//!   lookup falls back to the legacy scan path, see [`Store::release`].)
+//!   `last_reserved_ip.<n>` on every allocation, and `:state` records what those files said after
+//!   our own last change. The one case this cannot see is the other binary handing out the very
+//!   address we handed out last; that attachment's DEL then finds nothing to release, as if it had
+//!   been released already, and GC reclaims the address.
 //!
-//! The reference walks subdirectories too. Index entries carry the same content as `<ip>` files,
-//! so a reference DEL removes them along with the address, and a reference CHECK finds the same
-//! owner; nothing else in the index can match an owner.
+//! The reference walks subdirectories too; nothing in `.attachments` has the content of an owner
+//! file or the name of an address, so it ignores the index.
 //!
-//! `<ip>` files are created whole: the content is written to a temporary file, flushed, and
-//! `link(2)`ed into place, which fails if the address is taken. There is no moment where an empty
-//! file blocks an address.
+//! `<ip>` files are created whole: the content is written to an unnamed file (`O_TMPFILE`, or a
+//! named temporary file where the file system lacks it) and `link(2)`ed into place, which fails if
+//! the address is taken. A SIGKILL never leaves an empty file blocking an address. Nothing is
+//! fsync'd: the store describes containers that do not outlive the machine, a kill loses nothing
+//! that reached the page cache, and after a power loss GC and the rebuild clear what is left.
 
 use crate::range::RangeSet;
 use anyhow::Context;
@@ -44,8 +47,10 @@ use std::time::Duration;
 /// How long to wait for the store's lock before answering "try again later" (code 11).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 const INDEX: &str = ".attachments";
-const DIRTY: &str = ":dirty";
 const STATE: &str = ":state";
+/// The first line of `:state` after a completed change; anything else means "rebuild".
+const CLEAN: &str = "host-local-index v1 clean";
+const DIRTY: &str = "host-local-index v1 dirty";
 /// Index entries for files that name a container but no interface (written by old versions).
 const LEGACY: &str = ":legacy";
 const LAST_RESERVED: &str = "last_reserved_ip.";
@@ -60,10 +65,7 @@ pub struct Owner {
 
 impl Owner {
     pub fn new(container_id: &str, ifname: &str) -> Owner {
-        Owner {
-            container_id: container_id.to_string(),
-            ifname: Some(ifname.to_string()),
-        }
+        Owner { container_id: container_id.to_string(), ifname: Some(ifname.to_string()) }
     }
 
     /// Reads a file's content as the reference compares it (trimmed). `None` when it names nobody.
@@ -76,10 +78,7 @@ impl Owner {
         if !cni::env::is_valid_name(id) || ifname.as_deref() == Some("") {
             return None;
         }
-        Some(Owner {
-            container_id: id.to_string(),
-            ifname,
-        })
+        Some(Owner { container_id: id.to_string(), ifname })
     }
 
     fn content(&self) -> String {
@@ -92,10 +91,7 @@ impl Owner {
     /// Whether this owner is one of the valid attachments (an old-style owner matches any
     /// interface of its container).
     pub fn is_in(&self, valid: &[Attachment]) -> bool {
-        valid.iter().any(|a| {
-            a.container_id == self.container_id
-                && self.ifname.as_ref().is_none_or(|i| *i == a.ifname)
-        })
+        valid.iter().any(|a| a.container_id == self.container_id && self.ifname.as_ref().is_none_or(|i| *i == a.ifname))
     }
 }
 
@@ -110,15 +106,8 @@ pub struct Store {
 }
 
 fn validate_component(what: &str, value: &str) -> Result<(), Error> {
-    if value.is_empty()
-        || value == "."
-        || value == ".."
-        || value.contains('/')
-        || value.contains('\0')
-    {
-        return Err(Error::config(format!(
-            "{what} {value:?} cannot name a directory under dataDir"
-        )));
+    if value.is_empty() || value == "." || value == ".." || value.contains('/') || value.contains('\0') {
+        return Err(Error::config(format!("{what} {value:?} cannot name a directory under dataDir")));
     }
     Ok(())
 }
@@ -129,50 +118,64 @@ fn mkdir(path: &Path) -> std::io::Result<()> {
 
 /// Reads a small file without following a symlink planted in its place.
 fn read_nofollow(path: &Path) -> std::io::Result<String> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)?;
+    let mut file = OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(path)?;
     let mut text = String::new();
     std::io::Read::read_to_string(&mut file, &mut text)?;
     Ok(text)
 }
 
-/// Writes `content` to a new temporary file next to `dir`'s index and returns its path.
-fn write_temp(index: &Path, content: &str, sync: bool) -> anyhow::Result<PathBuf> {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let path = index.join(format!(
-        ":tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+/// Overwrites a small file in place. Not atomic: only for files whose torn state reads as
+/// "unknown" and is recovered from (`last_reserved_ip.<n>` as absent, `:state` as dirty).
+fn write_in_place(path: &Path, content: &str) -> anyhow::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(content.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    if sync {
-        file.sync_data()
-            .with_context(|| format!("flushing {}", path.display()))?;
-    }
-    Ok(path)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.write_all(content.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Replaces `path` with `content` atomically (temporary file, then rename).
-fn replace_file(index: &Path, path: &Path, content: &str) -> anyhow::Result<()> {
-    let temp = write_temp(index, content, false)?;
-    fs::rename(&temp, path).with_context(|| format!("replacing {}", path.display()))
+/// Creates `dir/name` holding `content`, atomically and exclusively: `Ok(false)` if it exists.
+fn create_whole(dir: &Path, name: &str, content: &str) -> anyhow::Result<bool> {
+    let target = dir.join(name);
+    let linked = match OpenOptions::new().write(true).mode(0o600).custom_flags(nix::libc::O_TMPFILE).open(dir) {
+        Ok(mut file) => {
+            file.write_all(content.as_bytes()).with_context(|| format!("writing {}", target.display()))?;
+            // linkat through /proc/self/fd gives the unnamed file its name without needing
+            // CAP_DAC_READ_SEARCH (which AT_EMPTY_PATH would).
+            let source = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+            nix::unistd::linkat(
+                nix::fcntl::AT_FDCWD,
+                source.as_str(),
+                nix::fcntl::AT_FDCWD,
+                &target,
+                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+            )
+            .map_err(std::io::Error::from)
+        }
+        // File systems without O_TMPFILE: a named temporary file, linked, then removed.
+        Err(_) => {
+            static COUNTER: AtomicU32 = AtomicU32::new(0);
+            let temp = dir.join(format!(".tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+            write_in_place(&temp, content)?;
+            let linked = fs::hard_link(&temp, &target);
+            remove_if_exists(&temp)?;
+            linked
+        }
+    };
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("creating {}", target.display())),
+    }
 }
 
 fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", path.display()))
-        }
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
         _ => Ok(()),
     }
 }
@@ -183,26 +186,20 @@ impl Store {
     pub fn open(data_dir: &Path, network: &str, sets: usize) -> anyhow::Result<Store> {
         validate_component("network name", network)?;
         let dir = data_dir.join(network);
-        mkdir(&dir)
-            .with_context(|| format!("creating {}", dir.display()))
-            .code(Code::Io)?;
-        let meta =
-            fs::symlink_metadata(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        mkdir(&dir).with_context(|| format!("creating {}", dir.display())).code(Code::Io)?;
+        let meta = fs::symlink_metadata(&dir).with_context(|| format!("reading {}", dir.display()))?;
         if !meta.is_dir() {
-            return Err(Error::config(format!(
-                "{} is not a directory (a symlink?)",
-                dir.display()
-            ))
-            .into());
+            return Err(Error::config(format!("{} is not a directory (a symlink?)", dir.display())).into());
         }
         let lock = lock(&dir.join("lock"))?;
-        let store = Store {
-            index: dir.join(INDEX),
-            dir,
-            sets,
-            _lock: lock,
-        };
-        if store.needs_rebuild()? {
+        let mut store = Store { index: dir.join(INDEX), dir, sets, _lock: lock };
+        let recorded = store.read_state();
+        // Keep tracking sets recorded before, even when this config (or a DEL, which reads no
+        // ranges) names fewer.
+        if let Some(last) = recorded.as_ref().and_then(|r| r.keys().next_back()) {
+            store.sets = store.sets.max(last + 1);
+        }
+        if recorded.is_none_or(|r| store.current_state() != r) {
             store.rebuild()?;
         }
         Ok(store)
@@ -210,31 +207,21 @@ impl Store {
 
     /// Marks the store as being changed; call before the first change of an operation.
     pub fn begin(&self) -> anyhow::Result<()> {
-        let marker = self.index.join(DIRTY);
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&marker)
-            .with_context(|| format!("creating {}", marker.display()))?;
-        Ok(())
+        write_in_place(&self.index.join(STATE), &format!("{DIRTY}\n"))
     }
 
-    /// Records the state the next operation checks against and clears the change marker.
+    /// Records the state the next operation checks against, which also marks the change complete.
     pub fn commit(self) -> anyhow::Result<()> {
-        self.write_state()?;
-        remove_if_exists(&self.index.join(DIRTY))
+        self.write_state()
     }
 
     fn ip_path(&self, ip: IpAddr) -> PathBuf {
         self.dir.join(ip.to_string())
     }
 
-    fn entry_dir(&self, owner: &Owner) -> PathBuf {
-        self.index
-            .join(&owner.container_id)
-            .join(owner.ifname.as_deref().unwrap_or(LEGACY))
+    fn entry_path(&self, owner: &Owner) -> PathBuf {
+        let ifname = owner.ifname.as_deref().unwrap_or(LEGACY);
+        self.index.join(format!("{}:{ifname}", owner.container_id))
     }
 
     /// Whether an address is taken (by anyone).
@@ -244,42 +231,28 @@ impl Store {
 
     /// Who holds `ip`, by its file.
     pub fn owner_of(&self, ip: IpAddr) -> Option<Owner> {
-        read_nofollow(&self.ip_path(ip))
-            .ok()
-            .and_then(|c| Owner::parse(&c))
+        read_nofollow(&self.ip_path(ip)).ok().and_then(|c| Owner::parse(&c))
     }
 
-    /// Reserves `ip` for `owner`: `Ok(false)` when it is taken.
+    /// Reserves `ip` for `owner`: `Ok(false)` when it is taken. [`Store::record`] indexes it.
     pub fn reserve(&self, ip: IpAddr, owner: &Owner) -> anyhow::Result<bool> {
         if self.is_taken(ip) {
             return Ok(false);
         }
-        let content = owner.content();
-        let temp = write_temp(&self.index, &content, true)?;
-        let linked = fs::hard_link(&temp, self.ip_path(ip));
-        remove_if_exists(&temp)?;
-        match linked {
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
-            other => other.with_context(|| format!("reserving {ip}"))?,
-        }
-        self.add_entry(ip, owner)?;
-        Ok(true)
+        create_whole(&self.dir, &ip.to_string(), &owner.content()).with_context(|| format!("reserving {ip}"))
     }
 
-    fn add_entry(&self, ip: IpAddr, owner: &Owner) -> anyhow::Result<()> {
-        let dir = self.entry_dir(owner);
-        mkdir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(ip.to_string());
-        fs::write(&path, owner.content()).with_context(|| format!("writing {}", path.display()))
+    /// Indexes the addresses `owner` now holds.
+    pub fn record(&self, owner: &Owner, ips: &[IpAddr]) -> anyhow::Result<()> {
+        let list: String = ips.iter().map(|ip| format!("{ip}\n")).collect();
+        write_in_place(&self.entry_path(owner), &list)
     }
 
     /// Addresses held by `owner` according to the index, each confirmed by its `<ip>` file.
     pub fn addresses_of(&self, owner: &Owner) -> Vec<IpAddr> {
-        let Ok(entries) = fs::read_dir(self.entry_dir(owner)) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<IpAddr>().ok())
+        let Ok(list) = read_nofollow(&self.entry_path(owner)) else { return Vec::new() };
+        list.lines()
+            .filter_map(|line| line.parse::<IpAddr>().ok())
             .filter(|ip| self.owner_of(*ip).as_ref() == Some(owner))
             .collect()
     }
@@ -290,10 +263,7 @@ impl Store {
         let exact = Owner::new(container_id, ifname);
         let mut released = self.release_owner(&exact)?;
         if released.is_empty() {
-            let legacy = Owner {
-                container_id: container_id.to_string(),
-                ifname: None,
-            };
+            let legacy = Owner { container_id: container_id.to_string(), ifname: None };
             released = self.release_owner(&legacy)?;
         }
         Ok(released)
@@ -304,12 +274,7 @@ impl Store {
         for ip in &ips {
             remove_if_exists(&self.ip_path(*ip))?;
         }
-        let dir = self.entry_dir(owner);
-        if dir.exists() {
-            fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-            // The container's directory goes once its last interface is gone.
-            let _ = fs::remove_dir(self.index.join(&owner.container_id));
-        }
+        remove_if_exists(&self.entry_path(owner))?;
         Ok(ips)
     }
 
@@ -318,45 +283,27 @@ impl Store {
         if self.owner_of(ip).as_ref() == Some(owner) {
             remove_if_exists(&self.ip_path(ip))?;
         }
-        remove_if_exists(&self.entry_dir(owner).join(ip.to_string()))
+        Ok(())
     }
 
     pub fn last_reserved(&self, set: usize) -> Option<IpAddr> {
-        read_nofollow(&self.dir.join(format!("{LAST_RESERVED}{set}")))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        read_nofollow(&self.dir.join(format!("{LAST_RESERVED}{set}"))).ok()?.trim().parse().ok()
     }
 
+    /// Records the last address handed out from `set`. Written in place, as the reference does:
+    /// a torn write reads as "no last address", which only restarts the round robin.
     pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> anyhow::Result<()> {
-        replace_file(
-            &self.index,
-            &self.dir.join(format!("{LAST_RESERVED}{set}")),
-            &ip.to_string(),
-        )
+        write_in_place(&self.dir.join(format!("{LAST_RESERVED}{set}")), &ip.to_string())
     }
 
     /// Every `<ip>` file and who it names: the full scan, for GC and rebuilds only.
     pub fn scan(&self) -> anyhow::Result<Vec<(IpAddr, Option<Owner>)>> {
-        let entries =
-            fs::read_dir(&self.dir).with_context(|| format!("listing {}", self.dir.display()))?;
+        let entries = fs::read_dir(&self.dir).with_context(|| format!("listing {}", self.dir.display()))?;
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.with_context(|| format!("listing {}", self.dir.display()))?;
-            let Some(ip) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<IpAddr>().ok())
-            else {
-                continue;
-            };
-            out.push((
-                ip,
-                read_nofollow(&entry.path())
-                    .ok()
-                    .and_then(|c| Owner::parse(&c)),
-            ));
+            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<IpAddr>().ok()) else { continue };
+            out.push((ip, read_nofollow(&entry.path()).ok().and_then(|c| Owner::parse(&c))));
         }
         Ok(out)
     }
@@ -377,13 +324,18 @@ impl Store {
 
     /// Whether `set` still has an address to hand out.
     pub fn has_free_address(&self, set_index: usize, set: &RangeSet) -> bool {
-        set.walk(self.last_reserved(set_index))
-            .any(|(ip, _)| !self.is_taken(ip))
+        set.walk(self.last_reserved(set_index)).any(|(ip, _)| !self.is_taken(ip))
     }
 
+    /// What `:state` recorded after the last completed change; `None` when it is missing, torn or
+    /// marked dirty.
     fn read_state(&self) -> Option<BTreeMap<usize, String>> {
         let text = read_nofollow(&self.index.join(STATE)).ok()?;
-        text.lines()
+        let mut lines = text.lines();
+        if lines.next()? != CLEAN {
+            return None;
+        }
+        lines
             .map(|line| {
                 let (n, ip) = line.split_once(' ')?;
                 Some((n.parse().ok()?, ip.to_string()))
@@ -391,37 +343,17 @@ impl Store {
             .collect()
     }
 
-    /// What the `last_reserved_ip.<n>` files say now, for every set of the config and every set
-    /// recorded before.
-    fn current_state(&self, recorded: &BTreeMap<usize, String>) -> BTreeMap<usize, String> {
-        let upto = self
-            .sets
-            .max(recorded.keys().next_back().map_or(0, |n| n + 1));
-        (0..upto)
-            .map(|n| {
-                (
-                    n,
-                    self.last_reserved(n)
-                        .map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-                )
-            })
+    /// What the `last_reserved_ip.<n>` files say now, for every set tracked.
+    fn current_state(&self) -> BTreeMap<usize, String> {
+        (0..self.sets)
+            .map(|n| (n, self.last_reserved(n).map_or_else(|| "-".to_string(), |ip| ip.to_string())))
             .collect()
     }
 
     fn write_state(&self) -> anyhow::Result<()> {
-        let state = self.current_state(&self.read_state().unwrap_or_default());
-        let text: String = state.iter().map(|(n, ip)| format!("{n} {ip}\n")).collect();
-        replace_file(&self.index, &self.index.join(STATE), &text)
-    }
-
-    fn needs_rebuild(&self) -> anyhow::Result<bool> {
-        if self.index.join(DIRTY).exists() {
-            return Ok(true);
-        }
-        let Some(recorded) = self.read_state() else {
-            return Ok(true);
-        };
-        Ok(self.current_state(&recorded) != recorded)
+        let state = self.current_state();
+        let entries: String = state.iter().map(|(n, ip)| format!("{n} {ip}\n")).collect();
+        write_in_place(&self.index.join(STATE), &format!("{CLEAN}\n{entries}"))
     }
 
     /// Rebuilds the index from the `<ip>` files. Empty files are crash leftovers of writers that
@@ -436,9 +368,10 @@ impl Store {
         }
         mkdir(&self.index).with_context(|| format!("creating {}", self.index.display()))?;
         self.begin()?;
+        let mut owners: BTreeMap<PathBuf, (Owner, Vec<IpAddr>)> = BTreeMap::new();
         for (ip, owner) in self.scan()? {
             match owner {
-                Some(owner) => self.add_entry(ip, &owner)?,
+                Some(owner) => owners.entry(self.entry_path(&owner)).or_insert((owner, Vec::new())).1.push(ip),
                 None => {
                     let path = self.ip_path(ip);
                     if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
@@ -447,8 +380,16 @@ impl Store {
                 }
             }
         }
-        self.write_state()?;
-        remove_if_exists(&self.index.join(DIRTY))
+        for (owner, ips) in owners.values() {
+            self.record(owner, ips)?;
+        }
+        // Named temporary files of a writer killed mid-create.
+        for entry in fs::read_dir(&self.dir)?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                remove_if_exists(&entry.path())?;
+            }
+        }
+        self.write_state()
     }
 }
 
@@ -471,16 +412,10 @@ fn lock(path: &Path) -> anyhow::Result<Flock<File>> {
     });
     match rx.recv_timeout(LOCK_TIMEOUT) {
         Ok(Ok(lock)) => Ok(lock),
-        Ok(Err((_, errno))) => {
-            Err(anyhow::Error::new(errno)).with_context(|| format!("locking {}", path.display()))
-        }
+        Ok(Err((_, errno))) => Err(anyhow::Error::new(errno)).with_context(|| format!("locking {}", path.display())),
         Err(_) => Err(Error::new(
             Code::TryAgainLater,
-            format!(
-                "timed out after {}s waiting for the lock on {}",
-                LOCK_TIMEOUT.as_secs(),
-                path.display()
-            ),
+            format!("timed out after {}s waiting for the lock on {}", LOCK_TIMEOUT.as_secs(), path.display()),
         )
         .into()),
     }

@@ -15,9 +15,7 @@ struct Loopback;
 fn set_loopback(ns: &NetNs, up: bool) -> anyhow::Result<Vec<Address>> {
     ns.run(|| -> anyhow::Result<Vec<Address>> {
         let mut rtnl = Rtnl::open()?;
-        let lo = rtnl
-            .link_by_name("lo")?
-            .context("the namespace has no lo interface")?;
+        let lo = rtnl.link_by_name("lo")?.context("the namespace has no lo interface")?;
         if up {
             rtnl.set_up(lo.index).context("setting lo up")?;
         } else {
@@ -36,10 +34,7 @@ impl Plugin for Loopback {
         let ns = NetNs::open(&req.env.netns)?;
         let addresses = set_loopback(&ns, true)?;
         if let Some(bad) = addresses.iter().find(|a| !a.net.ip().is_loopback()) {
-            anyhow::bail!(
-                "loopback interface found with non-loopback address {}",
-                bad.net.ip()
-            );
+            anyhow::bail!("loopback interface found with non-loopback address {}", bad.net.ip());
         }
         if let Some(prev) = &req.config.prev_result {
             // Chained after another plugin: report what it reported.
@@ -49,11 +44,7 @@ impl Plugin for Loopback {
         let ips = [first(Family::V4), first(Family::V6)]
             .into_iter()
             .flatten()
-            .map(|a| IpConfig {
-                address: a.net,
-                gateway: None,
-                interface: Some(0),
-            })
+            .map(|a| IpConfig { address: a.net, gateway: None, interface: Some(0) })
             .collect();
         Ok(CniResult {
             interfaces: vec![Interface {

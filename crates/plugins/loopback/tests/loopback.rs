@@ -5,9 +5,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use testkit::{Invocation, addresses, is_up, link, new_netns};
 
-const VERSIONS: &[&str] = &[
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
+const VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_loopback"))
@@ -24,10 +22,7 @@ struct Sandbox {
 
 impl Sandbox {
     fn new() -> Sandbox {
-        Sandbox {
-            host: new_netns(),
-            container: new_netns(),
-        }
+        Sandbox { host: new_netns(), container: new_netns() }
     }
 
     fn netns(&self) -> String {
@@ -69,11 +64,7 @@ fn add_brings_lo_up_and_reports_it_in_every_version() {
                 assert_eq!(result["ips"][0]["interface"], 0);
                 assert_eq!(result["ips"][1]["address"], "::1/128");
                 let has_version_field = result["ips"][0].get("version").is_some();
-                assert_eq!(
-                    has_version_field,
-                    version.starts_with("0."),
-                    "{version}: {result}"
-                );
+                assert_eq!(has_version_field, version.starts_with("0."), "{version}: {result}");
             }
         }
     }
@@ -91,10 +82,7 @@ fn add_passes_prev_result_through_in_the_config_version() {
             "dns": {}
         }
     });
-    let result = sb
-        .invoke("ADD", &stdin.to_string())
-        .run(&bin(), &sb.host)
-        .ok();
+    let result = sb.invoke("ADD", &stdin.to_string()).run(&bin(), &sb.host).ok();
     assert!(sb.lo_up());
     assert_eq!(
         result,
@@ -111,36 +99,19 @@ fn check_passes_when_up_and_fails_clearly_when_down() {
     let sb = Sandbox::new();
     for version in ["0.4.0", "1.0.0", "1.1.0"] {
         sb.invoke("ADD", &conf(version)).run(&bin(), &sb.host).ok();
-        assert_eq!(
-            sb.invoke("CHECK", &conf(version))
-                .run(&bin(), &sb.host)
-                .ok(),
-            Value::Null
-        );
+        assert_eq!(sb.invoke("CHECK", &conf(version)).run(&bin(), &sb.host).ok(), Value::Null);
     }
     testkit::ip(&sb.container, "link set lo down");
     let out = sb.invoke("CHECK", &conf("1.0.0")).run(&bin(), &sb.host);
     assert_eq!(out.err_code(), 999);
-    assert!(
-        out.json()["msg"]
-            .as_str()
-            .unwrap()
-            .contains("loopback interface is down"),
-        "{}",
-        out.stdout
-    );
+    assert!(out.json()["msg"].as_str().unwrap().contains("loopback interface is down"), "{}", out.stdout);
 }
 
 #[test]
 fn check_needs_a_version_that_has_it() {
     let sb = Sandbox::new();
     sb.invoke("ADD", &conf("0.3.1")).run(&bin(), &sb.host).ok();
-    assert_eq!(
-        sb.invoke("CHECK", &conf("0.3.1"))
-            .run(&bin(), &sb.host)
-            .err_code(),
-        1
-    );
+    assert_eq!(sb.invoke("CHECK", &conf("0.3.1")).run(&bin(), &sb.host).err_code(), 1);
 }
 
 #[test]
@@ -184,9 +155,7 @@ fn status_and_gc_succeed() {
 #[test]
 fn version_lists_all_versions() {
     let sb = Sandbox::new();
-    let v = Invocation::new("VERSION", "", "", "", "")
-        .run(&bin(), &sb.host)
-        .ok();
+    let v = Invocation::new("VERSION", "", "", "", "").run(&bin(), &sb.host).ok();
     assert_eq!(v["supportedVersions"], json!(VERSIONS));
 }
 
@@ -195,10 +164,7 @@ fn missing_cni_version_is_read_as_0_1_0_like_libcni() {
     // libcni treats a config without cniVersion as 0.1.0, and the reference plugins accept it; a
     // config that works with them must work with us.
     let sb = Sandbox::new();
-    let result = sb
-        .invoke("ADD", r#"{"name":"isolated","type":"loopback"}"#)
-        .run(&bin(), &sb.host)
-        .ok();
+    let result = sb.invoke("ADD", r#"{"name":"isolated","type":"loopback"}"#).run(&bin(), &sb.host).ok();
     assert_eq!(result["cniVersion"], "0.1.0");
     assert_eq!(result["ip4"]["ip"], "127.0.0.1/8");
 }
@@ -229,18 +195,17 @@ fn bad_input_gets_error_json_and_changes_nothing() {
         ("malformed CNI_ARGS", sb.invoke("ADD", &good).var("CNI_ARGS", Some("IgnoreUnknown=1;K8S_POD_NAME")), 4),
         (
             "prevResult of the wrong shape",
-            sb.invoke("ADD", r#"{"cniVersion":"1.0.0","name":"n","type":"loopback","prevResult":{"ips":[{"address":7}]}}"#),
+            sb.invoke(
+                "ADD",
+                r#"{"cniVersion":"1.0.0","name":"n","type":"loopback","prevResult":{"ips":[{"address":7}]}}"#,
+            ),
             6,
         ),
     ];
     for (what, inv, code) in cases {
         let out = inv.run(&bin(), &sb.host);
         assert_eq!(out.err_code(), code, "{what}: {}", out.stdout);
-        assert!(
-            out.json()["cniVersion"].is_string(),
-            "{what}: {}",
-            out.stdout
-        );
+        assert!(out.json()["cniVersion"].is_string(), "{what}: {}", out.stdout);
         assert!(!sb.lo_up(), "{what}: the failed ADD changed the container");
     }
     std::fs::remove_file(&regular_file).unwrap();

@@ -28,14 +28,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn set(subnet: &str) -> RangeSet {
-    let r = Range::parse(
-        &RangeSpec {
-            subnet: Some(subnet),
-            ..Default::default()
-        },
-        "t",
-    )
-    .unwrap();
+    let r = Range::parse(&RangeSpec { subnet: Some(subnet), ..Default::default() }, "t").unwrap();
     RangeSet::new(vec![r], "t").unwrap()
 }
 
@@ -49,35 +42,17 @@ fn files_are_in_the_reference_format() {
     let store = Store::open(&tmp.0, "net", 1).unwrap();
     store.begin().unwrap();
     assert!(store.reserve(ip("10.1.0.2"), &owner("c1", "eth0")).unwrap());
-    assert!(
-        !store.reserve(ip("10.1.0.2"), &owner("c2", "eth0")).unwrap(),
-        "taken twice"
-    );
+    assert!(!store.reserve(ip("10.1.0.2"), &owner("c2", "eth0")).unwrap(), "taken twice");
     store.set_last_reserved(0, ip("10.1.0.2")).unwrap();
     store.commit().unwrap();
     let dir = tmp.0.join("net");
-    assert_eq!(
-        fs::read_to_string(dir.join("10.1.0.2")).unwrap(),
-        "c1\r\neth0"
-    );
-    assert_eq!(
-        fs::metadata(dir.join("10.1.0.2"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
-    assert_eq!(
-        fs::read_to_string(dir.join("last_reserved_ip.0")).unwrap(),
-        "10.1.0.2"
-    );
+    assert_eq!(fs::read_to_string(dir.join("10.1.0.2")).unwrap(), "c1\r\neth0");
+    assert_eq!(fs::metadata(dir.join("10.1.0.2")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(fs::read_to_string(dir.join("last_reserved_ip.0")).unwrap(), "10.1.0.2");
     assert!(dir.join("lock").is_file());
     assert!(!dir.join(INDEX).join(DIRTY).exists());
-    let names: Vec<String> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names: Vec<String> =
+        fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(!names.iter().any(|n| n.starts_with(":tmp")), "{names:?}");
 }
 
@@ -88,18 +63,14 @@ fn release_by_attachment_and_legacy_fallback() {
     store.begin().unwrap();
     store.reserve(ip("10.1.0.2"), &owner("c1", "eth0")).unwrap();
     store.reserve(ip("fd00::2"), &owner("c1", "eth0")).unwrap();
+    store.record(&owner("c1", "eth0"), &[ip("10.1.0.2"), ip("fd00::2")]).unwrap();
     store.reserve(ip("10.1.0.3"), &owner("c1", "net1")).unwrap();
+    store.record(&owner("c1", "net1"), &[ip("10.1.0.3")]).unwrap();
     let mut got = store.release("c1", "eth0").unwrap();
     got.sort();
     assert_eq!(got, vec![ip("10.1.0.2"), ip("fd00::2")]);
-    assert_eq!(
-        store.addresses_of(&owner("c1", "net1")),
-        vec![ip("10.1.0.3")]
-    );
-    assert!(
-        store.release("c1", "eth0").unwrap().is_empty(),
-        "second release finds nothing"
-    );
+    assert_eq!(store.addresses_of(&owner("c1", "net1")), vec![ip("10.1.0.3")]);
+    assert!(store.release("c1", "eth0").unwrap().is_empty(), "second release finds nothing");
     store.commit().unwrap();
 
     // A file from an old version names the container alone.
@@ -107,10 +78,7 @@ fn release_by_attachment_and_legacy_fallback() {
     fs::write(tmp.0.join("net").join("last_reserved_ip.0"), "10.1.0.9").unwrap();
     let store = Store::open(&tmp.0, "net", 1).unwrap();
     store.begin().unwrap();
-    assert_eq!(
-        store.release("old-ctr", "eth0").unwrap(),
-        vec![ip("10.1.0.9")]
-    );
+    assert_eq!(store.release("old-ctr", "eth0").unwrap(), vec![ip("10.1.0.9")]);
     store.commit().unwrap();
     assert!(!tmp.0.join("net").join("10.1.0.9").exists());
 }
@@ -124,10 +92,7 @@ fn allocations_by_another_binary_are_indexed_on_next_open() {
     fs::write(dir.join("10.1.0.7"), "ref-ctr\r\neth0").unwrap();
     fs::write(dir.join("last_reserved_ip.0"), "10.1.0.7").unwrap();
     let store = Store::open(&tmp.0, "net", 1).unwrap();
-    assert_eq!(
-        store.addresses_of(&owner("ref-ctr", "eth0")),
-        vec![ip("10.1.0.7")]
-    );
+    assert_eq!(store.addresses_of(&owner("ref-ctr", "eth0")), vec![ip("10.1.0.7")]);
 }
 
 #[test]
@@ -135,23 +100,16 @@ fn a_crash_mid_change_is_repaired_on_next_open() {
     let tmp = TempDir::new();
     let store = Store::open(&tmp.0, "net", 1).unwrap();
     store.begin().unwrap();
+    // Killed between creating the <ip> file and indexing it, before commit.
     store.reserve(ip("10.1.0.2"), &owner("c1", "eth0")).unwrap();
-    drop(store); // killed before commit: the marker stays
+    drop(store);
     let dir = tmp.0.join("net");
-    assert!(dir.join(INDEX).join(DIRTY).exists());
-    // The kill came between the <ip> link and the index entry: simulate by dropping the entry.
-    fs::remove_dir_all(dir.join(INDEX).join("c1")).unwrap();
+    assert!(fs::read_to_string(dir.join(INDEX).join(STATE)).unwrap().starts_with(DIRTY));
     // ...and a writer that creates before it writes died in between: an empty file.
     fs::write(dir.join("10.1.0.3"), "").unwrap();
     let store = Store::open(&tmp.0, "net", 1).unwrap();
-    assert_eq!(
-        store.addresses_of(&owner("c1", "eth0")),
-        vec![ip("10.1.0.2")]
-    );
-    assert!(
-        !dir.join("10.1.0.3").exists(),
-        "empty leftover should be removed"
-    );
+    assert_eq!(store.addresses_of(&owner("c1", "eth0")), vec![ip("10.1.0.2")]);
+    assert!(!dir.join("10.1.0.3").exists(), "empty leftover should be removed");
     assert!(!dir.join(INDEX).join(DIRTY).exists());
 }
 
@@ -161,6 +119,7 @@ fn stale_index_entries_do_not_count() {
     let store = Store::open(&tmp.0, "net", 1).unwrap();
     store.begin().unwrap();
     store.reserve(ip("10.1.0.2"), &owner("c1", "eth0")).unwrap();
+    store.record(&owner("c1", "eth0"), &[ip("10.1.0.2")]).unwrap();
     store.commit().unwrap();
     // Someone else removed the address and gave it to another container.
     let dir = tmp.0.join("net");
@@ -170,11 +129,7 @@ fn stale_index_entries_do_not_count() {
     store.begin().unwrap();
     assert!(store.release("c1", "eth0").unwrap().is_empty());
     store.commit().unwrap();
-    assert_eq!(
-        fs::read_to_string(dir.join("10.1.0.2")).unwrap(),
-        "c2\r\neth0",
-        "c2's address was released"
-    );
+    assert_eq!(fs::read_to_string(dir.join("10.1.0.2")).unwrap(), "c2\r\neth0", "c2's address was released");
 }
 
 #[test]
@@ -182,39 +137,24 @@ fn gc_keeps_valid_attachments_only() {
     let tmp = TempDir::new();
     let store = Store::open(&tmp.0, "net", 1).unwrap();
     store.begin().unwrap();
-    store
-        .reserve(ip("10.1.0.2"), &owner("keep", "eth0"))
-        .unwrap();
-    store
-        .reserve(ip("10.1.0.3"), &owner("keep", "net1"))
-        .unwrap();
-    store
-        .reserve(ip("10.1.0.4"), &owner("gone", "eth0"))
-        .unwrap();
+    store.reserve(ip("10.1.0.2"), &owner("keep", "eth0")).unwrap();
+    store.reserve(ip("10.1.0.3"), &owner("keep", "net1")).unwrap();
+    store.reserve(ip("10.1.0.4"), &owner("gone", "eth0")).unwrap();
     store.commit().unwrap();
     let dir = tmp.0.join("net");
     fs::write(dir.join("10.1.0.5"), "keep").unwrap(); // legacy file of a valid container
     fs::write(dir.join("10.1.0.6"), "not a valid id!").unwrap();
     let store = Store::open(&tmp.0, "net", 1).unwrap();
     store.begin().unwrap();
-    let valid = [Attachment {
-        container_id: "keep".into(),
-        ifname: "eth0".into(),
-    }];
+    let valid = [Attachment { container_id: "keep".into(), ifname: "eth0".into() }];
     let mut released = store.gc(&valid).unwrap();
     released.sort();
-    assert_eq!(
-        released,
-        vec![ip("10.1.0.3"), ip("10.1.0.4"), ip("10.1.0.6")]
-    );
+    assert_eq!(released, vec![ip("10.1.0.3"), ip("10.1.0.4"), ip("10.1.0.6")]);
     store.commit().unwrap();
     assert!(dir.join("10.1.0.2").exists() && dir.join("10.1.0.5").exists());
     let store = Store::open(&tmp.0, "net", 1).unwrap();
     assert!(store.addresses_of(&owner("gone", "eth0")).is_empty());
-    assert_eq!(
-        store.addresses_of(&owner("keep", "eth0")),
-        vec![ip("10.1.0.2")]
-    );
+    assert_eq!(store.addresses_of(&owner("keep", "eth0")), vec![ip("10.1.0.2")]);
 }
 
 #[test]
@@ -235,11 +175,7 @@ fn names_that_escape_data_dir_are_refused() {
     let tmp = TempDir::new();
     for bad in ["..", ".", "a/b", ""] {
         let e = Store::open(&tmp.0, bad, 1).err().expect("should fail");
-        assert_eq!(
-            cni::Error::from_anyhow(&e).code,
-            Code::InvalidConfig,
-            "{bad:?}"
-        );
+        assert_eq!(cni::Error::from_anyhow(&e).code, Code::InvalidConfig, "{bad:?}");
     }
 }
 
@@ -255,11 +191,7 @@ fn symlinked_network_dirs_and_files_are_not_followed() {
     let secret = tmp.0.join("secret");
     fs::write(&secret, "c1\r\neth0").unwrap();
     std::os::unix::fs::symlink(&secret, tmp.0.join("other").join("10.1.0.2")).unwrap();
-    assert_eq!(
-        store.owner_of(ip("10.1.0.2")),
-        None,
-        "a symlinked <ip> file must not be read"
-    );
+    assert_eq!(store.owner_of(ip("10.1.0.2")), None, "a symlinked <ip> file must not be read");
 }
 
 #[test]
@@ -273,41 +205,32 @@ fn the_lock_excludes_a_second_opener() {
         tx.send(()).unwrap();
         store.commit().unwrap();
     });
-    assert!(
-        rx.recv_timeout(Duration::from_millis(300)).is_err(),
-        "second open did not wait for the lock"
-    );
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "second open did not wait for the lock");
     first.commit().unwrap();
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("second open after release");
+    rx.recv_timeout(Duration::from_secs(5)).expect("second open after release");
     second.join().unwrap();
+}
+
+#[test]
+fn a_torn_state_file_means_rebuild() {
+    let tmp = TempDir::new();
+    let store = Store::open(&tmp.0, "net", 1).unwrap();
+    store.begin().unwrap();
+    store.reserve(ip("10.1.0.2"), &owner("c1", "eth0")).unwrap();
+    store.commit().unwrap(); // committed, but never indexed
+    let state = tmp.0.join("net").join(INDEX).join(STATE);
+    fs::write(&state, "").unwrap(); // killed between truncate and write
+    let store = Store::open(&tmp.0, "net", 1).unwrap();
+    assert_eq!(store.addresses_of(&owner("c1", "eth0")), vec![ip("10.1.0.2")]);
 }
 
 #[test]
 fn owners_parse_like_the_reference_compares() {
     assert_eq!(Owner::parse("c1\r\neth0\n"), Some(owner("c1", "eth0")));
-    assert_eq!(
-        Owner::parse("  c1  "),
-        Some(Owner {
-            container_id: "c1".into(),
-            ifname: None
-        })
-    );
+    assert_eq!(Owner::parse("  c1  "), Some(Owner { container_id: "c1".into(), ifname: None }));
     assert_eq!(Owner::parse(""), None);
     // Trimmed first, as the reference compares: this names a container "eth0".
-    assert_eq!(
-        Owner::parse("\r\neth0"),
-        Some(Owner {
-            container_id: "eth0".into(),
-            ifname: None
-        })
-    );
-    assert_eq!(
-        Owner::parse("c1\r\n"),
-        Some(Owner {
-            container_id: "c1".into(),
-            ifname: None
-        })
-    );
+    assert_eq!(Owner::parse("\r\neth0"), Some(Owner { container_id: "eth0".into(), ifname: None }));
+    assert_eq!(Owner::parse("c1\r\n"), Some(Owner { container_id: "c1".into(), ifname: None }));
     assert_eq!(Owner::parse("bad id\r\neth0"), None);
 }
