@@ -1,0 +1,409 @@
+//! The bridge plugin's nftables state: masquerade, MAC spoof checks and network isolation.
+//!
+//! Two tables named `cni_bridge` belong to the bridge plugin alone: `inet` (masquerade, isolation)
+//! and `bridge` (spoof checks). Their base chains dispatch through verdict maps to one chain per
+//! attachment, named from its identity (`masq-<net>-<inst>`, `spoof-<net>-<inst>`):
+//!
+//! ```text
+//! table inet cni_bridge
+//!   map masq_v4 { ipv4_addr : verdict }   10.1.0.5 : goto masq-<net>-<inst>
+//!   chain postrouting (nat, srcnat)       multicast: return; ip saddr vmap @masq_v4; ...
+//!   chain masq-<net>-<inst>               ip saddr 10.1.0.5 ip daddr != 10.1.0.0/24 masquerade
+//!   set isolated_bridges { ifname }       map isolation { ifname : verdict }
+//!   chain forward (filter)                iifname vmap @isolation
+//!   chain iso-<net>                       ct status dnat return; oifname != br oifname @isolated_bridges drop
+//! table bridge cni_bridge
+//!   map spoof_ports { ifname : verdict }  veth1234 : goto spoof-<net>-<inst>
+//!   chain prerouting (filter, -300)       iifname vmap @spoof_ports
+//!   chain spoof-<net>-<inst>              iifname veth1234 ether saddr <mac> return; drop
+//! ```
+//!
+//! So an ADD or DEL is one small transaction whatever the number of containers, and a DEL finds
+//! its entries from the identity alone: the attachment's chain names its addresses and port, so
+//! nothing depends on the runtime passing `prevResult` or a network namespace. Map elements point
+//! at one attachment's chain, so a stale element left by another attachment for the same address
+//! is never mistaken for ours (adding ours fails with EEXIST instead, and is repaired).
+//!
+//! Each ADD first tries only its own objects; the base objects are created (or repaired, after
+//! someone flushed the ruleset) on the slow path, from a listing of our own tables. Re-adding an
+//! existing chain costs an RCU grace period in the kernel, which the fast path never pays.
+
+use crate::identity::{Identity, network_hash};
+use crate::json::{self, Batch, commented, elements, goto, matches, meta, payload, prefix, verdict, vmap};
+use crate::nft::{self, Nft};
+use anyhow::Context;
+use ipnetwork::IpNetwork;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+pub const TABLE: &str = "cni_bridge";
+const INET: &str = "inet";
+const BRIDGE: &str = "bridge";
+const MASQ_V4: &str = "masq_v4";
+const MASQ_V6: &str = "masq_v6";
+const POSTROUTING: &str = "postrouting";
+const FORWARD: &str = "forward";
+const ISOLATED_BRIDGES: &str = "isolated_bridges";
+const ISOLATION: &str = "isolation";
+const SPOOF_PORTS: &str = "spoof_ports";
+const PREROUTING: &str = "prerouting";
+/// Marks the rules of base chains, so the slow path can tell whether they are intact.
+const BASE_COMMENT: &str = "cni_bridge base";
+
+/// What one attachment asks of the firewall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub id: Identity,
+    /// Addresses to masquerade (with their prefix): traffic from each to outside its subnet.
+    pub masquerade: Vec<IpNetwork>,
+    /// The host end of the veth and the only source MAC allowed through it.
+    pub spoof_check: Option<(String, String)>,
+    /// The bridge to isolate from other isolated networks' bridges.
+    pub isolation: Option<String>,
+}
+
+fn masq_map(net: &IpNetwork) -> &'static str {
+    if net.is_ipv4() { MASQ_V4 } else { MASQ_V6 }
+}
+
+fn ip_key(ip: IpAddr) -> Value {
+    json!(ip.to_string())
+}
+
+fn isolation_chain(network: &str) -> String {
+    format!("iso-{}", network_hash(network))
+}
+
+/// A table's base objects, and its base chains' rules (each rule a list of statements).
+type Base = (Vec<Value>, Vec<(&'static str, Vec<Vec<Value>>)>);
+
+/// The base objects of the inet table: maps, sets and base chains with their rules.
+fn inet_base() -> Base {
+    let objects = vec![
+        json::table(INET, TABLE),
+        json::verdict_map(INET, TABLE, MASQ_V4, "ipv4_addr"),
+        json::verdict_map(INET, TABLE, MASQ_V6, "ipv6_addr"),
+        json::set(INET, TABLE, ISOLATED_BRIDGES, "ifname"),
+        json::verdict_map(INET, TABLE, ISOLATION, "ifname"),
+        json::base_chain(INET, TABLE, POSTROUTING, "nat", "postrouting", 100),
+        json::base_chain(INET, TABLE, FORWARD, "filter", "forward", -10),
+    ];
+    let postrouting = vec![
+        vec![matches("==", payload("ip", "daddr"), prefix("224.0.0.0/4".parse().expect("literal"))), verdict("return")],
+        vec![matches("==", payload("ip6", "daddr"), prefix("ff00::/8".parse().expect("literal"))), verdict("return")],
+        vec![vmap(payload("ip", "saddr"), MASQ_V4)],
+        vec![vmap(payload("ip6", "saddr"), MASQ_V6)],
+    ];
+    let forward = vec![vec![vmap(meta("iifname"), ISOLATION)]];
+    (objects, vec![(POSTROUTING, postrouting), (FORWARD, forward)])
+}
+
+fn bridge_base() -> Base {
+    let objects = vec![
+        json::table(BRIDGE, TABLE),
+        json::verdict_map(BRIDGE, TABLE, SPOOF_PORTS, "ifname"),
+        json::base_chain(BRIDGE, TABLE, PREROUTING, "filter", "prerouting", -300),
+    ];
+    (objects, vec![(PREROUTING, vec![vec![vmap(meta("iifname"), SPOOF_PORTS)]])])
+}
+
+/// The per-network isolation chain's rules: traffic to another isolated network's bridge is
+/// dropped, unless it was DNATed (a published port is reachable from anywhere).
+fn isolation_rules(bridge: &str) -> Vec<Vec<Value>> {
+    vec![
+        vec![matches("in", json::ct("status"), json!("dnat")), verdict("return")],
+        vec![
+            matches("!=", meta("oifname"), json!(bridge)),
+            matches("==", meta("oifname"), json::set_ref(ISOLATED_BRIDGES)),
+            verdict("drop"),
+        ],
+    ]
+}
+
+/// The transaction an ADD needs once the base objects exist.
+pub fn add_batch(a: &Attachment) -> Batch {
+    let mut b = Batch::new();
+    let comment = a.id.comment();
+    if !a.masquerade.is_empty() {
+        let chain = a.id.chain("masq");
+        b.add(json::chain(INET, TABLE, &chain));
+        b.flush(json::chain(INET, TABLE, &chain));
+        for net in &a.masquerade {
+            let proto = json::ip_proto(net);
+            let expr = vec![
+                matches("==", payload(proto, "saddr"), json!(net.ip().to_string())),
+                matches("!=", payload(proto, "daddr"), prefix(*net)),
+                verdict("masquerade"),
+            ];
+            b.add(json::rule(INET, TABLE, &chain, expr, Some(&comment)));
+        }
+        for net in &a.masquerade {
+            let elem = json!([commented(ip_key(net.ip()), &comment), goto(&chain)]);
+            b.add(elements(INET, TABLE, masq_map(net), vec![elem]));
+        }
+    }
+    if let Some((port, mac)) = &a.spoof_check {
+        let chain = a.id.chain("spoof");
+        b.add(json::chain(BRIDGE, TABLE, &chain));
+        b.flush(json::chain(BRIDGE, TABLE, &chain));
+        let allow = vec![
+            matches("==", meta("iifname"), json!(port)),
+            matches("==", payload("ether", "saddr"), json!(mac)),
+            verdict("return"),
+        ];
+        b.add(json::rule(BRIDGE, TABLE, &chain, allow, Some(&comment)));
+        b.add(json::rule(BRIDGE, TABLE, &chain, vec![verdict("drop")], Some(&comment)));
+        b.add(elements(BRIDGE, TABLE, SPOOF_PORTS, vec![json!([commented(json!(port), &comment), goto(&chain)])]));
+    }
+    if let Some(bridge) = &a.isolation {
+        b.add(elements(INET, TABLE, ISOLATED_BRIDGES, vec![json!(bridge)]));
+        let elem = json!([json!(bridge), goto(&isolation_chain(&a.id.network))]);
+        b.add(elements(INET, TABLE, ISOLATION, vec![elem]));
+    }
+    b
+}
+
+/// Installs an attachment's entries: the fast path first, then, if the base objects are missing
+/// or damaged or a stale element is in the way, a repair computed from our tables, applied in the
+/// same transaction as the entries.
+pub fn add(nft: &Nft, a: &Attachment) -> anyhow::Result<()> {
+    let fast = add_batch(a);
+    if fast.is_empty() {
+        return Ok(());
+    }
+    if nft.apply(&fast.to_json()).is_ok() {
+        return Ok(());
+    }
+    let inet = nft.list(&["table", INET, TABLE])?;
+    let bridge = nft.list(&["table", BRIDGE, TABLE])?;
+    let mut batch = repair_batch(a, inet.as_ref(), bridge.as_ref());
+    batch.extend(fast);
+    nft.apply(&batch.to_json()).context("installing masquerade/spoof-check/isolation entries")
+}
+
+/// What must be created or fixed before `a`'s entries can go in, given listings of our tables.
+pub fn repair_batch(a: &Attachment, inet: Option<&Value>, bridge: Option<&Value>) -> Batch {
+    let mut b = Batch::new();
+    if !a.masquerade.is_empty() || a.isolation.is_some() {
+        let (objects, chains) = inet_base();
+        ensure_base(&mut b, INET, inet, objects, chains);
+        if let Some(bridge_name) = &a.isolation {
+            let chain = isolation_chain(&a.id.network);
+            let rules = isolation_rules(bridge_name);
+            let intact = inet.is_some_and(|l| {
+                let current: Vec<&Value> = nft::rules_of(l, &chain).collect();
+                current.len() == rules.len() && current.iter().all(|r| r["comment"] == BASE_COMMENT)
+            });
+            if !intact {
+                b.add(json::chain(INET, TABLE, &chain));
+                b.flush(json::chain(INET, TABLE, &chain));
+                for expr in rules {
+                    b.add(json::rule(INET, TABLE, &chain, expr, Some(BASE_COMMENT)));
+                }
+            }
+        }
+        // A stale element for one of our addresses points elsewhere: ours replaces it.
+        if let Some(listing) = inet {
+            let ours = a.id.chain("masq");
+            for net in &a.masquerade {
+                let map = masq_map(net);
+                let stale = nft::verdict_map_elements(listing, map)
+                    .into_iter()
+                    .any(|(key, target)| key == ip_key(net.ip()) && target.as_deref() != Some(&ours));
+                if stale {
+                    b.delete(elements(INET, TABLE, map, vec![ip_key(net.ip())]));
+                }
+            }
+        }
+    }
+    if let Some((port, _)) = &a.spoof_check {
+        let (objects, chains) = bridge_base();
+        ensure_base(&mut b, BRIDGE, bridge, objects, chains);
+        if let Some(listing) = bridge {
+            let ours = a.id.chain("spoof");
+            let stale = nft::verdict_map_elements(listing, SPOOF_PORTS)
+                .into_iter()
+                .any(|(key, target)| key == json!(port) && target.as_deref() != Some(&ours));
+            if stale {
+                b.delete(elements(BRIDGE, TABLE, SPOOF_PORTS, vec![json!(port)]));
+            }
+        }
+    }
+    b
+}
+
+/// Adds the missing base objects of one table, and rewrites base chains whose rules are not the
+/// expected ones (someone flushed or edited them).
+fn ensure_base(
+    b: &mut Batch,
+    family: &str,
+    listing: Option<&Value>,
+    objects: Vec<Value>,
+    chains: Vec<(&'static str, Vec<Vec<Value>>)>,
+) {
+    let existing: BTreeSet<(String, String)> = listing
+        .map(|l| {
+            nft::objects(l).filter_map(|(kind, o)| Some((kind.to_string(), o["name"].as_str()?.to_string()))).collect()
+        })
+        .unwrap_or_default();
+    for object in objects {
+        let (kind, body) = object.as_object().and_then(|o| o.iter().next()).expect("one object");
+        let name = body["name"].as_str().unwrap_or_default().to_string();
+        if !existing.contains(&(kind.clone(), name)) {
+            b.add(object.clone());
+        }
+    }
+    for (chain, rules) in chains {
+        let intact = listing.is_some_and(|l| {
+            let current: Vec<&Value> = nft::rules_of(l, chain).collect();
+            current.len() == rules.len() && current.iter().all(|r| r["comment"] == BASE_COMMENT)
+        });
+        if !intact {
+            if listing.is_some_and(|l| nft::chain_names(l).iter().any(|c| c == chain)) {
+                b.flush(json::chain(family, TABLE, chain));
+            }
+            for expr in rules {
+                b.add(json::rule(family, TABLE, chain, expr, Some(BASE_COMMENT)));
+            }
+        }
+    }
+}
+
+/// What an attachment's DEL knows from `prevResult`, when it has one.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub addresses: Vec<IpAddr>,
+    pub spoof_port: Option<String>,
+}
+
+/// The one-transaction DEL when the addresses and port are known: each element is re-added with
+/// our chain as its target and then deleted, which removes it only if it is ours (another
+/// attachment's element makes the add fail, and the slow path leaves it alone).
+pub fn del_batch(id: &Identity, known: &Known, masquerade: bool, spoof_check: bool) -> Batch {
+    let mut b = Batch::new();
+    if masquerade {
+        let chain = id.chain("masq");
+        for ip in &known.addresses {
+            let map = if ip.is_ipv4() { MASQ_V4 } else { MASQ_V6 };
+            b.add(elements(INET, TABLE, map, vec![json!([ip_key(*ip), goto(&chain)])]));
+            b.delete(elements(INET, TABLE, map, vec![ip_key(*ip)]));
+        }
+        b.flush(json::chain(INET, TABLE, &chain));
+        b.delete(json::chain(INET, TABLE, &chain));
+    }
+    if let (true, Some(port)) = (spoof_check, &known.spoof_port) {
+        let chain = id.chain("spoof");
+        b.add(elements(BRIDGE, TABLE, SPOOF_PORTS, vec![json!([json!(port), goto(&chain)])]));
+        b.delete(elements(BRIDGE, TABLE, SPOOF_PORTS, vec![json!(port)]));
+        b.flush(json::chain(BRIDGE, TABLE, &chain));
+        b.delete(json::chain(BRIDGE, TABLE, &chain));
+    }
+    b
+}
+
+/// Removes an attachment's entries. Tries the one-transaction DEL when `known` covers what was
+/// installed; otherwise, or when anything in it is already gone, deletes exactly what a listing
+/// of our tables shows for this identity. Entries that are already gone are success.
+pub fn del(nft: &Nft, id: &Identity, known: &Known, masquerade: bool, spoof_check: bool) -> anyhow::Result<()> {
+    let fast_possible = (!masquerade || !known.addresses.is_empty()) && (!spoof_check || known.spoof_port.is_some());
+    if fast_possible && (masquerade || spoof_check) {
+        let fast = del_batch(id, known, masquerade, spoof_check);
+        if nft.apply(&fast.to_json()).is_ok() {
+            return Ok(());
+        }
+    }
+    let wanted: BTreeSet<String> = [id.chain("masq"), id.chain("spoof")].into();
+    remove_chains(nft, |chain| wanted.contains(chain)).context("removing masquerade/spoof-check entries")
+}
+
+/// Removes the attachment chains (and the map elements that point at them) selected by `doomed`,
+/// in both tables, in one transaction.
+fn remove_chains(nft: &Nft, doomed: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+    let mut b = Batch::new();
+    for (family, maps) in [(INET, &[MASQ_V4, MASQ_V6][..]), (BRIDGE, &[SPOOF_PORTS][..])] {
+        let Some(listing) = nft.list(&["table", family, TABLE])? else { continue };
+        for map in maps {
+            for (key, target) in nft::verdict_map_elements(&listing, map) {
+                if target.as_deref().is_some_and(&doomed) {
+                    b.delete(elements(family, TABLE, map, vec![key]));
+                }
+            }
+        }
+        for chain in nft::chain_names(&listing).into_iter().filter(|c| doomed(c)) {
+            b.flush(json::chain(family, TABLE, &chain));
+            b.delete(json::chain(family, TABLE, &chain));
+        }
+    }
+    if b.is_empty() {
+        return Ok(());
+    }
+    nft.apply(&b.to_json())
+}
+
+/// Rewrites the base objects of whichever of our tables exist, when someone removed or edited
+/// them. (A whole table that vanished is recreated by the next ADD.)
+fn repair_existing_base(nft: &Nft) -> anyhow::Result<()> {
+    let mut b = Batch::new();
+    if let Some(inet) = nft.list(&["table", INET, TABLE])? {
+        let (objects, chains) = inet_base();
+        ensure_base(&mut b, INET, Some(&inet), objects, chains);
+    }
+    if let Some(bridge) = nft.list(&["table", BRIDGE, TABLE])? {
+        let (objects, chains) = bridge_base();
+        ensure_base(&mut b, BRIDGE, Some(&bridge), objects, chains);
+    }
+    if b.is_empty() { Ok(()) } else { nft.apply(&b.to_json()) }
+}
+
+/// Removes every attachment chain of `network` whose attachment is not in `valid`, and repairs
+/// base chains that someone edited (GC).
+pub fn gc(nft: &Nft, network: &str, valid: &[Identity]) -> anyhow::Result<()> {
+    repair_existing_base(nft).context("repairing the base chains of the cni_bridge tables")?;
+    let keep: BTreeSet<String> = valid.iter().flat_map(|id| [id.chain("masq"), id.chain("spoof")]).collect();
+    let net = network_hash(network);
+    let prefixes = [format!("masq-{net}-"), format!("spoof-{net}-")];
+    remove_chains(nft, |chain| prefixes.iter().any(|p| chain.starts_with(p.as_str())) && !keep.contains(chain))
+        .with_context(|| format!("collecting stale firewall entries of network {network}"))
+}
+
+/// Confirms an attachment's entries are in place (CHECK).
+pub fn check(nft: &Nft, a: &Attachment) -> anyhow::Result<()> {
+    if !a.masquerade.is_empty() {
+        let listing = nft.list(&["table", INET, TABLE])?.context("table inet cni_bridge is missing")?;
+        ensure_intact(&listing, POSTROUTING, 4)?;
+        let chain = a.id.chain("masq");
+        for net in &a.masquerade {
+            let found = nft::verdict_map_elements(&listing, masq_map(net))
+                .into_iter()
+                .any(|(key, target)| key == ip_key(net.ip()) && target.as_deref() == Some(chain.as_str()));
+            anyhow::ensure!(found, "masquerade entry for {} is missing", net.ip());
+            anyhow::ensure!(
+                nft::rules_of(&listing, &chain).count() == a.masquerade.len(),
+                "masquerade chain {chain} does not hold one rule per address"
+            );
+        }
+    }
+    if let Some((port, _)) = &a.spoof_check {
+        let listing = nft.list(&["table", BRIDGE, TABLE])?.context("table bridge cni_bridge is missing")?;
+        ensure_intact(&listing, PREROUTING, 1)?;
+        let chain = a.id.chain("spoof");
+        let found = nft::verdict_map_elements(&listing, SPOOF_PORTS)
+            .into_iter()
+            .any(|(key, target)| key == json!(port) && target.as_deref() == Some(chain.as_str()));
+        anyhow::ensure!(found, "spoof-check entry for {port} is missing");
+    }
+    Ok(())
+}
+
+fn ensure_intact(listing: &Value, chain: &str, rules: usize) -> anyhow::Result<()> {
+    let found = nft::rules_of(listing, chain).filter(|r| r["comment"] == BASE_COMMENT).count();
+    anyhow::ensure!(
+        found == rules,
+        "base chain {chain} of cni_bridge has {found} of its {rules} rules (GC repairs it)"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
