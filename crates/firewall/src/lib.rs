@@ -7,6 +7,7 @@
 
 pub mod bridge;
 pub mod identity;
+pub mod iptables;
 pub mod json;
 pub mod nft;
 
