@@ -234,7 +234,9 @@ pub fn repair_batch(a: &Attachment, inet: Option<&Value>, bridge: Option<&Value>
 }
 
 /// Adds the missing base objects of one table, and rewrites base chains whose rules are not the
-/// expected ones (someone flushed or edited them).
+/// expected ones (missing, or someone flushed or edited them). A rewrite is add chain, flush chain,
+/// add rules, in one transaction: concurrent repairs (twenty ADDs on a fresh host) are serialized
+/// by the kernel and leave exactly one copy of the rules.
 fn ensure_base(
     b: &mut Batch,
     family: &str,
@@ -247,25 +249,27 @@ fn ensure_base(
             nft::objects(l).filter_map(|(kind, o)| Some((kind.to_string(), o["name"].as_str()?.to_string()))).collect()
         })
         .unwrap_or_default();
+    let rewrite: Vec<(&str, Vec<Vec<Value>>)> = chains
+        .into_iter()
+        .filter(|(chain, rules)| {
+            let current: Vec<&Value> = listing.map(|l| nft::rules_of(l, chain).collect()).unwrap_or_default();
+            !(current.len() == rules.len() && current.iter().all(|r| r["comment"] == BASE_COMMENT))
+        })
+        .collect();
     for object in objects {
         let (kind, body) = object.as_object().and_then(|o| o.iter().next()).expect("one object");
         let name = body["name"].as_str().unwrap_or_default().to_string();
-        if !existing.contains(&(kind.clone(), name)) {
+        let rewritten = kind == "chain" && rewrite.iter().any(|(c, _)| *c == name);
+        if rewritten || !existing.contains(&(kind.clone(), name)) {
             b.add(object.clone());
         }
+        if rewritten {
+            b.flush(json::chain(family, TABLE, body["name"].as_str().unwrap_or_default()));
+        }
     }
-    for (chain, rules) in chains {
-        let intact = listing.is_some_and(|l| {
-            let current: Vec<&Value> = nft::rules_of(l, chain).collect();
-            current.len() == rules.len() && current.iter().all(|r| r["comment"] == BASE_COMMENT)
-        });
-        if !intact {
-            if listing.is_some_and(|l| nft::chain_names(l).iter().any(|c| c == chain)) {
-                b.flush(json::chain(family, TABLE, chain));
-            }
-            for expr in rules {
-                b.add(json::rule(family, TABLE, chain, expr, Some(BASE_COMMENT)));
-            }
+    for (chain, rules) in rewrite {
+        for expr in rules {
+            b.add(json::rule(family, TABLE, chain, expr, Some(BASE_COMMENT)));
         }
     }
 }

@@ -168,6 +168,25 @@ pub fn masq_del(network: &str, container_id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Confirms each address jumps to the container's masquerade chain (CHECK).
+pub fn masq_check(network: &str, container_id: &str, addresses: &[IpNetwork]) -> anyhow::Result<()> {
+    let chain = iptables_chain("", network, container_id);
+    for ipv6 in [false, true] {
+        let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == ipv6).collect();
+        if family.is_empty() {
+            continue;
+        }
+        let saved = Iptables::locate(ipv6)?.save_nat()?;
+        for a in family {
+            let host = if ipv6 { 128 } else { 32 };
+            let rule = format!("-A POSTROUTING -s {}/{host} ", a.ip());
+            let found = saved.lines().any(|l| l.starts_with(&rule) && l.ends_with(&format!("-j {chain}")));
+            anyhow::ensure!(found, "masquerade rule for {} (chain {chain}) is missing", a.ip());
+        }
+    }
+    Ok(())
+}
+
 /// Removes masquerade rules of `network` whose container is not in `valid_containers` (GC). The
 /// reference's iptables rules name the container but not the interface.
 pub fn masq_gc(network: &str, valid_containers: &BTreeSet<String>) -> anyhow::Result<()> {

@@ -16,7 +16,10 @@ fn add_del_and_gc_in_both_families() {
         iptables::masq_add("net1", "c1", &addrs).unwrap();
         iptables::masq_add("net1", "c2", &["10.1.0.6/24".parse().unwrap()]).unwrap();
         let v4 = saved(false);
-        assert!(v4.contains(r#"-A POSTROUTING -s 10.1.0.5/32 -m comment --comment "name: \"net1\" id: \"c1\"" -j CNI-"#), "{v4}");
+        assert!(
+            v4.contains(r#"-A POSTROUTING -s 10.1.0.5/32 -m comment --comment "name: \"net1\" id: \"c1\"" -j CNI-"#),
+            "{v4}"
+        );
         assert!(v4.contains("! -d 224.0.0.0/4"), "{v4}");
         assert!(saved(true).contains("-s fd00:1::5/128"), "{}", saved(true));
 

@@ -5,6 +5,8 @@
 //! opened in; container-side work opens its handle with [`Rtnl::open_in`].
 
 pub mod addr;
+pub mod bridge_vlan;
+pub mod iface;
 pub mod link;
 pub mod netlink;
 pub mod netns;

@@ -287,3 +287,62 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Connects two namespaces with a veth pair: `a_name` with `a_addr` in `a`, `b_name` with `b_addr`
+/// in `b` (addresses with prefix, e.g. `198.51.100.1/24`), both up.
+pub fn link_namespaces(a: &NetNs, a_name: &str, a_addr: &str, b: &NetNs, b_name: &str, b_addr: &str) {
+    let mut rtnl = netkit::Rtnl::open_in(a).expect("netlink in a");
+    rtnl.create_veth(&netkit::VethPair {
+        name: a_name,
+        peer_name: b_name,
+        peer_ns: Some(b.as_fd()),
+        ..Default::default()
+    })
+    .expect("creating veth between namespaces");
+    ip(a, &format!("addr add {a_addr} dev {a_name}"));
+    ip(a, &format!("link set {a_name} up"));
+    ip(b, &format!("addr add {b_addr} dev {b_name}"));
+    ip(b, &format!("link set {b_name} up"));
+    ip(b, "link set lo up");
+}
+
+/// Whether one ICMP echo from `ns` to `addr` is answered within a second.
+pub fn ping(ns: &NetNs, addr: &str) -> bool {
+    in_netns(Command::new("ping").args(["-c1", "-W1", "-n", addr]), ns)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A TCP server in `ns` that answers every connection with the peer address it sees, then closes.
+/// It stops when the test process ends.
+pub fn serve_peer_address(ns: &NetNs, addr: std::net::SocketAddr) {
+    let listener = ns.run(|| std::net::TcpListener::bind(addr)).expect("entering ns").expect("binding");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            if let Ok(peer) = conn.peer_addr() {
+                let _ = conn.write_all(peer.ip().to_string().as_bytes());
+            }
+        }
+    });
+}
+
+/// Connects from `ns` to `addr` and returns what the server sent, or `None` if it could not
+/// connect within a second.
+pub fn tcp_ask(ns: &NetNs, addr: std::net::SocketAddr) -> Option<String> {
+    ns.run(|| {
+        let mut conn = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).ok()?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+        let mut reply = String::new();
+        std::io::Read::read_to_string(&mut conn, &mut reply).ok()?;
+        Some(reply)
+    })
+    .expect("entering ns")
+}
+
+/// `nft list ruleset` inside `ns`.
+pub fn nft_ruleset(ns: &NetNs) -> String {
+    let out = in_netns(Command::new("nft").args(["list", "ruleset"]), ns).output().expect("running nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,439 @@
+//! `bridge`: a Linux bridge on the host and a veth pair per container, with the gateway address,
+//! masquerade, hairpin and the reference plugin's other options (Docker's `docker0` and
+//! user-defined bridge networks, in CNI form).
+//!
+//! ADD reads top to bottom: validate, bridge, veth, IPAM, container side, gateway, firewall,
+//! report. Every step after the veth pair registers how to undo itself, and a failure undoes them
+//! in reverse order, the IPAM allocation included. DEL removes the firewall entries first (found by
+//! the attachment's identity, so no netns or prevResult is needed), then the interface, then the
+//! allocation; whatever is already gone is success.
+
+mod config;
+mod host;
+
+use anyhow::Context;
+use cni::{CniResult, Command, Interface, Plugin, Request, delegate};
+use config::{BridgeConf, MasqBackend};
+use firewall::bridge::{Attachment, Known};
+use firewall::{Identity, Nft, iptables};
+use ipnetwork::IpNetwork;
+use netkit::iface::{self, Dad};
+use netkit::{Family, NetNs, Rtnl, sysctl};
+use std::net::IpAddr;
+
+struct Bridge;
+
+/// What a failed ADD must take back, newest last.
+enum Undo {
+    HostVeth(String),
+    Ipam,
+    Firewall(Attachment, MasqBackend),
+}
+
+fn undo(req: &Request, host: &mut Rtnl, done: Vec<Undo>) {
+    for step in done.into_iter().rev() {
+        let outcome = match step {
+            Undo::HostVeth(name) => host
+                .link_by_name(&name)
+                .map_err(anyhow::Error::from)
+                .and_then(|l| l.map(|l| host.delete_link(l.index)).transpose().map_err(Into::into))
+                .map(|_| ()),
+            Undo::Ipam => delegate::ipam(req, Command::Del).map(|_| ()),
+            Undo::Firewall(a, backend) => {
+                remove_firewall(&a.id, backend, !a.masquerade.is_empty(), a.spoof_check.is_some(), &Known::default())
+            }
+        };
+        if let Err(e) = outcome {
+            eprintln!("bridge: undoing a failed ADD: {e:#}");
+        }
+    }
+}
+
+/// The gateway of each address (the subnet's first address when IPAM gave none and the bridge is
+/// the gateway), and default routes through them for `isDefaultGateway`, as the reference's
+/// `calcGateways`.
+fn calc_gateways(result: &mut CniResult, conf: &BridgeConf) -> Vec<IpNetwork> {
+    let mut gateways = Vec::new();
+    let mut has_default = [false, false];
+    for ip in &mut result.ips {
+        ip.interface = Some(2);
+        if ip.gateway.is_none() && conf.is_gateway {
+            ip.gateway = first_address(&ip.address);
+        }
+        let v6 = usize::from(ip.address.is_ipv6());
+        let default: IpNetwork = if v6 == 1 { "::/0" } else { "0.0.0.0/0" }.parse().expect("literal");
+        if conf.is_default_gateway && !has_default[v6] {
+            has_default[v6] = result.routes.iter().any(|r| r.gw.is_some() && r.dst == default);
+            if !has_default[v6] {
+                result.routes.push(cni::Route::new(default, ip.gateway));
+                has_default[v6] = true;
+            }
+        }
+        if conf.is_gateway
+            && let Some(gw) = ip.gateway
+            && let Ok(net) = IpNetwork::new(gw, ip.address.prefix())
+        {
+            gateways.push(net);
+        }
+    }
+    gateways
+}
+
+fn first_address(net: &IpNetwork) -> Option<IpAddr> {
+    match net {
+        IpNetwork::V4(n) => Some(IpAddr::V4((u32::from(n.network()) + 1).into())),
+        IpNetwork::V6(n) => Some(IpAddr::V6((u128::from(n.network()) + 1).into())),
+    }
+}
+
+fn identity(req: &Request) -> Identity {
+    Identity::new(&req.config.name, &req.env.container_id, &req.env.ifname)
+}
+
+fn install_firewall(a: &Attachment, backend: MasqBackend) -> anyhow::Result<()> {
+    let mut nft_part = a.clone();
+    if backend == MasqBackend::Iptables {
+        iptables::masq_add(&a.id.network, &a.id.container_id, &a.masquerade)?;
+        nft_part.masquerade.clear();
+    }
+    if !nft_part.masquerade.is_empty() || nft_part.spoof_check.is_some() || nft_part.isolation.is_some() {
+        firewall::bridge::add(&Nft::locate()?, &nft_part)?;
+    }
+    Ok(())
+}
+
+/// Removes an attachment's masquerade (if `masq`) and spoof-check (if `spoof`) entries.
+fn remove_firewall(id: &Identity, backend: MasqBackend, masq: bool, spoof: bool, known: &Known) -> anyhow::Result<()> {
+    let masq_nft = masq && backend == MasqBackend::Nftables;
+    if masq && backend == MasqBackend::Iptables {
+        iptables::masq_del(&id.network, &id.container_id)?;
+    }
+    if masq_nft || spoof {
+        firewall::bridge::del(&Nft::locate()?, id, known, masq_nft, spoof)?;
+    }
+    Ok(())
+}
+
+impl Bridge {
+    fn add_attachment(
+        &self,
+        req: &Request,
+        conf: &BridgeConf,
+        container: &NetNs,
+        host: &mut Rtnl,
+        done: &mut Vec<Undo>,
+    ) -> anyhow::Result<CniResult> {
+        let ifname = req.env.ifname.as_str();
+        let mut inside = Rtnl::open_in(container)?;
+        if inside.link_by_name(ifname)?.is_some() {
+            anyhow::bail!("interface {ifname:?} already exists in the container");
+        }
+
+        // The bridge and the veth pair; the container end is born in the container.
+        let bridge = host::ensure_bridge(host, conf)?;
+        let host_veth = host::create_veth(host, container, ifname, conf.mtu, conf.mac)?;
+        done.push(Undo::HostVeth(host_veth.clone()));
+        let port = host.link_by_name(&host_veth)?.context("host veth vanished after creation")?;
+        host::setup_port(host, conf, &port, &bridge)?;
+        let container_link = inside.link_by_name(ifname)?.context("container veth vanished after creation")?;
+
+        let mut result = CniResult {
+            interfaces: vec![
+                Interface { name: bridge.name.clone(), mac: bridge.mac_string(), ..Interface::default() },
+                Interface { name: host_veth.clone(), mac: port.mac_string(), ..Interface::default() },
+                Interface {
+                    name: ifname.to_string(),
+                    mac: container_link.mac_string(),
+                    sandbox: req.env.netns.clone(),
+                    ..Interface::default()
+                },
+            ],
+            ..CniResult::default()
+        };
+
+        // Addresses from IPAM, configured in the container.
+        let gateways = if req.config.ipam_type.is_some() {
+            let allocated = delegate::ipam(req, Command::Add)?.context("IPAM returned no result")?;
+            done.push(Undo::Ipam);
+            anyhow::ensure!(!allocated.ips.is_empty(), "IPAM plugin returned missing IP config");
+            result.ips = allocated.ips;
+            result.routes = allocated.routes;
+            result.dns = allocated.dns;
+            let gateways = calc_gateways(&mut result, conf);
+            let dad = if conf.enable_dad { Dad::Enabled } else { Dad::Skipped };
+            container.run(|| -> anyhow::Result<()> {
+                if conf.enable_dad {
+                    let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
+                    let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_dad"), "1");
+                } else {
+                    let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
+                }
+                let _ = sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
+                iface::configure_interface(&mut Rtnl::open()?, ifname, &result, dad)
+            })??;
+            gateways
+        } else {
+            if !conf.disable_container_interface {
+                inside.set_up(container_link.index).with_context(|| format!("setting {ifname} up"))?;
+            }
+            Vec::new()
+        };
+
+        // The bridge (or the VLAN's gateway interface) is the containers' gateway.
+        if !gateways.is_empty() {
+            let gateway_link = if conf.vlan != 0 {
+                let link = host::ensure_vlan_gateway(host, conf, &bridge)?;
+                result.interfaces.push(Interface {
+                    name: link.name.clone(),
+                    mac: link.mac_string(),
+                    ..Interface::default()
+                });
+                link
+            } else {
+                bridge.clone()
+            };
+            for gw in &gateways {
+                host::ensure_gateway_address(host, &gateway_link, *gw, conf.force_address, conf.enable_dad)?;
+            }
+            for family in [Family::V4, Family::V6] {
+                if gateways.iter().any(|g| Family::of(&g.ip()) == family) {
+                    host::enable_forwarding(family)?;
+                }
+            }
+        }
+
+        // Masquerade, spoof check and isolation: one firewall transaction.
+        let attachment = Attachment {
+            id: identity(req),
+            masquerade: if conf.ip_masq { result.ips.iter().map(|ip| ip.address).collect() } else { Vec::new() },
+            spoof_check: conf.mac_spoof_check.then(|| (host_veth.clone(), container_link.mac_string())),
+            isolation: conf.isolation.then(|| conf.bridge.clone()),
+        };
+        install_firewall(&attachment, conf.masq_backend).context("setting up the firewall")?;
+        done.push(Undo::Firewall(attachment, conf.masq_backend));
+
+        if !conf.disable_container_interface {
+            let port = host::wait_port_up(host, &host_veth)?;
+            result.interfaces[1].mac = port.mac_string();
+        }
+        // The bridge's MAC can change when its first port arrives or its address is set.
+        if let Some(bridge) = host.link_by_index(bridge.index)? {
+            result.interfaces[0].mac = bridge.mac_string();
+        }
+        if !req.config.dns.is_empty() {
+            result.dns = req.config.dns.clone();
+        }
+        Ok(result)
+    }
+}
+
+impl Plugin for Bridge {
+    fn name(&self) -> &'static str {
+        "bridge"
+    }
+
+    fn add(&self, req: &Request) -> anyhow::Result<CniResult> {
+        req.args.check_known(&["MAC", "IP"])?;
+        let conf = BridgeConf::parse(req)?;
+        let container = NetNs::open(&req.env.netns)?;
+        let mut host = Rtnl::open()?;
+        let mut done = Vec::new();
+        let result = self.add_attachment(req, &conf, &container, &mut host, &mut done);
+        if result.is_err() {
+            undo(req, &mut host, done);
+        }
+        result
+    }
+
+    fn del(&self, req: &Request) -> anyhow::Result<()> {
+        let conf = BridgeConf::parse(req)?;
+        let prev = req.config.prev_result.as_ref();
+        let host_veth = prev.and_then(|p| p.interfaces.get(1)).map(|i| i.name.clone());
+        let mut failures: Vec<anyhow::Error> = Vec::new();
+
+        // Firewall entries first, by identity: they must go even without a netns or prevResult.
+        let known = Known {
+            addresses: prev.map(|p| p.ips.iter().map(|ip| ip.address.ip()).collect()).unwrap_or_default(),
+            spoof_port: host_veth.clone().filter(|p| !p.is_empty()),
+        };
+        if let Err(e) = remove_firewall(&identity(req), conf.masq_backend, conf.ip_masq, conf.mac_spoof_check, &known) {
+            failures.push(e.context("removing firewall entries"));
+        }
+
+        // The interface: deleting the container end removes the pair. Without the namespace, a
+        // host end that is still there (the namespace outlived its path) goes instead.
+        let removed = match NetNs::open_if_exists(&req.env.netns)? {
+            Some(ns) => ns.run(|| -> anyhow::Result<()> {
+                let mut rtnl = Rtnl::open()?;
+                if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
+                    rtnl.delete_link(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
+                }
+                Ok(())
+            }),
+            None => Ok(host_veth.as_deref().map_or(Ok(()), |name| delete_stale_host_veth(name, &conf.bridge))),
+        };
+        if let Err(e) = removed.and_then(|r| r) {
+            failures.push(e);
+        }
+
+        if req.config.ipam_type.is_some()
+            && let Err(e) = delegate::ipam(req, Command::Del)
+        {
+            failures.push(e);
+        }
+        match failures.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&self, req: &Request) -> anyhow::Result<()> {
+        let conf = BridgeConf::parse(req)?;
+        let container = NetNs::open(&req.env.netns)?;
+        // An L2-only network has no IPAM to ask (the reference asks anyway and fails).
+        if req.config.ipam_type.is_some() {
+            delegate::ipam(req, Command::Check)?;
+        }
+        let prev = req.config.prev_result.as_ref().context("required prevResult missing")?;
+        let ifname = req.env.ifname.as_str();
+
+        let mut host = Rtnl::open()?;
+        let bridge = host
+            .link_by_name(&conf.bridge)?
+            .with_context(|| format!("CNI created bridge {} in host namespace was not found", conf.bridge))?;
+        anyhow::ensure!(bridge.is_kind("bridge"), "interface {} does not have link type of bridge", conf.bridge);
+        if let Some(listed) = prev.interfaces.iter().find(|i| i.name == conf.bridge)
+            && !listed.mac.is_empty()
+        {
+            anyhow::ensure!(listed.mac == bridge.mac_string(), "bridge interface {} MAC doesn't match", conf.bridge);
+        }
+        anyhow::ensure!(
+            bridge.promisc == conf.promisc_mode,
+            "bridge interface {} configured promisc mode {} doesn't match current state {}",
+            conf.bridge,
+            conf.promisc_mode,
+            bridge.promisc
+        );
+
+        let listed = prev
+            .interfaces
+            .iter()
+            .find(|i| i.name == ifname && i.sandbox == req.env.netns)
+            .with_context(|| format!("sandbox in prevResult doesn't match configured netns: {}", req.env.netns))?;
+        let container_link = container.run(|| -> anyhow::Result<netkit::Link> {
+            let mut rtnl = Rtnl::open()?;
+            let link = rtnl
+                .link_by_name(ifname)?
+                .with_context(|| format!("CNI created interface in container {ifname} not found"))?;
+            anyhow::ensure!(link.is_kind("veth"), "container interface {ifname} not of type veth");
+            anyhow::ensure!(
+                listed.mac.is_empty() || listed.mac == link.mac_string(),
+                "interface {ifname} MAC {} doesn't match container MAC {}",
+                listed.mac,
+                link.mac_string()
+            );
+            iface::check_addresses(&mut rtnl, ifname, prev)?;
+            iface::check_routes(&mut rtnl, prev)?;
+            Ok(link)
+        })??;
+
+        // The host end: a veth on the bridge whose peer is the container's interface.
+        let host_veth = host
+            .links()?
+            .into_iter()
+            .find(|l| l.is_kind("veth") && l.master == Some(bridge.index) && l.peer_index == Some(container_link.index))
+            .with_context(|| format!("CNI veth created for bridge {} was not found", conf.bridge))?;
+        anyhow::ensure!(
+            container_link.peer_index == Some(host_veth.index),
+            "container interface {ifname} has another peer"
+        );
+
+        // The firewall entries ADD installed.
+        let addresses: Vec<IpNetwork> =
+            if conf.ip_masq { prev.ips.iter().map(|ip| ip.address).collect() } else { Vec::new() };
+        let nft_part = Attachment {
+            id: identity(req),
+            masquerade: if conf.masq_backend == MasqBackend::Nftables { addresses.clone() } else { Vec::new() },
+            spoof_check: conf.mac_spoof_check.then(|| (host_veth.name.clone(), container_link.mac_string())),
+            isolation: None,
+        };
+        if !nft_part.masquerade.is_empty() || nft_part.spoof_check.is_some() {
+            firewall::bridge::check(&Nft::locate()?, &nft_part)?;
+        }
+        if conf.masq_backend == MasqBackend::Iptables && !addresses.is_empty() {
+            iptables::masq_check(&req.config.name, &req.env.container_id, &addresses)?;
+        }
+        Ok(())
+    }
+
+    fn status(&self, req: &Request) -> anyhow::Result<()> {
+        let conf = BridgeConf::parse(req)?;
+        let unavailable = |msg: String| anyhow::Error::new(cni::Error::new(cni::Code::NotAvailable, msg));
+        if let Some(link) = Rtnl::open()?.link_by_name(&conf.bridge)?
+            && !link.is_kind("bridge")
+        {
+            return Err(unavailable(format!("{:?} exists but is not a bridge", conf.bridge)));
+        }
+        let needs_nft =
+            (conf.ip_masq && conf.masq_backend == MasqBackend::Nftables) || conf.mac_spoof_check || conf.isolation;
+        if needs_nft && let Err(e) = Nft::locate() {
+            return Err(unavailable(format!("{e:#}")));
+        }
+        if conf.ip_masq
+            && conf.masq_backend == MasqBackend::Iptables
+            && let Err(e) = iptables::Iptables::locate(false)
+        {
+            return Err(unavailable(format!("{e:#}")));
+        }
+        if req.config.ipam_type.is_some() {
+            delegate::ipam(req, Command::Status)?;
+        }
+        Ok(())
+    }
+
+    fn gc(&self, req: &Request) -> anyhow::Result<()> {
+        let mut failures = Vec::new();
+        if let Some(valid) = &req.config.valid_attachments {
+            let ids: Vec<Identity> =
+                valid.iter().map(|a| Identity::new(&req.config.name, &a.container_id, &a.ifname)).collect();
+            if let Ok(nft) = Nft::locate()
+                && let Err(e) = firewall::bridge::gc(&nft, &req.config.name, &ids)
+            {
+                failures.push(e);
+            }
+            // Masquerade rules the iptables backend (ours or the reference's) left behind.
+            if iptables::Iptables::locate(false).is_ok() {
+                let containers = valid.iter().map(|a| a.container_id.clone()).collect();
+                if let Err(e) = iptables::masq_gc(&req.config.name, &containers) {
+                    failures.push(e);
+                }
+            }
+        }
+        // The spec requires GC to be passed on to the delegated IPAM plugin.
+        if req.config.ipam_type.is_some()
+            && let Err(e) = delegate::ipam(req, Command::Gc)
+        {
+            failures.push(e);
+        }
+        match failures.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Deletes the host end of a veth whose container end could not be reached, if it is still there
+/// and still a port of our bridge.
+fn delete_stale_host_veth(name: &str, bridge: &str) -> anyhow::Result<()> {
+    let mut host = Rtnl::open()?;
+    let Some(link) = host.link_by_name(name)? else { return Ok(()) };
+    let Some(br) = host.link_by_name(bridge)? else { return Ok(()) };
+    if link.is_kind("veth") && link.master == Some(br.index) {
+        host.delete_link(link.index).with_context(|| format!("deleting stale host veth {name}"))?;
+    }
+    Ok(())
+}
+
+fn main() {
+    cni::skel::run(Bridge)
+}
