@@ -28,4 +28,46 @@ echo '$ cnitool del none /run/netns/box'
 cni del none box
 show ip -n box -br link
 
+step "A bridge network (docker network create --subnet 10.88.0.0/24 web): bridge + host-local + loopback"
+cat > "$NETCONFPATH/web.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "web", "plugins": [
+  {"type": "bridge", "bridge": "cni-web", "isGateway": true, "isDefaultGateway": true, "ipMasq": true,
+   "ipam": {"type": "host-local", "subnet": "10.88.0.0/24", "dataDir": "$SANDBOX_WORK/ipam"}},
+  {"type": "loopback"}]}
+JSON
+show cat "$NETCONFPATH/web.conflist"
+# An "outside" namespace stands for the world beyond the host: 198.51.100.2, reached through the
+# host's uplink 198.51.100.1. A tiny server there answers with the address it sees.
+ip netns add outside
+ip link add uplink type veth peer name eth0 netns outside
+ip addr add 198.51.100.1/24 dev uplink && ip link set uplink up
+ip -n outside addr add 198.51.100.2/24 dev eth0 && ip -n outside link set eth0 up && ip -n outside link set lo up
+ip netns exec outside python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("198.51.100.2", 8080)); s.listen()
+while True:
+    c, peer = s.accept(); c.sendall(("hello " + peer[0] + "\n").encode()); c.close()
+' &
+server=$!
+trap 'kill $server 2>/dev/null' EXIT
+ip netns add app1; ip netns add app2
+echo '$ cnitool add web /run/netns/app1'
+cni add web app1 | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  app1:", [i["address"] for i in r["ips"]], "via", r["interfaces"][1]["name"], "on", r["interfaces"][0]["name"])'
+echo '$ cnitool add web /run/netns/app2'
+cni add web app2 | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  app2:", [i["address"] for i in r["ips"]], "via", r["interfaces"][1]["name"], "on", r["interfaces"][0]["name"])'
+show ip -br link show master cni-web
+show ip netns exec app1 ip -br addr show eth0
+show ip netns exec app1 ping -c1 -W1 10.88.0.3
+show ip netns exec app1 ping -c1 -W1 10.88.0.1
+echo "\$ (in app2) connect to the outside server at 198.51.100.2:8080"
+sleep 0.2
+ip netns exec app2 python3 -c '
+import socket
+c = socket.create_connection(("198.51.100.2", 8080), timeout=2); print("  outside says:", c.recv(100).decode().strip(), "(masqueraded to the host uplink)")'
+show nft list table inet cni_bridge
+echo '$ cnitool del web /run/netns/app1; cnitool del web /run/netns/app2'
+cni del web app1; cni del web app2
+show ip -br link show master cni-web
+show ls "$SANDBOX_WORK/ipam/web"
+
 step "Done: the sandbox and everything in it go away now"
