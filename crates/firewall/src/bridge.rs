@@ -28,6 +28,7 @@
 //! someone flushed the ruleset) on the slow path, from a listing of our own tables. Re-adding an
 //! existing chain costs an RCU grace period in the kernel, which the fast path never pays.
 
+use crate::base::{self, BaseTable};
 use crate::identity::{Identity, network_hash};
 use crate::json::{self, Batch, commented, elements, goto, matches, meta, payload, prefix, verdict, vmap};
 use crate::nft::{self, Nft};
@@ -75,37 +76,55 @@ fn isolation_chain(network: &str) -> String {
     format!("iso-{}", network_hash(network))
 }
 
-/// A table's base objects, and its base chains' rules (each rule a list of statements).
-type Base = (Vec<Value>, Vec<(&'static str, Vec<Vec<Value>>)>);
-
-/// The base objects of the inet table: maps, sets and base chains with their rules.
-fn inet_base() -> Base {
-    let objects = vec![
-        json::table(INET, TABLE),
-        json::verdict_map(INET, TABLE, MASQ_V4, "ipv4_addr"),
-        json::verdict_map(INET, TABLE, MASQ_V6, "ipv6_addr"),
-        json::set(INET, TABLE, ISOLATED_BRIDGES, "ifname"),
-        json::verdict_map(INET, TABLE, ISOLATION, "ifname"),
-        json::base_chain(INET, TABLE, POSTROUTING, "nat", "postrouting", 100),
-        json::base_chain(INET, TABLE, FORWARD, "filter", "forward", -10),
-    ];
-    let postrouting = vec![
-        vec![matches("==", payload("ip", "daddr"), prefix("224.0.0.0/4".parse().expect("literal"))), verdict("return")],
-        vec![matches("==", payload("ip6", "daddr"), prefix("ff00::/8".parse().expect("literal"))), verdict("return")],
-        vec![vmap(payload("ip", "saddr"), MASQ_V4)],
-        vec![vmap(payload("ip6", "saddr"), MASQ_V6)],
-    ];
-    let forward = vec![vec![vmap(meta("iifname"), ISOLATION)]];
-    (objects, vec![(POSTROUTING, postrouting), (FORWARD, forward)])
+/// The inet table's fixed objects: masquerade maps, isolation set and map, base chains.
+fn inet_base() -> BaseTable {
+    BaseTable {
+        family: INET,
+        name: TABLE,
+        marker: BASE_COMMENT,
+        objects: vec![
+            json::table(INET, TABLE),
+            json::verdict_map(INET, TABLE, MASQ_V4, "ipv4_addr"),
+            json::verdict_map(INET, TABLE, MASQ_V6, "ipv6_addr"),
+            json::set(INET, TABLE, ISOLATED_BRIDGES, "ifname"),
+            json::verdict_map(INET, TABLE, ISOLATION, "ifname"),
+            json::base_chain(INET, TABLE, POSTROUTING, "nat", "postrouting", 100),
+            json::base_chain(INET, TABLE, FORWARD, "filter", "forward", -10),
+        ],
+        chains: vec![
+            (
+                POSTROUTING.to_string(),
+                vec![
+                    vec![
+                        matches("==", payload("ip", "daddr"), prefix("224.0.0.0/4".parse().expect("literal"))),
+                        verdict("return"),
+                    ],
+                    vec![
+                        matches("==", payload("ip6", "daddr"), prefix("ff00::/8".parse().expect("literal"))),
+                        verdict("return"),
+                    ],
+                    vec![vmap(payload("ip", "saddr"), MASQ_V4)],
+                    vec![vmap(payload("ip6", "saddr"), MASQ_V6)],
+                ],
+            ),
+            (FORWARD.to_string(), vec![vec![vmap(meta("iifname"), ISOLATION)]]),
+        ],
+    }
 }
 
-fn bridge_base() -> Base {
-    let objects = vec![
-        json::table(BRIDGE, TABLE),
-        json::verdict_map(BRIDGE, TABLE, SPOOF_PORTS, "ifname"),
-        json::base_chain(BRIDGE, TABLE, PREROUTING, "filter", "prerouting", -300),
-    ];
-    (objects, vec![(PREROUTING, vec![vec![vmap(meta("iifname"), SPOOF_PORTS)]])])
+/// The bridge table's fixed objects: the spoof-check map and base chain.
+fn bridge_base() -> BaseTable {
+    BaseTable {
+        family: BRIDGE,
+        name: TABLE,
+        marker: BASE_COMMENT,
+        objects: vec![
+            json::table(BRIDGE, TABLE),
+            json::verdict_map(BRIDGE, TABLE, SPOOF_PORTS, "ifname"),
+            json::base_chain(BRIDGE, TABLE, PREROUTING, "filter", "prerouting", -300),
+        ],
+        chains: vec![(PREROUTING.to_string(), vec![vec![vmap(meta("iifname"), SPOOF_PORTS)]])],
+    }
 }
 
 /// The per-network isolation chain's rules: traffic to another isolated network's bridge is
@@ -186,92 +205,37 @@ pub fn add(nft: &Nft, a: &Attachment) -> anyhow::Result<()> {
 pub fn repair_batch(a: &Attachment, inet: Option<&Value>, bridge: Option<&Value>) -> Batch {
     let mut b = Batch::new();
     if !a.masquerade.is_empty() || a.isolation.is_some() {
-        let (objects, chains) = inet_base();
-        ensure_base(&mut b, INET, inet, objects, chains);
+        b.extend(inet_base().repair(inet));
         if let Some(bridge_name) = &a.isolation {
             let chain = isolation_chain(&a.id.network);
-            let rules = isolation_rules(bridge_name);
-            let intact = inet.is_some_and(|l| {
-                let current: Vec<&Value> = nft::rules_of(l, &chain).collect();
-                current.len() == rules.len() && current.iter().all(|r| r["comment"] == BASE_COMMENT)
-            });
-            if !intact {
-                b.add(json::chain(INET, TABLE, &chain));
-                b.flush(json::chain(INET, TABLE, &chain));
-                for expr in rules {
-                    b.add(json::rule(INET, TABLE, &chain, expr, Some(BASE_COMMENT)));
-                }
-            }
+            let per_network = BaseTable {
+                family: INET,
+                name: TABLE,
+                marker: BASE_COMMENT,
+                objects: vec![json::chain(INET, TABLE, &chain)],
+                chains: vec![(chain, isolation_rules(bridge_name))],
+            };
+            b.extend(per_network.repair(inet));
         }
-        // A stale element for one of our addresses points elsewhere: ours replaces it.
         if let Some(listing) = inet {
-            let ours = a.id.chain("masq");
-            for net in &a.masquerade {
-                let map = masq_map(net);
-                let stale = nft::verdict_map_elements(listing, map)
-                    .into_iter()
-                    .any(|(key, target)| key == ip_key(net.ip()) && target.as_deref() != Some(&ours));
-                if stale {
-                    b.delete(elements(INET, TABLE, map, vec![ip_key(net.ip())]));
-                }
-            }
+            let keys: Vec<Value> = a.masquerade.iter().map(|n| ip_key(n.ip())).collect();
+            b.extend(base::stale_elements(listing, INET, TABLE, &[MASQ_V4, MASQ_V6], &keys, &a.id.chain("masq")));
         }
     }
     if let Some((port, _)) = &a.spoof_check {
-        let (objects, chains) = bridge_base();
-        ensure_base(&mut b, BRIDGE, bridge, objects, chains);
+        b.extend(bridge_base().repair(bridge));
         if let Some(listing) = bridge {
-            let ours = a.id.chain("spoof");
-            let stale = nft::verdict_map_elements(listing, SPOOF_PORTS)
-                .into_iter()
-                .any(|(key, target)| key == json!(port) && target.as_deref() != Some(&ours));
-            if stale {
-                b.delete(elements(BRIDGE, TABLE, SPOOF_PORTS, vec![json!(port)]));
-            }
+            b.extend(base::stale_elements(
+                listing,
+                BRIDGE,
+                TABLE,
+                &[SPOOF_PORTS],
+                &[json!(port)],
+                &a.id.chain("spoof"),
+            ));
         }
     }
     b
-}
-
-/// Adds the missing base objects of one table, and rewrites base chains whose rules are not the
-/// expected ones (missing, or someone flushed or edited them). A rewrite is add chain, flush chain,
-/// add rules, in one transaction: concurrent repairs (twenty ADDs on a fresh host) are serialized
-/// by the kernel and leave exactly one copy of the rules.
-fn ensure_base(
-    b: &mut Batch,
-    family: &str,
-    listing: Option<&Value>,
-    objects: Vec<Value>,
-    chains: Vec<(&'static str, Vec<Vec<Value>>)>,
-) {
-    let existing: BTreeSet<(String, String)> = listing
-        .map(|l| {
-            nft::objects(l).filter_map(|(kind, o)| Some((kind.to_string(), o["name"].as_str()?.to_string()))).collect()
-        })
-        .unwrap_or_default();
-    let rewrite: Vec<(&str, Vec<Vec<Value>>)> = chains
-        .into_iter()
-        .filter(|(chain, rules)| {
-            let current: Vec<&Value> = listing.map(|l| nft::rules_of(l, chain).collect()).unwrap_or_default();
-            !(current.len() == rules.len() && current.iter().all(|r| r["comment"] == BASE_COMMENT))
-        })
-        .collect();
-    for object in objects {
-        let (kind, body) = object.as_object().and_then(|o| o.iter().next()).expect("one object");
-        let name = body["name"].as_str().unwrap_or_default().to_string();
-        let rewritten = kind == "chain" && rewrite.iter().any(|(c, _)| *c == name);
-        if rewritten || !existing.contains(&(kind.clone(), name)) {
-            b.add(object.clone());
-        }
-        if rewritten {
-            b.flush(json::chain(family, TABLE, body["name"].as_str().unwrap_or_default()));
-        }
-    }
-    for (chain, rules) in rewrite {
-        for expr in rules {
-            b.add(json::rule(family, TABLE, chain, expr, Some(BASE_COMMENT)));
-        }
-    }
 }
 
 /// What an attachment's DEL knows from `prevResult`, when it has one.
@@ -281,25 +245,21 @@ pub struct Known {
     pub spoof_port: Option<String>,
 }
 
-/// The one-transaction DEL when the addresses and port are known: each element is re-added with
-/// our chain as its target and then deleted, which removes it only if it is ours (another
-/// attachment's element makes the add fail, and the slow path leaves it alone).
+/// The one-transaction DEL when the addresses and port are known (see [`base::remove_if_ours`]).
 pub fn del_batch(id: &Identity, known: &Known, masquerade: bool, spoof_check: bool) -> Batch {
     let mut b = Batch::new();
     if masquerade {
         let chain = id.chain("masq");
         for ip in &known.addresses {
             let map = if ip.is_ipv4() { MASQ_V4 } else { MASQ_V6 };
-            b.add(elements(INET, TABLE, map, vec![json!([ip_key(*ip), goto(&chain)])]));
-            b.delete(elements(INET, TABLE, map, vec![ip_key(*ip)]));
+            base::remove_if_ours(&mut b, INET, TABLE, map, ip_key(*ip), goto(&chain));
         }
         b.flush(json::chain(INET, TABLE, &chain));
         b.delete(json::chain(INET, TABLE, &chain));
     }
     if let (true, Some(port)) = (spoof_check, &known.spoof_port) {
         let chain = id.chain("spoof");
-        b.add(elements(BRIDGE, TABLE, SPOOF_PORTS, vec![json!([json!(port), goto(&chain)])]));
-        b.delete(elements(BRIDGE, TABLE, SPOOF_PORTS, vec![json!(port)]));
+        base::remove_if_ours(&mut b, BRIDGE, TABLE, SPOOF_PORTS, json!(port), goto(&chain));
         b.flush(json::chain(BRIDGE, TABLE, &chain));
         b.delete(json::chain(BRIDGE, TABLE, &chain));
     }
@@ -318,94 +278,72 @@ pub fn del(nft: &Nft, id: &Identity, known: &Known, masquerade: bool, spoof_chec
         }
     }
     let wanted: BTreeSet<String> = [id.chain("masq"), id.chain("spoof")].into();
-    remove_chains(nft, |chain| wanted.contains(chain)).context("removing masquerade/spoof-check entries")
+    remove_chains(nft, &|chain| wanted.contains(chain)).context("removing masquerade/spoof-check entries")
 }
 
-/// Removes the attachment chains (and the map elements that point at them) selected by `doomed`,
-/// in both tables, in one transaction.
-fn remove_chains(nft: &Nft, doomed: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+/// Removes the attachment chains selected by `doomed` (and the map elements that point at them)
+/// from both tables, in one transaction.
+fn remove_chains(nft: &Nft, doomed: &dyn Fn(&str) -> bool) -> anyhow::Result<()> {
     let mut b = Batch::new();
     for (family, maps) in [(INET, &[MASQ_V4, MASQ_V6][..]), (BRIDGE, &[SPOOF_PORTS][..])] {
-        let Some(listing) = nft.list(&["table", family, TABLE])? else { continue };
-        for map in maps {
-            for (key, target) in nft::verdict_map_elements(&listing, map) {
-                if target.as_deref().is_some_and(&doomed) {
-                    b.delete(elements(family, TABLE, map, vec![key]));
-                }
-            }
+        if let Some(listing) = nft.list(&["table", family, TABLE])? {
+            b.extend(base::remove_chains(&listing, family, TABLE, maps, doomed));
         }
-        for chain in nft::chain_names(&listing).into_iter().filter(|c| doomed(c)) {
-            b.flush(json::chain(family, TABLE, &chain));
-            b.delete(json::chain(family, TABLE, &chain));
-        }
-    }
-    if b.is_empty() {
-        return Ok(());
-    }
-    nft.apply(&b.to_json())
-}
-
-/// Rewrites the base objects of whichever of our tables exist, when someone removed or edited
-/// them. (A whole table that vanished is recreated by the next ADD.)
-fn repair_existing_base(nft: &Nft) -> anyhow::Result<()> {
-    let mut b = Batch::new();
-    if let Some(inet) = nft.list(&["table", INET, TABLE])? {
-        let (objects, chains) = inet_base();
-        ensure_base(&mut b, INET, Some(&inet), objects, chains);
-    }
-    if let Some(bridge) = nft.list(&["table", BRIDGE, TABLE])? {
-        let (objects, chains) = bridge_base();
-        ensure_base(&mut b, BRIDGE, Some(&bridge), objects, chains);
     }
     if b.is_empty() { Ok(()) } else { nft.apply(&b.to_json()) }
 }
 
 /// Removes every attachment chain of `network` whose attachment is not in `valid`, and repairs
-/// base chains that someone edited (GC).
+/// the base chains of whichever of our tables exist if someone removed or edited them (GC). A
+/// table that vanished entirely is recreated by the next ADD.
 pub fn gc(nft: &Nft, network: &str, valid: &[Identity]) -> anyhow::Result<()> {
-    repair_existing_base(nft).context("repairing the base chains of the cni_bridge tables")?;
+    let mut repair = Batch::new();
+    for base in [inet_base(), bridge_base()] {
+        if let Some(listing) = nft.list(&["table", base.family, TABLE])? {
+            repair.extend(base.repair(Some(&listing)));
+        }
+    }
+    if !repair.is_empty() {
+        nft.apply(&repair.to_json()).context("repairing the base chains of the cni_bridge tables")?;
+    }
     let keep: BTreeSet<String> = valid.iter().flat_map(|id| [id.chain("masq"), id.chain("spoof")]).collect();
     let net = network_hash(network);
     let prefixes = [format!("masq-{net}-"), format!("spoof-{net}-")];
-    remove_chains(nft, |chain| prefixes.iter().any(|p| chain.starts_with(p.as_str())) && !keep.contains(chain))
+    remove_chains(nft, &|chain| prefixes.iter().any(|p| chain.starts_with(p.as_str())) && !keep.contains(chain))
         .with_context(|| format!("collecting stale firewall entries of network {network}"))
+}
+
+/// Whether `map` in `listing` has `key` pointing at `chain`.
+fn points_at(listing: &Value, map: &str, key: &Value, chain: &str) -> bool {
+    nft::verdict_map_elements(listing, map).into_iter().any(|(k, target)| &k == key && target.as_deref() == Some(chain))
 }
 
 /// Confirms an attachment's entries are in place (CHECK).
 pub fn check(nft: &Nft, a: &Attachment) -> anyhow::Result<()> {
     if !a.masquerade.is_empty() {
         let listing = nft.list(&["table", INET, TABLE])?.context("table inet cni_bridge is missing")?;
-        ensure_intact(&listing, POSTROUTING, 4)?;
+        inet_base().check_intact(&listing, POSTROUTING)?;
         let chain = a.id.chain("masq");
         for net in &a.masquerade {
-            let found = nft::verdict_map_elements(&listing, masq_map(net))
-                .into_iter()
-                .any(|(key, target)| key == ip_key(net.ip()) && target.as_deref() == Some(chain.as_str()));
-            anyhow::ensure!(found, "masquerade entry for {} is missing", net.ip());
             anyhow::ensure!(
-                nft::rules_of(&listing, &chain).count() == a.masquerade.len(),
-                "masquerade chain {chain} does not hold one rule per address"
+                points_at(&listing, masq_map(net), &ip_key(net.ip()), &chain),
+                "masquerade entry for {} is missing",
+                net.ip()
             );
         }
+        anyhow::ensure!(
+            nft::rules_of(&listing, &chain).count() == a.masquerade.len(),
+            "masquerade chain {chain} does not hold one rule per address"
+        );
     }
     if let Some((port, _)) = &a.spoof_check {
         let listing = nft.list(&["table", BRIDGE, TABLE])?.context("table bridge cni_bridge is missing")?;
-        ensure_intact(&listing, PREROUTING, 1)?;
-        let chain = a.id.chain("spoof");
-        let found = nft::verdict_map_elements(&listing, SPOOF_PORTS)
-            .into_iter()
-            .any(|(key, target)| key == json!(port) && target.as_deref() == Some(chain.as_str()));
-        anyhow::ensure!(found, "spoof-check entry for {port} is missing");
+        bridge_base().check_intact(&listing, PREROUTING)?;
+        anyhow::ensure!(
+            points_at(&listing, SPOOF_PORTS, &json!(port), &a.id.chain("spoof")),
+            "spoof-check entry for {port} is missing"
+        );
     }
-    Ok(())
-}
-
-fn ensure_intact(listing: &Value, chain: &str, rules: usize) -> anyhow::Result<()> {
-    let found = nft::rules_of(listing, chain).filter(|r| r["comment"] == BASE_COMMENT).count();
-    anyhow::ensure!(
-        found == rules,
-        "base chain {chain} of cni_bridge has {found} of its {rules} rules (GC repairs it)"
-    );
     Ok(())
 }
 

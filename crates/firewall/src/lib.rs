@@ -5,6 +5,7 @@
 //! Only this crate runs `nft` or `iptables-restore`. Every table it touches is owned by one
 //! plugin; other owners' rules are never listed or parsed.
 
+pub mod base;
 pub mod bridge;
 pub mod identity;
 pub mod iptables;

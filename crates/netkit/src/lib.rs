@@ -6,6 +6,7 @@
 
 pub mod addr;
 pub mod bridge_vlan;
+pub mod conntrack;
 pub mod iface;
 pub mod link;
 pub mod netlink;

@@ -147,6 +147,22 @@ impl Rtnl {
         self.sock.execute(RouteNetlinkMessage::DelRoute(route.message()), 0)
     }
 
+    /// The route the kernel would use to reach `dst` (`ip route get`), or `None` if unreachable.
+    pub fn route_get(&mut self, dst: IpAddr) -> Result<Option<RouteSpec>, NlError> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = Family::of(&dst).netlink();
+        msg.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+        msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(dst)));
+        match self.sock.query(RouteNetlinkMessage::GetRoute(msg)) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => RouteSpec::from_message(r),
+                _ => None,
+            })),
+            Err(e) if e.is(nix::libc::ENETUNREACH) || e.is(nix::libc::EHOSTUNREACH) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Unicast routes of one family, in every table.
     pub fn routes(&mut self, family: Family) -> Result<Vec<RouteSpec>, NlError> {
         let replies = self.sock.dump(|| {
