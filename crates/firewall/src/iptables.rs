@@ -104,27 +104,34 @@ pub fn masq_add_batch(network: &str, container_id: &str, addresses: &[IpNetwork]
     out
 }
 
-/// The restore batch that removes, from a saved nat table, the POSTROUTING jumps to `chains` and
-/// the chains themselves. Empty when there is nothing to remove.
+/// The restore batch that removes, from a saved nat table, every jump to `chains` (from any chain)
+/// and the chains themselves. Empty when there is nothing to remove.
 pub fn remove_chains_batch(saved: &str, chains: &BTreeSet<String>) -> String {
     let mut body = String::new();
     for line in saved.lines() {
-        if let Some(rule) = line.strip_prefix("-A POSTROUTING ") {
-            let target = rule.rsplit_once(" -j ").map(|(_, t)| t.split_whitespace().next().unwrap_or(""));
-            if target.is_some_and(|t| chains.contains(t)) {
-                body.push_str(&format!("-D POSTROUTING {rule}\n"));
-            }
+        let Some(rule) = line.strip_prefix("-A ") else { continue };
+        let parent = rule.split_whitespace().next().unwrap_or("");
+        if chains.contains(parent) {
+            continue; // the chain's own rules go with -F
+        }
+        if jump_target(rule).is_some_and(|t| chains.contains(t)) {
+            body.push_str(&format!("-D {rule}\n"));
         }
     }
-    for line in saved.lines() {
-        if let Some(decl) = line.strip_prefix(':') {
-            let name = decl.split_whitespace().next().unwrap_or("");
-            if chains.contains(name) {
-                body.push_str(&format!("-F {name}\n-X {name}\n"));
-            }
-        }
+    for name in chains.iter().filter(|c| has_chain(saved, c)) {
+        body.push_str(&format!("-F {name}\n-X {name}\n"));
     }
     if body.is_empty() { body } else { format!("*nat\n{body}COMMIT\n") }
+}
+
+/// The target of a saved rule's `-j`.
+fn jump_target(rule: &str) -> Option<&str> {
+    rule.rsplit_once(" -j ").and_then(|(_, t)| t.split_whitespace().next())
+}
+
+/// Whether a saved table declares `chain`.
+pub fn has_chain(saved: &str, chain: &str) -> bool {
+    saved.lines().any(|l| l.strip_prefix(':').and_then(|d| d.split_whitespace().next()) == Some(chain))
 }
 
 /// Chains in a saved nat table that POSTROUTING jumps to under the reference's comment for

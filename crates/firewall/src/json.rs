@@ -65,13 +65,14 @@ pub fn verdict_map(family: &str, table: &str, name: &str, key_type: &str) -> Val
     json!({"map": {"family": family, "table": table, "name": name, "type": key_type, "map": "verdict"}})
 }
 
-/// A map from `key_type` to `data_type`, with interval keys when `interval`.
-pub fn data_map(family: &str, table: &str, name: &str, key_type: Value, data_type: Value, interval: bool) -> Value {
-    let mut map = json!({"family": family, "table": table, "name": name, "type": key_type, "map": data_type});
-    if interval {
-        map["flags"] = json!(["interval"]);
-    }
-    json!({ "map": map })
+/// A map to verdicts whose key type is given as JSON (an array for concatenations).
+pub fn typed_verdict_map(family: &str, table: &str, name: &str, key_type: Value) -> Value {
+    json!({"map": {"family": family, "table": table, "name": name, "type": key_type, "map": "verdict"}})
+}
+
+/// A set with interval keys (prefixes, ranges), of a type given as JSON.
+pub fn interval_set(family: &str, table: &str, name: &str, key_type: Value) -> Value {
+    json!({"set": {"family": family, "table": table, "name": name, "type": key_type, "flags": ["interval"]}})
 }
 
 pub fn set(family: &str, table: &str, name: &str, key_type: &str) -> Value {

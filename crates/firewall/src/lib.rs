@@ -7,10 +7,13 @@
 
 pub mod base;
 pub mod bridge;
+pub mod conditions;
 pub mod identity;
 pub mod iptables;
+pub mod iptables_portmap;
 pub mod json;
 pub mod nft;
+pub mod portmap;
 
 pub use identity::Identity;
 pub use nft::{Nft, NftError};

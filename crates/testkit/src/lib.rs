@@ -299,11 +299,20 @@ pub fn link_namespaces(a: &NetNs, a_name: &str, a_addr: &str, b: &NetNs, b_name:
         ..Default::default()
     })
     .expect("creating veth between namespaces");
+    // Fresh links would hold IPv6 addresses (link-local included) tentative for a second of
+    // duplicate address detection, racing the first packets of a test.
+    set_sysctl(a, &format!("net/ipv6/conf/{a_name}/accept_dad"), "0");
+    set_sysctl(b, &format!("net/ipv6/conf/{b_name}/accept_dad"), "0");
     ip(a, &format!("addr add {a_addr} dev {a_name}"));
     ip(a, &format!("link set {a_name} up"));
     ip(b, &format!("addr add {b_addr} dev {b_name}"));
     ip(b, &format!("link set {b_name} up"));
     ip(b, "link set lo up");
+}
+
+/// Writes a sysctl inside `ns` (path with slashes, under /proc/sys).
+pub fn set_sysctl(ns: &NetNs, path: &str, value: &str) {
+    ns.run(|| netkit::sysctl::write(path, value)).expect("entering ns").unwrap_or_else(|e| panic!("{path}: {e:#}"));
 }
 
 /// Whether one ICMP echo from `ns` to `addr` is answered within a second.
@@ -316,13 +325,14 @@ pub fn ping(ns: &NetNs, addr: &str) -> bool {
 }
 
 /// A TCP server in `ns` that answers every connection with the peer address it sees, then closes.
-/// It stops when the test process ends.
+/// Bound to `[::]:port` it serves both families (IPv4 peers are reported as IPv4). It stops when
+/// the test process ends.
 pub fn serve_peer_address(ns: &NetNs, addr: std::net::SocketAddr) {
     let listener = ns.run(|| std::net::TcpListener::bind(addr)).expect("entering ns").expect("binding");
     std::thread::spawn(move || {
         for mut conn in listener.incoming().flatten() {
             if let Ok(peer) = conn.peer_addr() {
-                let _ = conn.write_all(peer.ip().to_string().as_bytes());
+                let _ = conn.write_all(peer.ip().to_canonical().to_string().as_bytes());
             }
         }
     });
@@ -345,4 +355,29 @@ pub fn tcp_ask(ns: &NetNs, addr: std::net::SocketAddr) -> Option<String> {
 pub fn nft_ruleset(ns: &NetNs) -> String {
     let out = in_netns(Command::new("nft").args(["list", "ruleset"]), ns).output().expect("running nft");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A UDP server in `ns` that answers every datagram with the sender's address.
+pub fn serve_udp_peer_address(ns: &NetNs, addr: std::net::SocketAddr) {
+    let socket = ns.run(|| std::net::UdpSocket::bind(addr)).expect("entering ns").expect("binding");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(peer.ip().to_canonical().to_string().as_bytes(), peer);
+        }
+    });
+}
+
+/// Sends one datagram from `ns` (from `local`, e.g. `0.0.0.0:40000`) to `addr` and returns the
+/// answer, or `None` after a second of silence.
+pub fn udp_ask(ns: &NetNs, local: std::net::SocketAddr, addr: std::net::SocketAddr) -> Option<String> {
+    ns.run(|| {
+        let socket = std::net::UdpSocket::bind(local).ok()?;
+        socket.set_read_timeout(Some(std::time::Duration::from_secs(1))).ok()?;
+        socket.send_to(b"hi", addr).ok()?;
+        let mut buf = [0u8; 64];
+        let (n, _) = socket.recv_from(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .expect("entering ns")
 }

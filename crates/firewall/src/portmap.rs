@@ -1,0 +1,409 @@
+//! The portmap plugin's nftables state: published ports as verdict-map elements that jump to one
+//! chain per attachment, and masquerade for the flows that need it.
+//!
+//! ```text
+//! table inet cni_portmap
+//!   map hostip_v4 { ipv4_addr . inet_proto . inet_service : verdict }  192.0.2.1 . tcp . 8080 : jump pm-<net>-<inst>
+//!   map hostip_v6 { ipv6_addr . inet_proto . inet_service : verdict }
+//!   map hostport  { inet_proto . inet_service : verdict }              tcp . 8080 : jump pm-<net>-<inst>
+//!   set snat_v4 { ipv4_addr . ipv4_addr; interval }                     10.88.0.0/24 . 10.88.0.5, 127.0.0.1 . 10.88.0.5
+//!   set snat_v6 { ipv6_addr . ipv6_addr; interval }
+//!   chain prerouting, output (nat, dstnat)   fib daddr type local jump hostports
+//!   chain hostports                          hostIP maps first, then the any-address map
+//!   chain postrouting (nat, srcnat)          ct status dnat ip saddr . ip daddr @snat_v4 masquerade
+//!   chain pm-<net>-<inst>                    [conditionsV4] ip daddr 192.0.2.1 tcp dport 8080 dnat ip to 10.88.0.5:80 ...
+//! ```
+//!
+//! Looking up a port costs the same however many ports are published, and an ADD or DEL touches
+//! only its own elements and chain: one small transaction. The attachment is the network,
+//! container ID and interface (the reference keys on the container ID alone, so a DEL on one network
+//! removed the same container's mappings on another). `conditionsV4/V6` are part of each
+//! attachment's rules, so they apply to that network's mappings only. A DEL that is not told the
+//! mappings (runtimes drop capability arguments on DEL) finds them in the attachment's chain.
+//!
+//! Masquerade: a flow DNATed to a container is masqueraded when its source is in the container's
+//! subnet (the container itself, hairpin, or its neighbours on the same bridge, whose replies
+//! would otherwise bypass the host) or 127.0.0.1 (the host's own localhost, which cannot leave
+//! it), or any source with `masqAll`. This is the reference's iptables behaviour.
+
+use crate::base::{self, BaseTable};
+use crate::identity::{Identity, network_hash};
+use crate::json::{self, Batch, commented, concat, elements, jump, matches, meta, payload, prefix, verdict, vmap};
+use crate::nft::{self, Nft};
+use anyhow::Context;
+use ipnetwork::IpNetwork;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+pub const TABLE: &str = "cni_portmap";
+const INET: &str = "inet";
+const HOSTIP_V4: &str = "hostip_v4";
+const HOSTIP_V6: &str = "hostip_v6";
+const HOSTPORT: &str = "hostport";
+const SNAT_V4: &str = "snat_v4";
+const SNAT_V6: &str = "snat_v6";
+const HOSTPORTS: &str = "hostports";
+const BASE_COMMENT: &str = "cni_portmap base";
+const MAPS: &[&str] = &[HOSTIP_V4, HOSTIP_V6, HOSTPORT];
+
+/// A transport protocol a port can be published for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// One published port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+    /// A specific host address; `None` for any (an empty, `0.0.0.0` or `::` hostIP).
+    pub host_ip: Option<IpAddr>,
+}
+
+impl Mapping {
+    /// Whether this mapping applies to the container address of this family (a host address of the
+    /// other family is skipped, as in the reference).
+    fn applies_to(&self, v4: bool) -> bool {
+        self.host_ip.is_none_or(|h| h.is_ipv4() == v4)
+    }
+
+    /// The key of this mapping's element, and the map it goes in.
+    fn key(&self) -> (&'static str, Value) {
+        match self.host_ip {
+            Some(ip) => (
+                if ip.is_ipv4() { HOSTIP_V4 } else { HOSTIP_V6 },
+                concat(vec![json!(ip.to_string()), json!(self.protocol.as_str()), json!(self.host_port)]),
+            ),
+            None => (HOSTPORT, concat(vec![json!(self.protocol.as_str()), json!(self.host_port)])),
+        }
+    }
+}
+
+/// What one attachment publishes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub id: Identity,
+    pub mappings: Vec<Mapping>,
+    /// The container's first IPv4 and IPv6 address on the interface, with their prefixes.
+    pub v4: Option<IpNetwork>,
+    pub v6: Option<IpNetwork>,
+    pub snat: bool,
+    pub masq_all: bool,
+    /// Parsed `conditionsV4` / `conditionsV6` (see [`crate::conditions`]).
+    pub conditions_v4: Vec<Value>,
+    pub conditions_v6: Vec<Value>,
+}
+
+impl Attachment {
+    fn chain(&self) -> String {
+        self.id.chain("pm")
+    }
+
+    fn addresses(&self) -> impl Iterator<Item = &IpNetwork> {
+        self.v4.iter().chain(self.v6.iter())
+    }
+
+    /// Each mapping element: (map, key); one per mapping that applies to some address.
+    fn element_keys(&self) -> Vec<(&'static str, Value)> {
+        let mut keys: Vec<(&'static str, Value)> = Vec::new();
+        for m in &self.mappings {
+            let applies = (self.v4.is_some() && m.applies_to(true)) || (self.v6.is_some() && m.applies_to(false));
+            let key = m.key();
+            if applies && !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+
+    /// The masquerade set elements: (set, key).
+    fn snat_keys(&self) -> Vec<(&'static str, Value)> {
+        if !self.snat {
+            return Vec::new();
+        }
+        let mut keys = Vec::new();
+        for net in self.addresses() {
+            let set = if net.is_ipv4() { SNAT_V4 } else { SNAT_V6 };
+            let container = json!(net.ip().to_string());
+            let sources = match (self.masq_all, net.is_ipv4()) {
+                (true, true) => prefix("0.0.0.0/0".parse().expect("literal")),
+                (true, false) => prefix("::/0".parse().expect("literal")),
+                (false, _) => prefix(*net),
+            };
+            keys.push((set, concat(vec![sources, container.clone()])));
+            if net.is_ipv4() && !self.masq_all {
+                keys.push((set, concat(vec![json!("127.0.0.1"), container])));
+            }
+        }
+        keys
+    }
+}
+
+fn base_table() -> BaseTable {
+    let fib_local = matches("==", json!({"fib": {"result": "type", "flags": ["daddr"]}}), json!("local"));
+    let l4 = || vec![meta("l4proto"), payload("th", "dport")];
+    let dnat_status = || matches("in", json::ct("status"), json!("dnat"));
+    BaseTable {
+        family: INET,
+        name: TABLE,
+        marker: BASE_COMMENT,
+        objects: vec![
+            json::table(INET, TABLE),
+            json::typed_verdict_map(INET, TABLE, HOSTIP_V4, json!(["ipv4_addr", "inet_proto", "inet_service"])),
+            json::typed_verdict_map(INET, TABLE, HOSTIP_V6, json!(["ipv6_addr", "inet_proto", "inet_service"])),
+            json::typed_verdict_map(INET, TABLE, HOSTPORT, json!(["inet_proto", "inet_service"])),
+            json::interval_set(INET, TABLE, SNAT_V4, json!(["ipv4_addr", "ipv4_addr"])),
+            json::interval_set(INET, TABLE, SNAT_V6, json!(["ipv6_addr", "ipv6_addr"])),
+            json::chain(INET, TABLE, HOSTPORTS),
+            json::base_chain(INET, TABLE, "prerouting", "nat", "prerouting", -100),
+            json::base_chain(INET, TABLE, "output", "nat", "output", -100),
+            json::base_chain(INET, TABLE, "postrouting", "nat", "postrouting", 100),
+        ],
+        chains: vec![
+            (
+                HOSTPORTS.into(),
+                vec![
+                    vec![vmap(concat([vec![payload("ip", "daddr")], l4()].concat()), HOSTIP_V4)],
+                    vec![vmap(concat([vec![payload("ip6", "daddr")], l4()].concat()), HOSTIP_V6)],
+                    vec![vmap(concat(l4()), HOSTPORT)],
+                ],
+            ),
+            ("prerouting".into(), vec![vec![fib_local.clone(), jump(HOSTPORTS)]]),
+            ("output".into(), vec![vec![fib_local, jump(HOSTPORTS)]]),
+            (
+                "postrouting".into(),
+                vec![
+                    vec![
+                        dnat_status(),
+                        matches(
+                            "==",
+                            concat(vec![payload("ip", "saddr"), payload("ip", "daddr")]),
+                            json::set_ref(SNAT_V4),
+                        ),
+                        verdict("masquerade"),
+                    ],
+                    vec![
+                        dnat_status(),
+                        matches(
+                            "==",
+                            concat(vec![payload("ip6", "saddr"), payload("ip6", "daddr")]),
+                            json::set_ref(SNAT_V6),
+                        ),
+                        verdict("masquerade"),
+                    ],
+                ],
+            ),
+        ],
+    }
+}
+
+/// The DNAT rules of the attachment's chain.
+fn dnat_rules(a: &Attachment) -> Vec<Vec<Value>> {
+    let mut rules = Vec::new();
+    for net in a.addresses() {
+        let (v4, proto, family) = if net.is_ipv4() { (true, "ip", "ipv4") } else { (false, "ip6", "ipv6") };
+        for m in a.mappings.iter().filter(|m| m.applies_to(v4)) {
+            let mut expr = if v4 { a.conditions_v4.clone() } else { a.conditions_v6.clone() };
+            expr.push(matches("==", meta("nfproto"), json!(family)));
+            if let Some(host) = m.host_ip {
+                expr.push(matches("==", payload(proto, "daddr"), json!(host.to_string())));
+            }
+            expr.push(matches("==", payload(m.protocol.as_str(), "dport"), json!(m.host_port)));
+            expr.push(json!({"dnat": {"family": proto, "addr": net.ip().to_string(), "port": m.container_port}}));
+            rules.push(expr);
+        }
+    }
+    rules
+}
+
+/// The transaction an ADD needs once the base objects exist.
+pub fn add_batch(a: &Attachment) -> Batch {
+    let mut b = Batch::new();
+    let chain = a.chain();
+    let comment = a.id.comment();
+    b.add(json::chain(INET, TABLE, &chain));
+    b.flush(json::chain(INET, TABLE, &chain));
+    for expr in dnat_rules(a) {
+        b.add(json::rule(INET, TABLE, &chain, expr, Some(&comment)));
+    }
+    for (map, key) in a.element_keys() {
+        b.add(elements(INET, TABLE, map, vec![json!([commented(key, &comment), jump(&chain)])]));
+    }
+    for (set, key) in a.snat_keys() {
+        b.add(elements(INET, TABLE, set, vec![commented(key, &comment)]));
+    }
+    b
+}
+
+/// Publishes an attachment's ports: the fast path first; then, if the base objects are missing or
+/// damaged, or another attachment's element holds one of our keys (a stale one: the last writer
+/// wins, as with the reference), a repair computed from a listing, in the same transaction.
+pub fn add(nft: &Nft, a: &Attachment) -> anyhow::Result<()> {
+    if a.mappings.is_empty() {
+        return Ok(());
+    }
+    let fast = add_batch(a);
+    if nft.apply(&fast.to_json()).is_ok() {
+        return Ok(());
+    }
+    let listing = nft.list(&["table", INET, TABLE])?;
+    let mut batch = base_table().repair(listing.as_ref());
+    if let Some(listing) = &listing {
+        let keys: Vec<Value> = a.element_keys().into_iter().map(|(_, k)| k).collect();
+        let stale = base::stale_elements(listing, INET, TABLE, MAPS, &keys, &a.chain());
+        if !stale.is_empty() {
+            eprintln!("portmap: replacing another attachment's mapping of a port {} publishes", a.id.container_id);
+        }
+        batch.extend(stale);
+    }
+    batch.extend(fast);
+    nft.apply(&batch.to_json()).context("publishing ports")
+}
+
+/// The one-transaction DEL when the mappings are known.
+pub fn del_batch(a: &Attachment) -> Batch {
+    let mut b = Batch::new();
+    let chain = a.chain();
+    for (map, key) in a.element_keys() {
+        base::remove_if_ours(&mut b, INET, TABLE, map, key, jump(&chain));
+    }
+    for (set, key) in a.snat_keys() {
+        b.add(elements(INET, TABLE, set, vec![key.clone()]));
+        b.delete(elements(INET, TABLE, set, vec![key]));
+    }
+    b.flush(json::chain(INET, TABLE, &chain));
+    b.delete(json::chain(INET, TABLE, &chain));
+    b
+}
+
+/// What a listing says an attachment chain published: its UDP host ports (for conntrack).
+pub fn udp_ports_in(listing: &Value, chain: &str) -> Vec<u16> {
+    nft::rules_of(listing, chain)
+        .flat_map(|r| r["expr"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| {
+            let m = e.get("match")?;
+            let left = m["left"].get("payload")?;
+            (left["protocol"] == "udp" && left["field"] == "dport").then(|| m["right"].as_u64())?
+        })
+        .filter_map(|p| u16::try_from(p).ok())
+        .collect()
+}
+
+/// Removes an attachment's ports and masquerade entries. With the mappings known, one
+/// transaction; otherwise, or when part is already gone, exactly what a listing shows for the
+/// identity. Returns the UDP host ports that were published (for conntrack cleanup).
+pub fn del(nft: &Nft, a: &Attachment) -> anyhow::Result<Vec<u16>> {
+    if !a.mappings.is_empty() && nft.apply(&del_batch(a).to_json()).is_ok() {
+        return Ok(udp_ports(a));
+    }
+    let Some(listing) = nft.list(&["table", INET, TABLE])? else { return Ok(udp_ports(a)) };
+    let chain = a.chain();
+    let mut ports = udp_ports_in(&listing, &chain);
+    ports.extend(udp_ports(a));
+    let batch = removal(&listing, &|c| c == chain);
+    if !batch.is_empty() {
+        nft.apply(&batch.to_json()).context("removing published ports")?;
+    }
+    Ok(ports)
+}
+
+fn udp_ports(a: &Attachment) -> Vec<u16> {
+    a.mappings.iter().filter(|m| m.protocol == Protocol::Udp).map(|m| m.host_port).collect()
+}
+
+/// Deletes the chains selected by `doomed`, the elements that jump to them, and the masquerade
+/// elements whose comment starts with one of the doomed identities' hashes.
+fn removal(listing: &Value, doomed: &dyn Fn(&str) -> bool) -> Batch {
+    let mut b = base::remove_chains(listing, INET, TABLE, MAPS, doomed);
+    let doomed_hashes: Vec<String> = nft::chain_names(listing)
+        .into_iter()
+        .filter(|c| doomed(c))
+        .filter_map(|c| c.strip_prefix("pm-").map(str::to_string))
+        .collect();
+    for set in [SNAT_V4, SNAT_V6] {
+        for (key, comment) in set_elements(listing, set) {
+            if comment.is_some_and(|c| doomed_hashes.iter().any(|h| c.starts_with(h.as_str()))) {
+                b.delete(elements(INET, TABLE, set, vec![key]));
+            }
+        }
+    }
+    b
+}
+
+/// The elements of a set in a listing, with their comments.
+fn set_elements(listing: &Value, set: &str) -> Vec<(Value, Option<String>)> {
+    let Some((_, body)) = nft::objects(listing).find(|(kind, s)| *kind == "set" && s["name"] == set) else {
+        return Vec::new();
+    };
+    body["elem"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| match e.get("elem") {
+            Some(inner) => (inner["val"].clone(), inner["comment"].as_str().map(str::to_string)),
+            None => (e.clone(), None),
+        })
+        .collect()
+}
+
+/// Removes every attachment of `network` that is not in `valid`, and repairs the base objects if
+/// someone removed or edited them (GC). Returns the UDP ports of what was removed.
+pub fn gc(nft: &Nft, network: &str, valid: &[Identity]) -> anyhow::Result<Vec<u16>> {
+    let Some(listing) = nft.list(&["table", INET, TABLE])? else { return Ok(Vec::new()) };
+    let keep: BTreeSet<String> = valid.iter().map(|id| id.chain("pm")).collect();
+    let net_prefix = format!("pm-{}-", network_hash(network));
+    let doomed = |c: &str| c.starts_with(net_prefix.as_str()) && !keep.contains(c);
+    let ports: Vec<u16> =
+        nft::chain_names(&listing).iter().filter(|c| doomed(c)).flat_map(|c| udp_ports_in(&listing, c)).collect();
+    let mut batch = base_table().repair(Some(&listing));
+    batch.extend(removal(&listing, &doomed));
+    if !batch.is_empty() {
+        nft.apply(&batch.to_json()).with_context(|| format!("collecting stale port mappings of network {network}"))?;
+    }
+    Ok(ports)
+}
+
+/// Confirms the attachment's mappings are in place (CHECK).
+pub fn check(nft: &Nft, a: &Attachment) -> anyhow::Result<()> {
+    if a.mappings.is_empty() {
+        return Ok(());
+    }
+    let listing = nft.list(&["table", INET, TABLE])?.context("table inet cni_portmap is missing")?;
+    let base = base_table();
+    for chain in ["prerouting", "output", HOSTPORTS, "postrouting"] {
+        base.check_intact(&listing, chain)?;
+    }
+    let chain = a.chain();
+    let rules = nft::rules_of(&listing, &chain).count();
+    anyhow::ensure!(rules == dnat_rules(a).len(), "chain {chain} holds {rules} of its {} rules", dnat_rules(a).len());
+    for (map, key) in a.element_keys() {
+        let found = nft::verdict_map_elements(&listing, map)
+            .into_iter()
+            .any(|(k, target)| k == key && target.as_deref() == Some(chain.as_str()));
+        anyhow::ensure!(found, "port mapping {key} is missing from {map}");
+    }
+    let present: Vec<Value> =
+        [SNAT_V4, SNAT_V6].iter().flat_map(|s| set_elements(&listing, s)).map(|(k, _)| k).collect();
+    for (_, key) in a.snat_keys() {
+        anyhow::ensure!(present.contains(&key), "masquerade entry {key} is missing");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

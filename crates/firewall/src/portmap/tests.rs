@@ -1,0 +1,85 @@
+//! Golden tests of the JSON sent to nft (regenerate with UPDATE_GOLDEN=1 and review the diff).
+
+use super::*;
+
+fn golden(name: &str, actual: &Value) {
+    let path = format!("{}/tests/golden/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let rendered = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &rendered).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(rendered, expected, "{name} differs from {path}");
+}
+
+pub(crate) fn attachment() -> Attachment {
+    Attachment {
+        id: Identity::new("net1", "ctr1", "eth0"),
+        mappings: vec![
+            Mapping { host_port: 8080, container_port: 80, protocol: Protocol::Tcp, host_ip: None },
+            Mapping {
+                host_port: 5353,
+                container_port: 53,
+                protocol: Protocol::Udp,
+                host_ip: Some("192.0.2.1".parse().unwrap()),
+            },
+            Mapping {
+                host_port: 9443,
+                container_port: 443,
+                protocol: Protocol::Tcp,
+                host_ip: Some("2001:db8::1".parse().unwrap()),
+            },
+        ],
+        v4: Some("10.88.0.5/24".parse().unwrap()),
+        v6: Some("fd88::5/64".parse().unwrap()),
+        snat: true,
+        masq_all: false,
+        conditions_v4: crate::conditions::parse(&["ip saddr != 192.0.2.128/25".into()], "conditionsV4").unwrap(),
+        conditions_v6: vec![],
+    }
+}
+
+#[test]
+fn add_batch_is_golden() {
+    golden("portmap-add", &add_batch(&attachment()).to_json());
+}
+
+#[test]
+fn del_batch_is_golden() {
+    golden("portmap-del", &del_batch(&attachment()).to_json());
+}
+
+#[test]
+fn fresh_base_is_golden() {
+    golden("portmap-base", &base_table().repair(None).to_json());
+}
+
+#[test]
+fn host_addresses_of_the_other_family_are_skipped() {
+    let a = attachment();
+    let rules = dnat_rules(&a);
+    // v4: 8080 (any) and 5353 (192.0.2.1); v6: 8080 (any) and 9443 (2001:db8::1).
+    assert_eq!(rules.len(), 4);
+    let text = serde_json::to_string(&rules).unwrap();
+    assert!(!text.contains(r#""addr":"10.88.0.5","port":443"#), "{text}");
+    assert!(!text.contains(r#""addr":"fd88::5","port":53"#), "{text}");
+    assert_eq!(a.element_keys().len(), 3);
+}
+
+#[test]
+fn masquerade_keys_follow_snat_and_masq_all() {
+    let mut a = attachment();
+    let keys: Vec<String> = a.snat_keys().iter().map(|(s, k)| format!("{s} {k}")).collect();
+    assert_eq!(
+        keys,
+        [
+            r#"snat_v4 {"concat":[{"prefix":{"addr":"10.88.0.0","len":24}},"10.88.0.5"]}"#,
+            r#"snat_v4 {"concat":["127.0.0.1","10.88.0.5"]}"#,
+            r#"snat_v6 {"concat":[{"prefix":{"addr":"fd88::","len":64}},"fd88::5"]}"#,
+        ]
+    );
+    a.masq_all = true;
+    assert_eq!(a.snat_keys().len(), 2);
+    a.snat = false;
+    assert!(a.snat_keys().is_empty());
+}

@@ -1,0 +1,369 @@
+//! Kernel tests: the built `portmap` binary publishing ports of containers on a bridge in a sandbox
+//! host, with real traffic from an "outside" namespace, from the host itself, from the container
+//! itself (hairpin) and from a neighbour on the same bridge. Every address belongs to a namespace
+//! the test made.
+
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use testkit::{Invocation, Netns, Output, ip, new_netns, nft_ruleset, serve_peer_address, tcp_ask, udp_ask};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_portmap"))
+}
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A host with a bridge `br0` (10.10.0.1/24, fd10::1/64) and an uplink to `outside`
+/// (198.51.100.1 / 2001:db8:1::1 on the host, .2 / ::2 outside).
+struct Host {
+    ns: Netns,
+    outside: Netns,
+    next: u8,
+}
+
+/// A container on the bridge, and the prevResult a bridge plugin would have returned for it.
+struct Container {
+    ns: Netns,
+    id: String,
+    prev: Value,
+}
+
+impl Host {
+    fn new() -> Host {
+        let ns = new_netns();
+        let outside = new_netns();
+        ip(&ns, "link set lo up");
+        testkit::link_namespaces(&ns, "uplink", "198.51.100.1/24", &outside, "eth0", "198.51.100.2/24");
+        ip(&ns, "addr add 2001:db8:1::1/64 dev uplink nodad");
+        ip(&outside, "addr add 2001:db8:1::2/64 dev eth0 nodad");
+        for (br, n) in [("br0", 10), ("br1", 20)] {
+            ip(&ns, &format!("link add {br} type bridge"));
+            testkit::set_sysctl(&ns, &format!("net/ipv6/conf/{br}/accept_dad"), "0");
+            ip(&ns, &format!("addr add 10.{n}.0.1/24 dev {br}"));
+            ip(&ns, &format!("addr add fd{n}::1/64 dev {br} nodad"));
+            ip(&ns, &format!("link set {br} up"));
+        }
+        for sysctl in ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"] {
+            ns.run(|| netkit::sysctl::write(sysctl, "1")).unwrap().unwrap();
+        }
+        Host { ns, outside, next: 2 }
+    }
+
+    /// Attaches `ns` to bridge `br` (10.`net`.0.0/24, fd`net`::/64) as interface `ifname` with
+    /// host number `n`, as the bridge plugin would with `hairpinMode: true`. Returns the host end.
+    fn attach(&self, ns: &Netns, br: &str, net: u8, ifname: &str, n: u8) -> String {
+        let veth = format!("vh{net}x{n}");
+        let mut rtnl = netkit::Rtnl::open_in(&self.ns).unwrap();
+        rtnl.create_veth(&netkit::VethPair {
+            name: &veth,
+            peer_name: ifname,
+            peer_ns: Some(std::os::fd::AsFd::as_fd(&**ns)),
+            ..Default::default()
+        })
+        .unwrap();
+        ip(&self.ns, &format!("link set {veth} master {br} up"));
+        // Hairpin: the bridge may send a frame back out the port it came in on, which a container
+        // reaching its own published port needs (the reference relies on the same flag).
+        ip(&self.ns, &format!("link set {veth} type bridge_slave hairpin on"));
+        testkit::set_sysctl(ns, &format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
+        ip(ns, &format!("addr add 10.{net}.0.{n}/24 dev {ifname}"));
+        ip(ns, &format!("addr add fd{net}::{n}/64 dev {ifname} nodad"));
+        ip(ns, &format!("link set {ifname} up"));
+        veth
+    }
+
+    /// A container on br0 with the next addresses, serving TCP and UDP on port 80 and 53 that
+    /// answer with the peer address they see.
+    fn container(&mut self) -> Container {
+        let n = self.next;
+        self.next += 1;
+        let ns = new_netns();
+        ip(&ns, "link set lo up");
+        let veth = self.attach(&ns, "br0", 10, "eth0", n);
+        ip(&ns, "route add default via 10.10.0.1");
+        ip(&ns, "-6 route add default via fd10::1");
+        serve_peer_address(&ns, sock("[::]:80"));
+        testkit::serve_udp_peer_address(&ns, sock("[::]:53"));
+        let prev = json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "br0"}, {"name": veth}, {"name": "eth0", "sandbox": ns.path()}],
+            "ips": [
+                {"address": format!("10.10.0.{n}/24"), "gateway": "10.10.0.1", "interface": 2},
+                {"address": format!("fd10::{n}/64"), "gateway": "fd10::1", "interface": 2}
+            ]
+        });
+        Container { ns, id: format!("ctr{n}"), prev }
+    }
+
+    fn conf(network: &str, prev: &Value, mappings: Value, extra: Value) -> Value {
+        let mut conf = json!({
+            "cniVersion": "1.0.0", "name": network, "type": "portmap",
+            "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": mappings},
+            "prevResult": prev
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        conf
+    }
+
+    fn run(&self, command: &str, c: &Container, ifname: &str, conf: &Value) -> Output {
+        Invocation::new(command, &c.id, c.ns.path(), ifname, &conf.to_string()).run(&bin(), &self.ns)
+    }
+}
+
+fn web() -> Value {
+    json!([
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 8081, "containerPort": 80, "protocol": "tcp", "hostIP": "198.51.100.1"},
+        {"hostPort": 5353, "containerPort": 53, "protocol": "udp"}
+    ])
+}
+
+#[test]
+fn published_ports_are_reachable_from_everywhere_they_should_be() {
+    let mut h = Host::new();
+    let a = h.container();
+    let b = h.container();
+    let conf = Host::conf("net1", &a.prev, web(), json!({}));
+    let out = h.run("ADD", &a, "eth0", &conf).ok();
+    assert_eq!(out, a.prev, "portmap must return prevResult unchanged");
+
+    // From outside: the container sees the real client address.
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).as_deref(), Some("198.51.100.2"));
+    assert_eq!(tcp_ask(&h.outside, sock("[2001:db8:1::1]:8080")).as_deref(), Some("2001:db8:1::2"), "IPv6");
+    assert_eq!(udp_ask(&h.outside, sock("0.0.0.0:0"), sock("198.51.100.1:5353")).as_deref(), Some("198.51.100.2"));
+    // A specific host address: only that one.
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8081")).as_deref(), Some("198.51.100.2"));
+    ip(&h.ns, "addr add 198.51.100.3/24 dev uplink");
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.3:8080")).as_deref(), Some("198.51.100.2"), "any address");
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.3:8081")), None, "8081 is published on 198.51.100.1 only");
+
+    // From the host itself, to localhost: route_localnet and masquerade.
+    assert_eq!(tcp_ask(&h.ns, sock("127.0.0.1:8080")).as_deref(), Some("10.10.0.1"));
+    // Hairpin: the container reaches its own published port through the host's address.
+    assert_eq!(tcp_ask(&a.ns, sock("198.51.100.1:8080")).as_deref(), Some("10.10.0.1"));
+    // A neighbour on the same bridge reaches it too (its replies must come back through the host).
+    assert_eq!(tcp_ask(&b.ns, sock("198.51.100.1:8080")).as_deref(), Some("10.10.0.1"));
+    assert_eq!(tcp_ask(&b.ns, sock("[2001:db8:1::1]:8080")).as_deref(), Some("fd10::1"), "IPv6 neighbour");
+
+    assert_eq!(h.run("CHECK", &a, "eth0", &conf).ok(), Value::Null);
+    h.run("DEL", &a, "eth0", &conf).ok();
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")), None);
+    let rules = nft_ruleset(&h.ns);
+    assert!(!rules.contains("dnat ip to") && !rules.contains("chain pm-"), "{rules}");
+    assert!(!rules.contains("10.10.0.2"), "{rules}");
+    assert!(h.run("CHECK", &a, "eth0", &conf).err_code() > 0);
+    // Idempotent.
+    h.run("DEL", &a, "eth0", &conf).ok();
+}
+
+#[test]
+fn del_without_mappings_or_prev_result_removes_everything() {
+    let mut h = Host::new();
+    let a = h.container();
+    let conf = Host::conf("net1", &a.prev, web(), json!({}));
+    h.run("ADD", &a, "eth0", &conf).ok();
+    let mut bare = json!({"cniVersion": "1.0.0", "name": "net1", "type": "portmap"});
+    h.run("DEL", &a, "eth0", &bare).ok();
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")), None);
+    let rules = nft_ruleset(&h.ns);
+    assert!(!rules.contains("pm-") && !rules.contains("10.10.0.2"), "{rules}");
+    bare["prevResult"] = a.prev.clone();
+    h.run("DEL", &a, "eth0", &bare).ok();
+}
+
+#[test]
+fn two_networks_on_one_container_are_separate() {
+    let mut h = Host::new();
+    let a = h.container();
+    let net1 = Host::conf("net1", &a.prev, json!([{"hostPort": 8080, "containerPort": 80}]), json!({}));
+    // The same container on a second network, br1, through a second interface.
+    let veth = h.attach(&a.ns, "br1", 20, "net1", 2);
+    let prev2 = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "br1"}, {"name": veth}, {"name": "net1", "sandbox": a.ns.path()}],
+        "ips": [{"address": "10.20.0.2/24", "interface": 2}, {"address": "fd20::2/64", "interface": 2}]
+    });
+    let net2 = Host::conf("net2", &prev2, json!([{"hostPort": 9090, "containerPort": 80}]), json!({}));
+    h.run("ADD", &a, "eth0", &net1).ok();
+    h.run("ADD", &a, "net1", &net2).ok();
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).is_some());
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:9090")).is_some());
+    h.run("DEL", &a, "eth0", &net1).ok();
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).is_none());
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:9090")).is_some(), "DEL on net1 removed net2's mapping");
+    assert_eq!(h.run("CHECK", &a, "net1", &net2).ok(), Value::Null);
+}
+
+#[test]
+fn conditions_apply_to_their_own_network_only() {
+    let mut h = Host::new();
+    let a = h.container();
+    let b = h.container();
+    // net1 only answers clients from 192.0.2.0/24 (not the outside namespace); net2 answers all.
+    let net1 = Host::conf(
+        "net1",
+        &a.prev,
+        json!([{"hostPort": 8080, "containerPort": 80}]),
+        json!({"conditionsV4": ["ip saddr 192.0.2.0/24"]}),
+    );
+    let net2 = Host::conf("net2", &b.prev, json!([{"hostPort": 9090, "containerPort": 80}]), json!({}));
+    h.run("ADD", &a, "eth0", &net1).ok();
+    h.run("ADD", &b, "eth0", &net2).ok();
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")), None, "net1's condition was ignored");
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:9090")).is_some(), "net1's condition leaked onto net2");
+}
+
+#[test]
+fn stale_udp_flows_are_flushed_so_a_recreated_container_gets_traffic() {
+    let mut h = Host::new();
+    let old = h.container();
+    let mappings = json!([{"hostPort": 5353, "containerPort": 53, "protocol": "udp"}]);
+    h.run("ADD", &old, "eth0", &Host::conf("net1", &old.prev, mappings.clone(), json!({}))).ok();
+    let client = sock("0.0.0.0:40053");
+    assert!(udp_ask(&h.outside, client, sock("198.51.100.1:5353")).is_some());
+    // The container goes away without DEL; a new one takes the port. The old flow's conntrack
+    // entry would send the same client to the old address.
+    drop(old);
+    let new = h.container();
+    h.run("ADD", &new, "eth0", &Host::conf("net1", &new.prev, mappings.clone(), json!({}))).ok();
+    assert!(
+        udp_ask(&h.outside, client, sock("198.51.100.1:5353")).is_some(),
+        "stale conntrack entry kept traffic from the new container"
+    );
+    // DEL flushes too.
+    h.run("DEL", &new, "eth0", &Host::conf("net1", &new.prev, mappings, json!({}))).ok();
+    let entries = String::from_utf8(
+        testkit::in_netns(std::process::Command::new("conntrack").args(["-L", "-p", "udp", "--dport", "5353"]), &h.ns)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(entries.trim().is_empty(), "conntrack entries left after DEL: {entries}");
+}
+
+#[test]
+fn no_mappings_means_no_change() {
+    let mut h = Host::new();
+    let a = h.container();
+    let conf = Host::conf("net1", &a.prev, json!([]), json!({}));
+    assert_eq!(h.run("ADD", &a, "eth0", &conf).ok(), a.prev);
+    assert!(!nft_ruleset(&h.ns).contains("cni_portmap"));
+    let mut no_prev = conf.clone();
+    no_prev.as_object_mut().unwrap().remove("prevResult");
+    let out = h.run("ADD", &a, "eth0", &no_prev);
+    assert_eq!(out.err_code(), 7);
+    assert!(out.stdout.contains("chained plugin"), "{}", out.stdout);
+}
+
+#[test]
+fn bad_mappings_change_nothing() {
+    let mut h = Host::new();
+    let a = h.container();
+    for m in [
+        json!([{"hostPort": 8080, "containerPort": 0}]),
+        json!([{"hostPort": 8080, "containerPort": 80, "protocol": "gre"}]),
+    ] {
+        assert_eq!(h.run("ADD", &a, "eth0", &Host::conf("net1", &a.prev, m, json!({}))).err_code(), 7);
+    }
+    assert!(!nft_ruleset(&h.ns).contains("cni_portmap"));
+}
+
+#[test]
+fn a_reused_port_goes_to_the_last_container_and_survives_the_old_ones_del() {
+    let mut h = Host::new();
+    let a = h.container();
+    let b = h.container();
+    let m = json!([{"hostPort": 8080, "containerPort": 80}]);
+    h.run("ADD", &a, "eth0", &Host::conf("net1", &a.prev, m.clone(), json!({}))).ok();
+    h.run("ADD", &b, "eth0", &Host::conf("net1", &b.prev, m.clone(), json!({}))).ok();
+    // b answers: its server sees the outside client; check it is b by asking b's port directly.
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).is_some());
+    h.run("DEL", &a, "eth0", &Host::conf("net1", &a.prev, m.clone(), json!({}))).ok();
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).is_some(), "the old container's DEL took the new mapping");
+    assert_eq!(h.run("CHECK", &b, "eth0", &Host::conf("net1", &b.prev, m, json!({}))).ok(), Value::Null);
+}
+
+#[test]
+fn masq_all_masquerades_every_source() {
+    let mut h = Host::new();
+    let a = h.container();
+    h.run("ADD", &a, "eth0", &Host::conf("net1", &a.prev, web(), json!({"masqAll": true}))).ok();
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).as_deref(), Some("10.10.0.1"));
+}
+
+#[test]
+fn gc_removes_mappings_of_attachments_no_longer_valid() {
+    let mut h = Host::new();
+    let a = h.container();
+    let b = h.container();
+    h.run("ADD", &a, "eth0", &Host::conf("net1", &a.prev, json!([{"hostPort": 8080, "containerPort": 80}]), json!({})))
+        .ok();
+    h.run("ADD", &b, "eth0", &Host::conf("net1", &b.prev, json!([{"hostPort": 9090, "containerPort": 80}]), json!({})))
+        .ok();
+    let gc = json!({"cniVersion": "1.1.0", "name": "net1", "type": "portmap",
+                    "cni.dev/valid-attachments": [{"containerID": a.id, "ifname": "eth0"}]});
+    Invocation::new("GC", "", "", "", &gc.to_string())
+        .var("CNI_CONTAINERID", None)
+        .var("CNI_NETNS", None)
+        .var("CNI_IFNAME", None)
+        .run(&bin(), &h.ns)
+        .ok();
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).is_some());
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:9090")).is_none());
+}
+
+#[test]
+fn status_reports_a_usable_backend() {
+    let h = Host::new();
+    let conf = json!({"cniVersion": "1.1.0", "name": "net1", "type": "portmap"});
+    let out = Invocation::new("STATUS", "", "", "", &conf.to_string())
+        .var("CNI_CONTAINERID", None)
+        .var("CNI_NETNS", None)
+        .var("CNI_IFNAME", None)
+        .run(&bin(), &h.ns);
+    assert_eq!(out.ok(), Value::Null);
+}
+
+#[test]
+fn iptables_backend_publishes_with_the_reference_layout() {
+    let mut h = Host::new();
+    let a = h.container();
+    let conf = Host::conf("net1", &a.prev, web(), json!({"backend": "iptables"}));
+    h.run("ADD", &a, "eth0", &conf).ok();
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).as_deref(), Some("198.51.100.2"));
+    assert_eq!(tcp_ask(&h.ns, sock("127.0.0.1:8080")).as_deref(), Some("10.10.0.1"));
+    assert_eq!(tcp_ask(&a.ns, sock("198.51.100.1:8080")).as_deref(), Some("10.10.0.1"), "hairpin");
+    assert_eq!(tcp_ask(&h.outside, sock("[2001:db8:1::1]:8080")).as_deref(), Some("2001:db8:1::2"));
+    let saved = String::from_utf8(
+        testkit::in_netns(std::process::Command::new("iptables-save").args(["-t", "nat"]), &h.ns)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let chain = firewall::iptables_portmap::dnat_chain("net1", &a.id);
+    assert!(
+        saved.contains(&format!(":{chain}"))
+            && saved.contains("-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"),
+        "{saved}"
+    );
+    assert_eq!(h.run("CHECK", &a, "eth0", &conf).ok(), Value::Null);
+    h.run("DEL", &a, "eth0", &json!({"cniVersion": "1.0.0", "name": "net1", "type": "portmap", "backend": "iptables"}))
+        .ok();
+    let saved = String::from_utf8(
+        testkit::in_netns(std::process::Command::new("iptables-save").args(["-t", "nat"]), &h.ns)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(!saved.contains(&chain), "{saved}");
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")), None);
+}
