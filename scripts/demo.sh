@@ -28,11 +28,12 @@ echo '$ cnitool del none /run/netns/box'
 cni del none box
 show ip -n box -br link
 
-step "A bridge network (docker network create --subnet 10.88.0.0/24 web): bridge + host-local + loopback"
+step "A bridge network with published ports (docker network create --subnet 10.88.0.0/24 web; docker run -p 8080:80)"
 cat > "$NETCONFPATH/web.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "web", "plugins": [
-  {"type": "bridge", "bridge": "cni-web", "isGateway": true, "isDefaultGateway": true, "ipMasq": true,
+  {"type": "bridge", "bridge": "cni-web", "isGateway": true, "isDefaultGateway": true, "ipMasq": true, "hairpinMode": true,
    "ipam": {"type": "host-local", "subnet": "10.88.0.0/24", "dataDir": "$SANDBOX_WORK/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}},
   {"type": "loopback"}]}
 JSON
 show cat "$NETCONFPATH/web.conflist"
@@ -51,8 +52,8 @@ while True:
 server=$!
 trap 'kill $server 2>/dev/null' EXIT
 ip netns add app1; ip netns add app2
-echo '$ cnitool add web /run/netns/app1'
-cni add web app1 | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  app1:", [i["address"] for i in r["ips"]], "via", r["interfaces"][1]["name"], "on", r["interfaces"][0]["name"])'
+echo "\$ CAP_ARGS='{\"portMappings\":[{\"hostPort\":8080,\"containerPort\":80,\"protocol\":\"tcp\"}]}' cnitool add web /run/netns/app1"
+CAP_ARGS='{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}' cni add web app1 | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  app1:", [i["address"] for i in r["ips"]], "via", r["interfaces"][1]["name"], "on", r["interfaces"][0]["name"])'
 echo '$ cnitool add web /run/netns/app2'
 cni add web app2 | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  app2:", [i["address"] for i in r["ips"]], "via", r["interfaces"][1]["name"], "on", r["interfaces"][0]["name"])'
 show ip -br link show master cni-web
@@ -64,9 +65,29 @@ sleep 0.2
 ip netns exec app2 python3 -c '
 import socket
 c = socket.create_connection(("198.51.100.2", 8080), timeout=2); print("  outside says:", c.recv(100).decode().strip(), "(masqueraded to the host uplink)")'
-show nft list table inet cni_bridge
+echo "\$ (in app1) serve a page on port 80, published on the host as 8080"
+ip netns exec app1 python3 -c '
+import http.server, socketserver
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("<h1>hello from app1</h1> you came from " + self.client_address[0] + "\n").encode()
+        self.send_response(200); self.send_header("Content-Type", "text/html"); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *args): pass
+socketserver.TCPServer.allow_reuse_address = True
+socketserver.TCPServer(("0.0.0.0", 80), Page).serve_forever()' &
+page=$!
+trap 'kill $server $page 2>/dev/null' EXIT
+sleep 0.3
+fetch() { ip netns exec "$1" python3 -c 'import sys, urllib.request; print("  " + urllib.request.urlopen(sys.argv[1], timeout=2).read().decode().strip())' "$2"; }
+echo '$ (in outside) fetch http://198.51.100.1:8080/'; fetch outside http://198.51.100.1:8080/
+echo '$ (on the host) fetch http://127.0.0.1:8080/'; python3 -c 'import urllib.request; print("  " + urllib.request.urlopen("http://127.0.0.1:8080/", timeout=2).read().decode().strip())'
+echo '$ (in app2) fetch http://198.51.100.1:8080/'; fetch app2 http://198.51.100.1:8080/
+show nft list table inet cni_portmap
 echo '$ cnitool del web /run/netns/app1; cnitool del web /run/netns/app2'
 cni del web app1; cni del web app2
+echo '$ (in outside) fetch http://198.51.100.1:8080/ again'
+fetch outside http://198.51.100.1:8080/ 2>/dev/null || echo "  refused: the port is no longer published"
 show ip -br link show master cni-web
 show ls "$SANDBOX_WORK/ipam/web"
 
