@@ -99,6 +99,37 @@ pub fn in_netns<'a>(cmd: &'a mut Command, ns: &NetNs) -> &'a mut Command {
     }
 }
 
+/// Makes `cmd` start in a private mount namespace with a fresh sysfs (mounted after any
+/// [`in_netns`] hook, so it shows that namespace's interfaces) and `binds` over parts of it. The
+/// machine's mounts are not touched: the new namespace is private before anything is mounted.
+fn with_private_sysfs(cmd: &mut Command, binds: &[(PathBuf, String)]) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |b: &[u8]| CString::new(b).expect("no NUL in paths");
+    // Built before fork: the hook itself must not allocate.
+    let binds: Vec<(CString, CString)> = binds
+        .iter()
+        .map(|(dir, at)| {
+            (cstr(dir.as_os_str().as_bytes()), cstr(format!("/sys/{}", at.trim_start_matches('/')).as_bytes()))
+        })
+        .collect();
+    let (root, sys, sysfs) = (cstr(b"/"), cstr(b"/sys"), cstr(b"sysfs"));
+    // SAFETY: only async-signal-safe syscalls on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::libc::{CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, mount, unshare};
+            let check = |rc: i32| if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+            check(unshare(CLONE_NEWNS))?;
+            check(mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), MS_REC | MS_PRIVATE, std::ptr::null()))?;
+            check(mount(sysfs.as_ptr(), sys.as_ptr(), sysfs.as_ptr(), 0, std::ptr::null()))?;
+            for (dir, at) in &binds {
+                check(mount(dir.as_ptr(), at.as_ptr(), std::ptr::null(), MS_BIND, std::ptr::null()))?;
+            }
+            Ok(())
+        })
+    };
+}
+
 /// Runs `ip ARGS` inside `ns` and returns stdout; panics on failure.
 pub fn ip(ns: &NetNs, args: &str) -> String {
     let out = in_netns(Command::new("ip").args(args.split_whitespace()), ns).output().expect("running ip");
@@ -179,13 +210,15 @@ impl Output {
 pub struct Invocation {
     pub env: Vec<(String, String)>,
     pub stdin: String,
+    /// Directories bound over paths of a private sysfs, when the plugin gets one.
+    sysfs: Option<Vec<(PathBuf, String)>>,
 }
 
 impl Invocation {
     /// A typical invocation: `CNI_COMMAND`, container ID, netns and ifname, `CNI_PATH` set to
     /// `cni_path`.
     pub fn new(command: &str, container_id: &str, netns: &str, ifname: &str, stdin: &str) -> Invocation {
-        let mut inv = Invocation { env: Vec::new(), stdin: stdin.to_string() };
+        let mut inv = Invocation { env: Vec::new(), stdin: stdin.to_string(), sysfs: None };
         for (k, v) in [
             ("CNI_COMMAND", command),
             ("CNI_CONTAINERID", container_id),
@@ -204,6 +237,14 @@ impl Invocation {
         if let Some(v) = value {
             self.env.push((key.to_string(), v.to_string()));
         }
+        self
+    }
+
+    /// Gives the plugin a private mount namespace with a sysfs of its own network namespace (so
+    /// `/sys/class/net` and device `net/` directories list the sandbox host's interfaces, not the
+    /// machine's), and binds each `(directory, path under /sys)` over it: a fake PCI bus, say.
+    pub fn private_sysfs(mut self, binds: &[(&Path, &str)]) -> Invocation {
+        self.sysfs = Some(binds.iter().map(|(dir, at)| (dir.to_path_buf(), at.to_string())).collect());
         self
     }
 
@@ -229,6 +270,9 @@ impl Invocation {
             .stderr(Stdio::piped());
         if let Some(ns) = host {
             in_netns(&mut cmd, ns);
+        }
+        if let Some(binds) = &self.sysfs {
+            with_private_sysfs(&mut cmd, binds);
         }
         let mut child = cmd.spawn().expect("spawning plugin");
         let mut stdin = child.stdin.take().expect("piped stdin");

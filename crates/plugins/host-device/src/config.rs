@@ -110,8 +110,7 @@ impl HostDeviceConf {
         }
         let hwaddr = match nonempty(raw.hwaddr) {
             Some(text) => Some(
-                parse_hwaddr(&text)
-                    .ok_or_else(|| Error::config(format!("failed to parse MAC address {text:?}")))?,
+                parse_hwaddr(&text).ok_or_else(|| Error::config(format!("failed to parse MAC address {text:?}")))?,
             ),
             None => None,
         };
@@ -186,7 +185,8 @@ mod tests {
         assert_eq!(parse_hwaddr("00:00:00:00:fe:80:00:00").map(|b| b.len()), Some(8));
         let infiniband = "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01";
         assert_eq!(parse_hwaddr(infiniband).map(|b| b.len()), Some(20));
-        for bad in ["", "0a:00:00:00:00", "0a:00:00:00:00:0g", "0a:0:00:00:00:00", "0a:00:00:00:00:00:00", "+a:00:00:00:00:00"]
+        for bad in
+            ["", "0a:00:00:00:00", "0a:00:00:00:00:0g", "0a:0:00:00:00:00", "0a:00:00:00:00:00:00", "+a:00:00:00:00:00"]
         {
             assert_eq!(parse_hwaddr(bad), None, "{bad}");
         }

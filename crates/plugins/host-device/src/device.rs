@@ -93,7 +93,13 @@ enum Reached {
 
 /// Moves the host interface `device` into `container` as `ifname`, with `original` as its alias,
 /// and brings it up there. Returns the interface as the container sees it.
-pub fn move_in(host: &mut Rtnl, device: &Link, original: &str, container: &NetNs, ifname: &str) -> anyhow::Result<Link> {
+pub fn move_in(
+    host: &mut Rtnl,
+    device: &Link,
+    original: &str,
+    container: &NetNs,
+    ifname: &str,
+) -> anyhow::Result<Link> {
     let temp_ns = NetNs::new_anonymous().context("creating a temporary network namespace")?;
     let mut temp = Rtnl::open_in(&temp_ns)?;
     let mut inside = Rtnl::open_in(container)?;
@@ -117,8 +123,15 @@ pub fn move_in(host: &mut Rtnl, device: &Link, original: &str, container: &NetNs
         reached = Reached::Renamed;
         temp.set_alias(link.index, original).with_context(|| format!("failed to set alias to {original}"))?;
         reached = Reached::Aliased;
-        temp.move_to_netns(link.index, container.as_fd())
-            .with_context(|| format!("failed to move {ifname} (host: {}) into the container", device.name))?;
+        temp.move_to_netns(link.index, container.as_fd()).map_err(|e| {
+            let exists = e.errno() == Some(EEXIST);
+            let e = anyhow::Error::from(e);
+            if exists {
+                e.context(format!("interface {ifname:?} already exists in the container"))
+            } else {
+                e.context(format!("failed to move {ifname} (host: {}) into the container", device.name))
+            }
+        })?;
         reached = Reached::Container;
         let link = inside.link_by_name(ifname)?.with_context(|| format!("failed to find {ifname} in the container"))?;
         inside.set_up(link.index).with_context(|| format!("failed to set {ifname} up"))?;

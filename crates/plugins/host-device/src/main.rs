@@ -24,7 +24,10 @@ struct HostDevice;
 /// What a failed ADD must take back, newest last.
 enum Undo {
     /// The interface is in the container as `CNI_IFNAME`; it was up in the host if `was_up`.
-    Device { host_name: String, was_up: bool },
+    Device {
+        host_name: String,
+        was_up: bool,
+    },
     Ipam,
 }
 
@@ -65,7 +68,8 @@ impl HostDevice {
         let ifname = req.env.ifname.as_str();
         let sysfs = Sysfs::system();
         let (selector, userspace) = select(conf, &sysfs)?;
-        let mut interface = Interface { name: ifname.to_string(), sandbox: req.env.netns.clone(), ..Interface::default() };
+        let mut interface =
+            Interface { name: ifname.to_string(), sandbox: req.env.netns.clone(), ..Interface::default() };
         if let Selector::Pci(id) = &selector {
             interface.pci_id = id.clone();
         }
@@ -73,9 +77,6 @@ impl HostDevice {
         // A DPDK-bound device has no kernel interface: it is reported, not moved.
         if !userspace {
             let mut host = Rtnl::open()?;
-            if Rtnl::open_in(container)?.link_by_name(ifname)?.is_some() {
-                anyhow::bail!("interface {ifname:?} already exists in the container");
-            }
             let (host_dev, host_name) = device::find_host_device(&mut host, &sysfs, &selector)?;
             if interface.pci_id.is_empty() {
                 interface.pci_id = sysfs.pci_address_of(&host_dev.name).unwrap_or_default();
@@ -112,7 +113,9 @@ fn chain(prev: Option<CniResult>, ours: CniResult) -> CniResult {
     let Some(mut result) = prev else { return ours };
     let offset = result.interfaces.len();
     result.interfaces.extend(ours.interfaces);
-    result.ips.extend(ours.ips.into_iter().map(|ip| cni::IpConfig { interface: ip.interface.map(|i| i + offset), ..ip }));
+    result
+        .ips
+        .extend(ours.ips.into_iter().map(|ip| cni::IpConfig { interface: ip.interface.map(|i| i + offset), ..ip }));
     result.routes.extend(ours.routes);
     if !ours.dns.is_empty() {
         result.dns = ours.dns;
@@ -153,7 +156,8 @@ impl Plugin for HostDevice {
                 // under its container name. It gets its own name back.
                 Ok(MovedOut::Absent) => {
                     if let Some(name) = &conf.device
-                        && let Err(e) = Rtnl::open().map_err(Into::into).and_then(|mut h| device::reclaim_returned(&mut h, name))
+                        && let Err(e) =
+                            Rtnl::open().map_err(Into::into).and_then(|mut h| device::reclaim_returned(&mut h, name))
                     {
                         failures.push(e);
                     }
