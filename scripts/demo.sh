@@ -91,4 +91,29 @@ fetch outside http://198.51.100.1:8080/ 2>/dev/null || echo "  refused: the port
 show ip -br link show master cni-web
 show ls "$SANDBOX_WORK/ipam/web"
 
+step "A host interface handed to a container (the closest CNI form of --network=host): host-device"
+# A second uplink to the outside stands for a spare NIC of the host, "nic1".
+ip link add nic1 type veth peer name eth1 netns outside
+ip -n outside addr add 203.0.113.2/24 dev eth1 && ip -n outside link set eth1 up && ip link set nic1 up
+cat > "$NETCONFPATH/direct.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "direct", "plugins": [
+  {"type": "host-device", "device": "nic1",
+   "ipam": {"type": "host-local", "subnet": "203.0.113.0/24", "rangeStart": "203.0.113.10", "dataDir": "$SANDBOX_WORK/ipam"}},
+  {"type": "loopback"}]}
+JSON
+show cat "$NETCONFPATH/direct.conflist"
+show ip -br link show nic1
+ip netns add db
+echo '$ cnitool add direct /run/netns/db'
+cni add direct db | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  db:", r["interfaces"][0], [i["address"] for i in r["ips"]])'
+show ip -br link show nic1 2>&1 || true
+show ip -n db -br addr show eth0
+echo '$ ip -n db link show eth0 | grep alias   # where DEL finds the name to give back'
+ip -n db link show eth0 | grep alias
+ip netns exec db ping -c1 -w3 203.0.113.2 >/dev/null  # the far end's queue starts a moment after carrier
+show ip netns exec db ping -c1 -W1 203.0.113.2
+echo '$ cnitool del direct /run/netns/db'
+cni del direct db
+show ip -br link show nic1
+
 step "Done: the sandbox and everything in it go away now"
