@@ -527,3 +527,21 @@ fn a_previous_result_is_passed_on_with_the_device_appended() {
     assert!(Path::new(&h.ipam.path().join("hostnet")).exists());
     assert_eq!(h.allocated(), 0);
 }
+
+#[test]
+fn gc_is_passed_on_to_ipam() {
+    let h = Host::new();
+    let c = container();
+    let conf = h.conf(json!({"cniVersion": "1.1.0"}));
+    h.run("ADD", &c, &conf).ok();
+    assert_eq!(h.allocated(), 2);
+    let gc = |valid: Value| {
+        let mut conf = conf.clone();
+        conf["cni.dev/valid-attachments"] = valid;
+        Invocation::new("GC", "", "", "", &conf.to_string()).run(&bin(), &h.ns).ok();
+    };
+    gc(json!([{"containerID": "ctr-1", "ifname": "net1"}]));
+    assert_eq!(h.allocated(), 2, "a valid attachment keeps its addresses");
+    gc(json!([]));
+    assert_eq!(h.allocated(), 0, "host-local released the stale ones");
+}
