@@ -19,6 +19,11 @@ device_list() { # NAME DEVICE DATADIR
 # ping_soon NETNS ADDRESS: the segment end's queue starts up to a second after its carrier.
 ping_soon() { ip netns exec "$1" ping -c1 -w3 "$2"; }
 
+status_list() { # the conflist as a 1.1.0 STATUS request for the plugin alone
+  python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); p=c["plugins"][0]; p.update(cniVersion="1.1.0", name=c["name"]); print(json.dumps(p))' "$NETCONFPATH/hostnet.conflist"
+}
+export -f status_list
+
 # has_alias [-n NETNS] LINK ALIAS: the link exists and its alias is ALIAS (empty: none).
 has_alias() {
   local ns=()
@@ -40,6 +45,9 @@ check "host-device: ... up" link_up h1 eth0
 check "host-device: ... remembering its host name" has_alias -n h1 eth0 hd0
 check "host-device: ... and reaches its segment" ping_soon h1 192.0.2.2
 check "host-device: CHECK passes" cni check hostnet h1
+check "host-device: the address is allocated" test -e "$SANDBOX_WORK/ipam-hd/hostnet/192.0.2.10"
+check "host-device: STATUS counts a device in a pinned container as present" \
+  bash -c "status_list | CNI_COMMAND=STATUS CNI_PATH=$PLUGIN_DIR $PLUGIN_DIR/host-device"
 check "host-device: DEL succeeds" cni del hostnet h1
 check "host-device: ... hd0 is back in the host with its MAC" bash -c "[[ \$(cat /sys/class/net/hd0/address) == $mac ]]"
 check "host-device: ... without the alias" has_alias hd0 ''
@@ -47,7 +55,8 @@ check "host-device: ... the address is released" test ! -e "$SANDBOX_WORK/ipam-h
 check "host-device: a second DEL succeeds" cni del hostnet h1
 
 ip netns add h2
-cni add hostnet h2 >/dev/null
+check "host-device: ADD again" cni add hostnet h2
+check "host-device: ... allocates an address" bash -c "ls $SANDBOX_WORK/ipam-hd/hostnet | grep -q '^192'"
 ip netns delete h2
 check "host-device: DEL after the netns is gone succeeds" cni del hostnet h2
 check "host-device: ... and releases the address" bash -c "! ls $SANDBOX_WORK/ipam-hd/hostnet | grep -q '^192'"

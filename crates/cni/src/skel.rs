@@ -121,7 +121,17 @@ fn serve<P: Plugin>(
     match req.command() {
         Command::Add => {
             let result = plugin.add(&req).map_err(|e| Error::from_anyhow(&e))?;
-            Ok(pretty(&result.to_json(&req.config.cni_version)?))
+            match result.to_json(&req.config.cni_version) {
+                Ok(json) => Ok(pretty(&json)),
+                Err(e) => {
+                    // The ADD happened but its result cannot be said in the config's version (a
+                    // 0.2.0 result needs an address): a failed ADD must leave nothing behind.
+                    if let Err(undo) = plugin.del(&req) {
+                        eprintln!("{}: undoing an ADD whose result could not be printed: {undo:#}", plugin.name());
+                    }
+                    Err(e)
+                }
+            }
         }
         Command::Del => run_verb(plugin.del(&req)),
         Command::Check => run_verb(plugin.check(&req)),

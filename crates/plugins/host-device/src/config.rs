@@ -57,7 +57,7 @@ struct RawRuntimeConfig {
 pub fn parse_hwaddr(text: &str) -> Option<Vec<u8>> {
     let bytes: Option<Vec<u8>> = if text.contains('.') {
         let groups: Vec<&str> = text.split('.').collect();
-        if groups.iter().any(|g| g.len() != 4) {
+        if groups.iter().any(|g| g.len() != 4 || !g.is_ascii()) {
             return None;
         }
         groups
@@ -101,29 +101,10 @@ fn check_kernel_path(path: &str) -> Result<PathBuf, Error> {
 }
 
 impl HostDeviceConf {
+    /// The configuration for ADD, CHECK, STATUS and GC: every selector value must be valid, and at
+    /// least one must be given.
     pub fn parse(req: &Request) -> Result<HostDeviceConf, Error> {
-        let raw: Raw = req.config.decode()?;
-        let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
-        let device = nonempty(raw.device);
-        if let Some(name) = &device {
-            cni::env::validate_ifname(name).map_err(|e| Error::config(format!("device: {}", e.msg)))?;
-        }
-        let hwaddr = match nonempty(raw.hwaddr) {
-            Some(text) => Some(
-                parse_hwaddr(&text).ok_or_else(|| Error::config(format!("failed to parse MAC address {text:?}")))?,
-            ),
-            None => None,
-        };
-        let kernel_path = nonempty(raw.kernelpath).map(|p| check_kernel_path(&p)).transpose()?;
-        let pci_bus_id = nonempty(raw.pci_bus_id);
-        if let Some(id) = &pci_bus_id {
-            check_bus_id(id, "pciBusID")?;
-        }
-        let device_id = nonempty(raw.runtime_config.and_then(|r| r.device_id));
-        if let Some(id) = &device_id {
-            check_bus_id(id, "runtimeConfig.deviceID")?;
-        }
-        let conf = HostDeviceConf { device, hwaddr, kernel_path, pci_bus_id, device_id };
+        let conf = HostDeviceConf::read(req, true)?;
         if conf.device.is_none()
             && conf.hwaddr.is_none()
             && conf.kernel_path.is_none()
@@ -133,6 +114,42 @@ impl HostDeviceConf {
             return Err(Error::config(r#"specify either "device", "hwaddr", "kernelpath" or "pciBusID""#));
         }
         Ok(conf)
+    }
+
+    /// The configuration for DEL, which must release what ADD took even when the selectors are
+    /// wrong (DEL follows a failed ADD too): invalid selector values are left out, not errors.
+    pub fn parse_for_teardown(req: &Request) -> Result<HostDeviceConf, Error> {
+        HostDeviceConf::read(req, false)
+    }
+
+    fn read(req: &Request, strict: bool) -> Result<HostDeviceConf, Error> {
+        let raw: Raw = req.config.decode()?;
+        // A bad value is an error when strict, and left out otherwise.
+        fn keep<T>(value: Option<Result<T, Error>>, strict: bool) -> Result<Option<T>, Error> {
+            match value {
+                Some(Err(e)) if strict => Err(e),
+                Some(Err(_)) | None => Ok(None),
+                Some(Ok(v)) => Ok(Some(v)),
+            }
+        }
+        let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let device = nonempty(raw.device).map(|name| {
+            cni::env::validate_ifname(&name).map(|()| name).map_err(|e| Error::config(format!("device: {}", e.msg)))
+        });
+        let hwaddr = nonempty(raw.hwaddr).map(|text| {
+            parse_hwaddr(&text).ok_or_else(|| Error::config(format!("failed to parse MAC address {text:?}")))
+        });
+        let kernel_path = nonempty(raw.kernelpath).map(|p| check_kernel_path(&p));
+        let pci_bus_id = nonempty(raw.pci_bus_id).map(|id| check_bus_id(&id, "pciBusID").map(|()| id));
+        let device_id = nonempty(raw.runtime_config.and_then(|r| r.device_id))
+            .map(|id| check_bus_id(&id, "runtimeConfig.deviceID").map(|()| id));
+        Ok(HostDeviceConf {
+            device: keep(device, strict)?,
+            hwaddr: keep(hwaddr, strict)?,
+            kernel_path: keep(kernel_path, strict)?,
+            pci_bus_id: keep(pci_bus_id, strict)?,
+            device_id: keep(device_id, strict)?,
+        })
     }
 }
 
@@ -215,5 +232,28 @@ mod tests {
             assert!(e.msg.contains(want), "{extra}: {} should contain {want}", e.msg);
         }
         assert_eq!(parse(json!({"device": 3})).unwrap_err().code, Code::Decode);
+    }
+
+    #[test]
+    fn teardown_leaves_bad_selectors_out() {
+        let conf = json!({"cniVersion": "1.0.0", "name": "n", "type": "host-device",
+                          "device": "ens4", "hwaddr": "nope", "kernelpath": "/etc"});
+        let stdin = conf.to_string();
+        let req = Request {
+            env: Env {
+                command: Command::Del,
+                container_id: "c".into(),
+                netns: String::new(),
+                ifname: "eth0".into(),
+                args: String::new(),
+                cni_path: vec![],
+            },
+            args: CniArgs::parse("").unwrap(),
+            config: NetConf::parse(stdin.as_bytes()).unwrap(),
+            stdin: stdin.into_bytes(),
+        };
+        let c = HostDeviceConf::parse_for_teardown(&req).unwrap();
+        assert_eq!((c.device.as_deref(), c.hwaddr, c.kernel_path), (Some("ens4"), None, None));
+        assert!(HostDeviceConf::parse(&req).is_err());
     }
 }

@@ -2,17 +2,18 @@
 //! instead of a veth into a bridge, and gives it back on DEL.
 //!
 //! ADD reads top to bottom: validate, find the interface, move it into the container under
-//! `CNI_IFNAME` (remembering its host name), IPAM, addresses and routes, report. A failure undoes
-//! the steps before it, so the interface is back in the host with its name and the allocation is
-//! released. DEL returns the interface under its original name and releases the allocation; a
-//! missing namespace or interface is success, and the allocation is released all the same.
+//! `CNI_IFNAME` (remembering its host name), IPAM, addresses and routes, report. A failure (or a
+//! panic) undoes the steps before it, so the interface is back in the host with its name and the
+//! allocation is released. DEL returns the interface under its original name and releases the
+//! allocation; a missing namespace or interface is success, and the allocation is released all
+//! the same.
 
 mod config;
 mod device;
 mod sysfs;
 
 use anyhow::Context;
-use cni::{CniResult, Code, Command, Interface, Plugin, Request, delegate};
+use cni::{CniResult, Code, Command, Interface, Plugin, Request, delegate, fault};
 use config::{HostDeviceConf, Selector};
 use device::MovedOut;
 use netkit::iface::{self, Dad};
@@ -23,38 +24,65 @@ struct HostDevice;
 
 /// What a failed ADD must take back, newest last.
 enum Undo {
-    /// The interface is in the container as `CNI_IFNAME`; it was up in the host if `was_up`.
+    /// The interface is in the container as `CNI_IFNAME`; in the host it was up if `was_up`, and
+    /// had the alias `alias`.
     Device {
         host_name: String,
         was_up: bool,
+        alias: String,
     },
     Ipam,
 }
 
-fn undo(req: &Request, container: &NetNs, done: Vec<Undo>) {
-    for step in done.into_iter().rev() {
-        let outcome = match step {
-            Undo::Device { host_name, was_up } => (|| -> anyhow::Result<()> {
-                device::move_out(&NetNs::current()?, container, &req.env.ifname)?;
-                let mut host = Rtnl::open()?;
-                if was_up && let Some(link) = host.link_by_name(&host_name)? {
-                    host.set_up(link.index)?;
-                }
-                Ok(())
-            })(),
-            Undo::Ipam => delegate::ipam(req, Command::Del).map(|_| ()),
-        };
-        if let Err(e) = outcome {
-            eprintln!("host-device: undoing a failed ADD: {e:#}");
+/// The undo steps of one ADD. Dropped while armed (a failure, or a panic unwinding), it undoes them.
+struct Rollback<'a> {
+    req: &'a Request,
+    container: &'a NetNs,
+    steps: Vec<Undo>,
+    armed: bool,
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for step in std::mem::take(&mut self.steps).into_iter().rev() {
+            let outcome = match step {
+                Undo::Device { host_name, was_up, alias } => (|| -> anyhow::Result<()> {
+                    device::move_out(&NetNs::current()?, self.container, &self.req.env.ifname, None)?;
+                    let mut host = Rtnl::open()?;
+                    if let Some(link) = host.link_by_name(&host_name)? {
+                        if !alias.is_empty() {
+                            host.set_alias(link.index, &alias)?;
+                        }
+                        if was_up {
+                            host.set_up(link.index)?;
+                        }
+                    }
+                    Ok(())
+                })(),
+                Undo::Ipam => delegate::ipam(self.req, Command::Del).map(|_| ()),
+            };
+            if let Err(e) = outcome {
+                eprintln!("host-device: undoing a failed ADD: {e:#}");
+            }
         }
     }
 }
 
-/// The selector and whether it names a PCI device bound to a userspace (DPDK) driver.
-fn select(conf: &HostDeviceConf, sysfs: &Sysfs) -> Result<(Selector, bool), cni::Error> {
-    let selector = sysfs.selector(conf)?;
-    let userspace = sysfs.userspace_driver(&selector).is_some();
-    Ok((selector, userspace))
+/// Whether the configured PCI device (if any) is bound to a userspace (DPDK) driver. As in the
+/// reference this is decided by `pciBusID` / a PCI `deviceID` even when another selector wins.
+fn userspace_bound(conf: &HostDeviceConf, sysfs: &Sysfs) -> bool {
+    sysfs.pci_of_conf(conf).is_some_and(|id| sysfs.userspace_driver(&Selector::Pci(id)).is_some())
+}
+
+/// One error for several: the first keeps its code, the others are named after it.
+fn first_of(failures: Vec<anyhow::Error>) -> anyhow::Result<()> {
+    let mut failures = failures.into_iter();
+    let Some(first) = failures.next() else { return Ok(()) };
+    let rest: Vec<String> = failures.map(|e| format!("{e:#}")).collect();
+    if rest.is_empty() { Err(first) } else { Err(first.context(format!("(also: {})", rest.join("; ")))) }
 }
 
 impl HostDevice {
@@ -63,34 +91,42 @@ impl HostDevice {
         req: &Request,
         conf: &HostDeviceConf,
         container: &NetNs,
-        done: &mut Vec<Undo>,
+        undo: &mut Vec<Undo>,
     ) -> anyhow::Result<CniResult> {
         let ifname = req.env.ifname.as_str();
         let sysfs = Sysfs::system();
-        let (selector, userspace) = select(conf, &sysfs)?;
+        let selector = sysfs.selector(conf)?;
+        let userspace = userspace_bound(conf, &sysfs);
         let mut interface =
             Interface { name: ifname.to_string(), sandbox: req.env.netns.clone(), ..Interface::default() };
-        if let Selector::Pci(id) = &selector {
-            interface.pci_id = id.clone();
+        if matches!(selector, Selector::Pci(_)) || userspace {
+            interface.pci_id = sysfs.pci_of_conf(conf).unwrap_or_default();
         }
 
         // A DPDK-bound device has no kernel interface: it is reported, not moved.
         if !userspace {
+            // Checked first: moving the device out and back would cost it its host addresses.
+            if Rtnl::open_in(container)?.link_by_name(ifname)?.is_some() {
+                anyhow::bail!("interface {ifname:?} already exists in the container");
+            }
             let mut host = Rtnl::open()?;
             let (host_dev, host_name) = device::find_host_device(&mut host, &sysfs, &selector)?;
             if interface.pci_id.is_empty() {
                 interface.pci_id = sysfs.pci_address_of(&host_dev.name).unwrap_or_default();
             }
             let moved = device::move_in(&mut host, &host_dev, &host_name, container, ifname)?;
-            done.push(Undo::Device { host_name, was_up: host_dev.up });
+            let alias = host_dev.alias.clone().unwrap_or_default();
+            undo.push(Undo::Device { host_name, was_up: host_dev.up, alias });
             interface.mac = moved.mac_string();
         }
 
         // Addresses from IPAM, on the moved interface (index 0 of our part of the result).
         let mut ours = CniResult { interfaces: vec![interface], ..CniResult::default() };
         if req.config.ipam_type.is_some() {
+            // Before the call: an allocation whose result cannot be read must be released too.
+            undo.push(Undo::Ipam);
             let allocated = delegate::ipam(req, Command::Add)?.context("IPAM returned no result")?;
-            done.push(Undo::Ipam);
+            fault::point("host-device:ipam-added")?;
             anyhow::ensure!(!allocated.ips.is_empty(), "IPAM plugin returned missing IP config");
             ours.ips = allocated.ips.into_iter().map(|ip| cni::IpConfig { interface: Some(0), ..ip }).collect();
             ours.routes = allocated.routes;
@@ -98,12 +134,30 @@ impl HostDevice {
             if !userspace {
                 // The interface may sit on a real segment with other hosts: DAD stays on.
                 container.run(|| iface::configure_interface(&mut Rtnl::open()?, ifname, &ours, Dad::Enabled))??;
+                fault::point("host-device:configured")?;
             }
         }
         if !req.config.dns.is_empty() {
             ours.dns = req.config.dns.clone();
         }
         Ok(chain(req.config.prev_result.clone(), ours))
+    }
+
+    /// Whether an interface named by `selector`, not in the host, is in a container: in one of
+    /// the namespaces runtimes pin under /run/netns, carrying our alias (or the MAC) there.
+    fn attached_somewhere(selector: &Selector) -> bool {
+        let Ok(entries) = std::fs::read_dir("/run/netns") else { return false };
+        entries.filter_map(Result::ok).any(|entry| {
+            let Ok(ns) = NetNs::open(entry.path()) else { return false };
+            let Ok(mut rtnl) = Rtnl::open_in(&ns) else { return false };
+            rtnl.links().is_ok_and(|links| {
+                links.iter().any(|l| match selector {
+                    Selector::Name(name) => l.alias.as_deref() == Some(name.as_str()),
+                    Selector::HwAddr(mac) => l.mac == *mac,
+                    _ => false,
+                })
+            })
+        })
     }
 }
 
@@ -131,24 +185,31 @@ impl Plugin for HostDevice {
     fn add(&self, req: &Request) -> anyhow::Result<CniResult> {
         let conf = HostDeviceConf::parse(req)?;
         let container = NetNs::open(&req.env.netns)?;
-        let mut done = Vec::new();
-        let result = self.attach(req, &conf, &container, &mut done);
-        if result.is_err() {
-            undo(req, &container, done);
-        }
+        let mut rollback = Rollback { req, container: &container, steps: Vec::new(), armed: true };
+        let result = self.attach(req, &conf, &container, &mut rollback.steps);
+        rollback.armed = result.is_err();
         result
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
-        let conf = HostDeviceConf::parse(req)?;
-        // A device that vanished from sysfs since ADD must not block DEL: it is then not DPDK-bound.
-        let userspace = select(&conf, &Sysfs::system()).is_ok_and(|(_, userspace)| userspace);
+        let conf = HostDeviceConf::parse_for_teardown(req)?;
         let mut failures: Vec<anyhow::Error> = Vec::new();
 
-        if !userspace {
-            let returned = match NetNs::open_if_exists(&req.env.netns)? {
-                Some(container) => device::move_out(&NetNs::current()?, &container, &req.env.ifname),
-                None => Ok(MovedOut::Absent),
+        if !userspace_bound(&conf, &Sysfs::system()) {
+            // The MAC the previous result reported for our interface, to tell it apart from a
+            // container's own interface of that name.
+            let expected_mac = req.config.prev_result.as_ref().and_then(|p| {
+                p.interfaces
+                    .iter()
+                    .find(|i| i.name == req.env.ifname && i.sandbox == req.env.netns && !i.mac.is_empty())
+                    .map(|i| i.mac.clone())
+            });
+            let returned = match NetNs::open_if_exists(&req.env.netns) {
+                Ok(Some(container)) => NetNs::current()
+                    .and_then(|host| device::move_out(&host, &container, &req.env.ifname, expected_mac.as_deref())),
+                Ok(None) => Ok(MovedOut::Absent),
+                // Not a namespace we can use: say so, but still release the address below.
+                Err(e) => Err(anyhow::Error::new(e)),
             };
             match returned {
                 Ok(MovedOut::Returned(_)) => {}
@@ -172,15 +233,12 @@ impl Plugin for HostDevice {
         {
             failures.push(e);
         }
-        match failures.into_iter().next() {
-            Some(first) => Err(first),
-            None => Ok(()),
-        }
+        first_of(failures)
     }
 
     fn check(&self, req: &Request) -> anyhow::Result<()> {
         let conf = HostDeviceConf::parse(req)?;
-        let (_, userspace) = select(&conf, &Sysfs::system())?;
+        let userspace = userspace_bound(&conf, &Sysfs::system());
         let container = NetNs::open(&req.env.netns)?;
         if req.config.ipam_type.is_some() {
             delegate::ipam(req, Command::Check)?;
@@ -222,15 +280,23 @@ impl Plugin for HostDevice {
         Ok(())
     }
 
+    /// Code 50 when the configured device does not exist: not in the host, not in a container,
+    /// not on the machine's buses. A device in use by a container exists; reporting it missing
+    /// would make runtimes mark the node's network not ready after the first pod.
     fn status(&self, req: &Request) -> anyhow::Result<()> {
         let conf = HostDeviceConf::parse(req)?;
         let unavailable = |msg: String| anyhow::Error::new(cni::Error::new(Code::NotAvailable, msg));
         let sysfs = Sysfs::system();
-        let (selector, userspace) = select(&conf, &sysfs).map_err(|e| unavailable(e.msg))?;
-        // An interface already given to a container is not in the host either: this network can
-        // take no more containers until it is given back.
-        if !userspace && let Err(e) = device::find_host_device(&mut Rtnl::open()?, &sysfs, &selector) {
-            return Err(unavailable(format!("{e:#}")));
+        let selector = sysfs.selector(&conf).map_err(|e| unavailable(e.msg))?;
+        if !userspace_bound(&conf, &sysfs) {
+            let in_host = device::find_host_device(&mut Rtnl::open()?, &sysfs, &selector);
+            if let Err(e) = in_host {
+                let exists =
+                    sysfs.device_exists(&selector).unwrap_or_else(|| HostDevice::attached_somewhere(&selector));
+                if !exists {
+                    return Err(unavailable(format!("{e:#}")));
+                }
+            }
         }
         if req.config.ipam_type.is_some() {
             delegate::ipam(req, Command::Status)?;
@@ -239,10 +305,10 @@ impl Plugin for HostDevice {
     }
 
     fn gc(&self, req: &Request) -> anyhow::Result<()> {
-        let conf = HostDeviceConf::parse(req)?;
+        let conf = HostDeviceConf::parse_for_teardown(req)?;
         let mut failures = Vec::new();
         if let Some(name) = &conf.device
-            && let Err(e) = device::reclaim_returned(&mut Rtnl::open()?, name)
+            && let Err(e) = Rtnl::open().map_err(Into::into).and_then(|mut h| device::reclaim_returned(&mut h, name))
         {
             failures.push(e);
         }
@@ -252,10 +318,7 @@ impl Plugin for HostDevice {
         {
             failures.push(e);
         }
-        match failures.into_iter().next() {
-            Some(first) => Err(first),
-            None => Ok(()),
-        }
+        first_of(failures)
     }
 }
 

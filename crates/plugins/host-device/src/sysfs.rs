@@ -65,6 +65,30 @@ impl Sysfs {
         }
     }
 
+    /// Whether the device a sysfs selector names is on the machine at all (its interface may be in
+    /// a container, where this namespace's sysfs does not list it). `None` for `device` and
+    /// `hwaddr`.
+    pub fn device_exists(&self, selector: &Selector) -> Option<bool> {
+        match selector {
+            Selector::Name(_) | Selector::HwAddr(_) => None,
+            Selector::KernelPath(path) => {
+                Some(self.root.join(path.strip_prefix("/sys").expect("checked to be under /sys")).is_dir())
+            }
+            Selector::Pci(id) => Some(self.pci(id).is_dir()),
+            Selector::Auxiliary(id) => Some(self.auxiliary(id).is_dir()),
+        }
+    }
+
+    /// The PCI address whose driver decides DPDK mode, as the reference picks it: a PCI
+    /// `runtimeConfig.deviceID`, else `pciBusID`, whichever selector wins.
+    pub fn pci_of_conf(&self, conf: &HostDeviceConf) -> Option<String> {
+        match &conf.device_id {
+            Some(id) if self.pci(id).exists() => Some(id.clone()),
+            Some(id) if self.auxiliary(id).exists() => None,
+            _ => conf.pci_bus_id.clone(),
+        }
+    }
+
     /// The userspace driver a PCI device is bound to, if it is one of [`USERSPACE_DRIVERS`].
     pub fn userspace_driver(&self, selector: &Selector) -> Option<&'static str> {
         let Selector::Pci(id) = selector else { return None };
@@ -100,10 +124,17 @@ impl Sysfs {
     /// sits one level below its PCI function.
     pub fn pci_address_of(&self, ifname: &str) -> Option<String> {
         let device = self.root.join("class/net").join(ifname).join("device").canonicalize().ok()?;
-        let on_pci = |dir: &Path| {
-            std::fs::read_link(dir.join("subsystem")).ok().is_some_and(|s| s.file_name().is_some_and(|n| n == "pci"))
+        let on = |dir: &Path, bus: &str| {
+            std::fs::read_link(dir.join("subsystem")).ok().is_some_and(|s| s.file_name().is_some_and(|n| n == bus))
         };
-        let pci = if on_pci(&device) { device } else { device.parent().filter(|p| on_pci(p))?.to_path_buf() };
+        // Only a virtio device stands for its PCI function; an auxiliary-bus subfunction does not.
+        let pci = if on(&device, "pci") {
+            device
+        } else if on(&device, "virtio") {
+            device.parent().filter(|p| on(p, "pci"))?.to_path_buf()
+        } else {
+            return None;
+        };
         Some(pci.file_name()?.to_str()?.to_string())
     }
 }
@@ -168,6 +199,19 @@ mod tests {
         symlink("../../../0000:00:04.0", root.join("devices/pci0000:00/0000:00:04.0/net/ens4/device")).unwrap();
         symlink("../../devices/pci0000:00/0000:00:05.0/virtio2/net/eth1", root.join("class/net/eth1")).unwrap();
         symlink("../../../virtio2", root.join("devices/pci0000:00/0000:00:05.0/virtio2/net/eth1/device")).unwrap();
+        mk(root.join("devices/pci0000:00/0000:00:04.0/mlx5_core.sf.4/net/enp3s0f0s4"));
+        symlink("../../../bus/auxiliary", root.join("devices/pci0000:00/0000:00:04.0/mlx5_core.sf.4/subsystem"))
+            .unwrap();
+        symlink(
+            "../../devices/pci0000:00/0000:00:04.0/mlx5_core.sf.4/net/enp3s0f0s4",
+            root.join("class/net/enp3s0f0s4"),
+        )
+        .unwrap();
+        symlink(
+            "../../../mlx5_core.sf.4",
+            root.join("devices/pci0000:00/0000:00:04.0/mlx5_core.sf.4/net/enp3s0f0s4/device"),
+        )
+        .unwrap();
         mk(root.join("devices/virtual/net/veth0"));
         symlink("../../devices/virtual/net/veth0", root.join("class/net/veth0")).unwrap();
         symlink("../../../../bus/pci/drivers/ixgbe", root.join("devices/pci0000:00/0000:00:04.0/driver")).unwrap();
@@ -207,6 +251,7 @@ mod tests {
         assert_eq!(sysfs.pci_address_of("ens4").as_deref(), Some("0000:00:04.0"));
         assert_eq!(sysfs.pci_address_of("eth1").as_deref(), Some("0000:00:05.0"), "virtio");
         assert_eq!(sysfs.pci_address_of("veth0"), None, "virtual");
+        assert_eq!(sysfs.pci_address_of("enp3s0f0s4"), None, "a subfunction is not its parent PCI function");
         assert_eq!(sysfs.pci_address_of("nope"), None);
     }
 
@@ -217,6 +262,9 @@ mod tests {
         assert_eq!(sysfs.userspace_driver(&Selector::Pci("0000:00:04.0".into())), None);
         assert_eq!(sysfs.userspace_driver(&Selector::Pci("0000:00:05.0".into())), None, "no driver link");
         assert_eq!(sysfs.userspace_driver(&Selector::Name("ens4".into())), None);
+        assert_eq!(sysfs.device_exists(&Selector::Pci("0000:00:07.0".into())), Some(true));
+        assert_eq!(sysfs.device_exists(&Selector::Pci("0000:09:00.0".into())), Some(false));
+        assert_eq!(sysfs.device_exists(&Selector::Name("ens4".into())), None);
     }
 
     #[test]

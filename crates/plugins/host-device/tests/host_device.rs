@@ -322,14 +322,107 @@ fn a_failed_add_leaves_the_device_in_the_host_as_it_was() {
     assert!(!out.success());
     assert!(link(&h.ns, "hd0").is_some_and(|l| is_up(&l)));
 
-    // The container already has the name: the move in fails half way and is undone.
+    // The container already has the name: refused before the device moves (which would cost it
+    // its host addresses), and a DEL that follows leaves the container's own net1 alone.
+    ip(&h.ns, "addr add 198.51.100.1/24 dev hd0");
     ip(&c, "link add net1 type veth peer name x1");
     let out = h.run("ADD", &c, &h.conf(json!({})));
     assert!(out.json()["msg"].as_str().unwrap().contains("already exists in the container"), "{}", out.stdout);
-    let l = link(&h.ns, "hd0").expect("hd0 back in the host");
-    assert!(is_up(&l) && l.get("ifalias").is_none() && l["address"] == mac, "{l}");
+    assert!(addresses(&h.ns, "hd0").contains(&"198.51.100.1/24".to_string()), "never moved");
+    h.run("DEL", &c, &h.conf(json!({}))).ok();
     assert!(link(&c, "net1").is_some_and(|l| l.get("ifalias").is_none()), "the container's own net1 is untouched");
     assert_eq!(h.allocated(), 2, "only ctr-0's addresses");
+}
+
+/// Every step of ADD's move can fail: the device is then back in the host with its name, its own
+/// alias, its MAC and its up state, and the address is released.
+#[test]
+fn a_failure_at_any_step_of_add_is_undone() {
+    let h = Host::new();
+    let mac = h.mac("hd0");
+    let alias = "uplink to rack 7";
+    let mut rtnl = netkit::Rtnl::open_in(&h.ns).unwrap();
+    let hd0 = rtnl.link_by_name("hd0").unwrap().unwrap();
+    rtnl.set_alias(hd0.index, alias).unwrap();
+    for point in ["in-transit", "renamed", "aliased", "in-container", "up", "ipam-added", "configured"] {
+        let c = container();
+        let out = h
+            .invocation("ADD", c.path(), &h.conf(json!({})))
+            .var("CNI_RS_FAULT", Some(&format!("host-device:{point}=fail")))
+            .run(&bin(), &h.ns);
+        assert!(out.json()["msg"].as_str().unwrap().contains("injected failure"), "{point}: {}", out.stdout);
+        let l = link(&h.ns, "hd0").unwrap_or_else(|| panic!("{point}: hd0 not back in the host"));
+        assert_eq!((l["address"].clone(), l["ifalias"].clone()), (mac.clone(), json!(alias)), "{point}");
+        assert!(is_up(&l), "{point}: it was up before ADD");
+        assert!(link(&c, "net1").is_none(), "{point}");
+        assert_eq!(h.allocated(), 0, "{point}: address released");
+    }
+    // And a clean ADD afterwards works.
+    let c = container();
+    let r = h.run("ADD", &c, &h.conf(json!({}))).ok();
+    h.run("DEL", &c, &with_prev(&h.conf(json!({})), &r)).ok();
+}
+
+/// A DEL that fails half way puts the device back into the container as it was, so a retried DEL
+/// can finish the job.
+#[test]
+fn a_failure_at_any_step_of_del_is_undone_and_a_retry_finishes() {
+    let h = Host::new();
+    let mac = h.mac("hd0");
+    let conf = h.conf(json!({}));
+    for point in ["out-in-transit", "out-renamed", "out-unaliased"] {
+        let c = container();
+        let prev = with_prev(&conf, &h.run("ADD", &c, &conf).ok());
+        let out = h
+            .invocation("DEL", c.path(), &prev)
+            .var("CNI_RS_FAULT", Some(&format!("host-device:{point}=fail")))
+            .run(&bin(), &h.ns);
+        assert!(!out.success(), "{point}");
+        let inside = link(&c, "net1").unwrap_or_else(|| panic!("{point}: net1 not back in the container"));
+        assert_eq!((inside["ifalias"].clone(), inside["address"].clone()), (json!("hd0"), mac.clone()), "{point}");
+        assert!(is_up(&inside), "{point}");
+        assert!(link(&h.ns, "hd0").is_none(), "{point}");
+        h.run("DEL", &c, &prev).ok();
+        assert_returned(&h, "hd0", &mac);
+        assert_eq!(h.allocated(), 0, "{point}");
+    }
+}
+
+#[test]
+fn other_links_in_the_temporary_namespace_are_not_mistaken_for_the_device() {
+    // On kernels with tunnel modules loaded, every new namespace has fallback devices (tunl0,
+    // sit0...). The device must be found by name there, in both directions and in rollbacks.
+    let h = Host::new();
+    let mac = h.mac("hd0");
+    let conf = h.conf(json!({}));
+    let c = container();
+    let decoys = Some("host-device:transit-decoys=on");
+    let r = h.invocation("ADD", c.path(), &conf).var("CNI_RS_FAULT", decoys).run(&bin(), &h.ns).ok();
+    assert_eq!(link(&c, "net1").unwrap()["address"], mac);
+    h.invocation("DEL", c.path(), &with_prev(&conf, &r)).var("CNI_RS_FAULT", decoys).run(&bin(), &h.ns).ok();
+    assert_returned(&h, "hd0", &mac);
+    let out = h
+        .invocation("ADD", c.path(), &conf)
+        .var("CNI_RS_FAULT", Some("host-device:transit-decoys=on,host-device:aliased=fail"))
+        .run(&bin(), &h.ns);
+    assert!(!out.success());
+    assert!(
+        link(&h.ns, "hd0").is_some_and(|l| l["address"] == mac && !is_up(&l)),
+        "back as it was: down after the DEL"
+    );
+    assert!(link(&h.ns, "decoy0").is_none(), "decoys stay in the temporary namespace");
+}
+
+#[test]
+fn an_old_version_result_without_addresses_is_refused_and_undone() {
+    // A 0.2.0 result needs an IP address; without IPAM there is none, so the ADD fails, and the
+    // device it moved goes back.
+    let h = Host::new();
+    let c = container();
+    let out = h.run("ADD", &c, &h.conf(json!({"cniVersion": "0.2.0", "ipam": null})));
+    assert!(!out.success());
+    assert!(link(&h.ns, "hd0").is_some(), "{}", out.stdout);
+    assert!(link(&c, "net1").is_none());
 }
 
 #[test]
@@ -365,12 +458,27 @@ fn del_releases_the_address_when_the_netns_is_gone_or_not_given() {
     assert_eq!(h.allocated(), 0);
     h.invocation("DEL", &path, &with_prev(&conf, &result)).run(&bin(), &h.ns).ok();
 
-    // Without CNI_NETNS at all (the reference skips IPAM then, and leaks).
+    // Without CNI_NETNS at all (the reference skips IPAM then, and leaks). The device cannot be
+    // reached, so it stays where it is.
     let _ = h.veth("hd0");
     let c = container();
     let result = h.run("ADD", &c, &conf).ok();
     h.invocation("DEL", "", &with_prev(&conf, &result)).var("CNI_NETNS", None).run(&bin(), &h.ns).ok();
     assert_eq!(h.allocated(), 0);
+    assert!(link(&c, "net1").is_some());
+
+    // A CNI_NETNS that is not a namespace: DEL says so (code 8) and still releases the address.
+    let dir = TempDir::new("not-a-netns");
+    let bogus = dir.path().join("netns");
+    std::fs::write(&bogus, "").unwrap();
+    let c2 = container();
+    let _ = h.veth("hd2");
+    let conf2 = h.conf(json!({"device": "hd2"}));
+    let result = h.run("ADD", &c2, &conf2).ok();
+    assert_eq!(h.allocated(), 2);
+    let out = h.invocation("DEL", bogus.to_str().unwrap(), &with_prev(&conf2, &result)).run(&bin(), &h.ns);
+    assert_eq!(out.err_code(), 8);
+    assert_eq!(h.allocated(), 0, "released anyway");
 }
 
 #[test]
@@ -474,11 +582,22 @@ fn status_reports_a_device_that_is_not_there() {
     status(&conf).ok();
     let out = status(&h.conf(json!({"cniVersion": "1.1.0", "device": "nope0"})));
     assert_eq!(out.err_code(), 50);
-    // While the device is in a container, the network can take no other.
+    // A device in a container that no runtime pinned under /run/netns cannot be told from a
+    // missing one (the conformance scenario shows a pinned one counts as present).
     let result = h.run("ADD", &c, &conf).ok();
     assert_eq!(status(&conf).err_code(), 50);
     h.run("DEL", &c, &with_prev(&conf, &result)).ok();
     status(&conf).ok();
+    // A bus device that is not on the machine.
+    let bus = fake_bus("hd0");
+    let pci = |id: &str| h.conf(json!({"cniVersion": "1.1.0", "device": null, "pciBusID": id}));
+    let run = |conf: &Value| {
+        Invocation::new("STATUS", "", "", "", &conf.to_string())
+            .private_sysfs(&[(bus.path(), "bus")])
+            .run(&bin(), &h.ns)
+    };
+    run(&pci("0000:00:09.0")).ok();
+    assert_eq!(run(&pci("0000:00:1f.0")).err_code(), 50);
 }
 
 #[test]
