@@ -40,7 +40,7 @@ conformance: build
 
 # Ours against the Go reference plugins (/usr/lib/cni), one table: bench-results/latest.md.
 bench: deps cnitool release
-	target/release/cni-bench
+	scripts/bench.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,47 +1,167 @@
 //! `cni-bench`: measures these plugins side by side with the Go reference plugins in one run and
-//! prints one table (Markdown), also written to `bench-results/latest.md`.
+//! prints one table (Markdown), also written to `bench-results/latest.md`. It creates bridges,
+//! namespaces and firewall rules, so it runs only inside the sandbox of `scripts/bench.sh`
+//! (`make bench`).
 //!
-//!   cni-bench [--rounds N] [--ours DIR] [--reference DIR]
+//!   cni-bench [--rounds N] [--population N] [--ours DIR] [--reference DIR] [--cnitool PATH]
 
+mod chain;
 mod exec;
+mod floors;
 mod host_local;
+mod machine;
+mod plugins;
 mod stats;
 mod table;
 
 use anyhow::Context;
+use chain::{Chain, ChainResults};
+use stats::Samples;
 use std::path::PathBuf;
+use std::time::Duration;
+use table::Table;
 
 struct Options {
     ours: PathBuf,
     reference: PathBuf,
+    cnitool: PathBuf,
     rounds: usize,
+    population: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut opts =
-        Options { ours: PathBuf::from("target/release"), reference: PathBuf::from("/usr/lib/cni"), rounds: 50 };
+    let mut opts = Options {
+        ours: PathBuf::from("target/release"),
+        reference: PathBuf::from("/usr/lib/cni"),
+        cnitool: PathBuf::from("target/tools/cnitool"),
+        rounds: 50,
+        population: 500,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
             "--ours" => opts.ours = value()?.into(),
             "--reference" => opts.reference = value()?.into(),
+            "--cnitool" => opts.cnitool = value()?.into(),
             "--rounds" => opts.rounds = value()?.parse().context("--rounds")?,
+            "--population" => opts.population = value()?.parse().context("--population")?,
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
+    opts.ours = std::fs::canonicalize(&opts.ours).with_context(|| format!("{}", opts.ours.display()))?;
+    opts.cnitool = std::fs::canonicalize(&opts.cnitool).context("cnitool (make cnitool)")?;
     Ok(opts)
 }
 
-fn main() -> anyhow::Result<()> {
-    let opts = options()?;
-    let reference = |name: &str| Some(opts.reference.join(name)).filter(|p| p.is_file());
-    let mut table = table::Table::default();
-    host_local::run(&opts.ours.join("host-local"), reference("host-local").as_ref(), opts.rounds, &mut table)?;
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
 
-    let rendered = table.render();
+fn main() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        std::env::var_os("CNI_SANDBOX").is_some(),
+        "cni-bench creates bridges and firewall rules: run it through scripts/bench.sh (make bench)"
+    );
+    let opts = options()?;
+    let work = PathBuf::from(std::env::var("SANDBOX_WORK").context("SANDBOX_WORK")?);
+    let has_reference = plugins::PLUGINS.iter().all(|p| opts.reference.join(p).is_file());
+    let reference_dir = has_reference.then_some(&opts.reference);
+    let populations = [10, opts.population];
+    let mut table = Table::default();
+
+    // The chain through cnitool.
+    eprintln!("bench: chain, ours");
+    let ours = Chain::new("ours", 0, &opts.ours, &opts.cnitool, &work)?;
+    let our_results = ours.run(opts.rounds, &populations)?;
+    let (reference, ref_results) = match reference_dir {
+        Some(dir) => {
+            eprintln!("bench: chain, reference");
+            let chain = Chain::new("ref", 1, dir, &opts.cnitool, &work)?;
+            let results = chain.run(opts.rounds, &populations)?;
+            (Some(chain), Some(results))
+        }
+        None => (None, None),
+    };
+    let r = ref_results.as_ref();
+    let chain_name = "bridge+host-local+portmap via cnitool";
+    table.latency(&format!("{chain_name}: ADD"), &our_results.seq_add, r.map(|r| &r.seq_add));
+    table.latency(&format!("{chain_name}: DEL"), &our_results.seq_del, r.map(|r| &r.seq_del));
+    table.row("20 concurrent ADDs, wall", our_results.concurrent_add, r.map(|r| r.concurrent_add));
+    table.row("20 concurrent DELs, wall", our_results.concurrent_del, r.map(|r| r.concurrent_del));
+    for (i, (population, adds, dels)) in our_results.growth.iter().enumerate() {
+        let theirs = r.map(|r| &r.growth[i]);
+        table.row(&format!("ADD median with {population} containers"), adds.median(), theirs.map(|t| t.1.median()));
+        table.row(&format!("DEL median with {population} containers"), dels.median(), theirs.map(|t| t.2.median()));
+    }
+
+    // Each plugin alone.
+    eprintln!("bench: plugins one by one");
+    let our_costs = plugins::measure(&opts.ours, "ours", 0, &work, opts.rounds)?;
+    let ref_costs = reference_dir.map(|d| plugins::measure(d, "ref", 1, &work, opts.rounds)).transpose()?;
+    for (i, name) in plugins::PLUGINS.iter().enumerate() {
+        let theirs = ref_costs.as_ref().map(|c| &c[i]);
+        let what = if *name == "bridge" { "bridge (with host-local)".to_string() } else { name.to_string() };
+        table.row(&format!("{what} ADD alone, median"), our_costs[i].add.median(), theirs.map(|t| t.add.median()));
+        table.row(&format!("{what} DEL alone, median"), our_costs[i].del.median(), theirs.map(|t| t.del.median()));
+    }
+    for (i, name) in plugins::PLUGINS.iter().enumerate() {
+        let theirs = ref_costs.as_ref().map(|c| c[i].peak_rss_kib as f64);
+        table.value(&format!("{name} peak memory (RSS)"), our_costs[i].peak_rss_kib as f64, theirs, |k| {
+            format!("{:.1} MiB", k / 1024.0)
+        });
+    }
+    for name in plugins::PLUGINS.iter().chain(["host-device"].iter()) {
+        let ours = plugins::size(&opts.ours, name).unwrap_or(0.0);
+        let theirs = reference_dir.and_then(|d| plugins::size(d, name));
+        table.value(&format!("{name} binary size"), ours, theirs, |b| format!("{:.2} MiB", b / 1048576.0));
+    }
+    let our_execs = plugins::firewall_processes(&ours, 9_000)?;
+    let ref_execs = reference.as_ref().map(|c| plugins::firewall_processes(c, 9_000)).transpose()?.flatten();
+    if let Some((add, del)) = our_execs {
+        let count = |v: f64| format!("{v:.0}");
+        table.value("nft/iptables processes per chain ADD", add as f64, ref_execs.map(|e| e.0 as f64), count);
+        table.value("nft/iptables processes per chain DEL", del as f64, ref_execs.map(|e| e.1 as f64), count);
+    }
+
+    // host-local's store with few and many allocations.
+    eprintln!("bench: host-local store");
+    let hl_ref = reference_dir.map(|d| d.join("host-local"));
+    host_local::run(&opts.ours.join("host-local"), hl_ref.as_ref(), opts.rounds, &mut table)?;
+
+    // Floors, and the targets.
+    eprintln!("bench: floors");
+    let floors = floors::measure(&opts.ours, &opts.cnitool, &work, opts.rounds)?;
+    table.row("floor: cnitool + loopback ADD, median", floors.cnitool_add.median(), None);
+    table.row("floor: cnitool + loopback DEL, median", floors.cnitool_del.median(), None);
+    table.row("floor: ip veth pair create, median", floors.veth_add.median(), None);
+    table.row("floor: ip veth pair delete, median", floors.veth_del.median(), None);
+    targets(&mut table, &our_results, r, floors.add(), floors.del());
+
+    let rendered = format!("{}\n{}", machine::describe(&opts.reference), table.render());
     println!("{rendered}");
     std::fs::create_dir_all("bench-results")?;
     std::fs::write("bench-results/latest.md", &rendered)?;
     Ok(())
+}
+
+fn targets(
+    t: &mut Table,
+    ours: &ChainResults,
+    reference: Option<&ChainResults>,
+    add_floor: Duration,
+    del_floor: Duration,
+) {
+    let median = |s: &Samples| secs(s.median());
+    if let Some(r) = reference {
+        t.target("sequential ADD / reference", median(&ours.seq_add) / median(&r.seq_add), 0.2);
+        t.target("sequential DEL / reference", median(&ours.seq_del) / median(&r.seq_del), 0.2);
+        t.target("20 concurrent ADDs / reference", secs(ours.concurrent_add) / secs(r.concurrent_add), 0.2);
+    }
+    t.target("sequential ADD / ADD floor", median(&ours.seq_add) / secs(add_floor), 1.5);
+    t.target("sequential DEL / DEL floor", median(&ours.seq_del) / secs(del_floor), 1.5);
+    if let [(_, first_add, first_del), .., (population, last_add, last_del)] = ours.growth.as_slice() {
+        t.target(&format!("ADD with {population} / with 10"), median(last_add) / median(first_add), 1.2);
+        t.target(&format!("DEL with {population} / with 10"), median(last_del) / median(first_del), 1.2);
+    }
 }
