@@ -15,8 +15,12 @@ all: release
 build:
 	$(CARGO) build --workspace --locked
 
+# Plugins are linked statically (glibc's static-pie): they start in about 0.3 ms less per exec,
+# which a runtime pays for every plugin of every ADD and DEL, and they run on any Linux whatever
+# its glibc. `cargo rustc` applies the flag to the plugin binaries only, not to proc-macros.
 release:
-	$(CARGO) build --workspace --release --locked
+	$(CARGO) build --release --locked -p bench
+	for p in $(PLUGINS); do $(CARGO) rustc --release --locked -p $$p --bin $$p -- -C target-feature=+crt-static || exit 1; done
 
 deps:
 	scripts/deps.sh

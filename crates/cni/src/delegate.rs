@@ -57,8 +57,10 @@ pub fn ipam(req: &Request, command: Command) -> anyhow::Result<Option<CniResult>
 /// Runs `plugin_type` for `command` with `stdin`, in our environment but for `CNI_COMMAND`.
 pub fn exec(req: &Request, plugin_type: &str, command: Command, stdin: &[u8]) -> anyhow::Result<Option<CniResult>> {
     let path = find_plugin(plugin_type, &req.env.cni_path)?;
+    crate::trace::mark(&format!("delegate {plugin_type} start"));
     let output =
         run(&path, command, stdin).with_context(|| format!("running {} plugin {plugin_type:?}", command.as_str()))?;
+    crate::trace::mark(&format!("delegate {plugin_type} done"));
     // The delegate's log lines belong in the runtime's log, as if we had written them.
     let _ = std::io::stderr().write_all(&output.stderr);
 

@@ -13,6 +13,7 @@ pub mod fault;
 pub mod json;
 pub mod result;
 pub mod skel;
+pub mod trace;
 pub mod version;
 
 pub use args::CniArgs;

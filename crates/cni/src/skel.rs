@@ -62,10 +62,12 @@ pub struct Outcome {
 
 /// Runs one invocation against the process environment and stdin, prints and exits.
 pub fn run<P: Plugin>(plugin: P) -> ! {
+    crate::trace::mark("main");
     let outcome = dispatch(&plugin, |k| std::env::var(k).ok(), std::io::stdin().lock());
     let mut out = std::io::stdout().lock();
     // If stdout is gone there is nobody left to tell; the exit status still says it.
     let _ = out.write_all(&outcome.stdout).and_then(|_| out.flush());
+    crate::trace::mark("exit");
     std::process::exit(outcome.exit_code)
 }
 

@@ -76,6 +76,11 @@ fn isolation_chain(network: &str) -> String {
     format!("iso-{}", network_hash(network))
 }
 
+/// Both tables' fixed objects.
+pub(crate) fn base_tables() -> [BaseTable; 2] {
+    [inet_base(), bridge_base()]
+}
+
 /// The inet table's fixed objects: masquerade maps, isolation set and map, base chains.
 fn inet_base() -> BaseTable {
     BaseTable {

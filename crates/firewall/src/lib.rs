@@ -12,8 +12,21 @@ pub mod identity;
 pub mod iptables;
 pub mod iptables_portmap;
 pub mod json;
+pub mod native;
 pub mod nft;
 pub mod portmap;
 
 pub use identity::Identity;
+
+/// The sets and maps of every table this crate owns, so their elements can be sent natively.
+pub(crate) fn schema() -> &'static native::Schema {
+    static SCHEMA: std::sync::OnceLock<native::Schema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let mut s = native::Schema::default();
+        for table in bridge::base_tables().iter().chain([portmap::base_table()].iter()) {
+            s.declare(&table.objects);
+        }
+        s
+    })
+}
 pub use nft::{Nft, NftError};

@@ -1,12 +1,15 @@
-//! Running `nft`: one JSON batch in, errors out in full.
+//! Applying nftables batches: one JSON batch in, errors out in full.
 //!
-//! Every change a plugin makes in one invocation goes to the kernel as one `nft -j -f -` batch, which
-//! nftables applies as one transaction: all of it or none of it. `nft`'s own error text is captured
-//! and carried into the CNI error (the `nftables` crate's helper would leave it on our stderr).
+//! Every change a plugin makes in one invocation goes to the kernel as one batch, which nftables
+//! applies as one transaction: all of it or none of it. A batch goes straight over netlink when
+//! [`crate::native`] can encode it (the ADD and DEL fast paths), else through `nft -j -f -`, whose
+//! own error text is captured and carried into the CNI error. `CNI_RS_NFT=binary` sends everything
+//! through `nft`.
 //!
 //! Listings are read as plain JSON values, and only our own tables are ever listed: a typed
 //! round-trip of rules written by others breaks whenever `nft` learns new syntax.
 
+use crate::native::{Native, NativeError};
 use anyhow::Context;
 use serde_json::Value;
 use std::io::Write;
@@ -35,10 +38,28 @@ impl NftError {
     }
 }
 
-/// The `nft` program.
-#[derive(Debug, Clone)]
+/// The `nft` program, and an nfnetlink socket for the batches that need no program.
 pub struct Nft {
     binary: PathBuf,
+    native: std::sync::Mutex<NativeState>,
+}
+
+enum NativeState {
+    Unopened,
+    Open(Native),
+    Off,
+}
+
+impl Clone for Nft {
+    fn clone(&self) -> Nft {
+        Nft { binary: self.binary.clone(), native: std::sync::Mutex::new(NativeState::Unopened) }
+    }
+}
+
+impl std::fmt::Debug for Nft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nft").field("binary", &self.binary).finish_non_exhaustive()
+    }
 }
 
 impl Nft {
@@ -52,7 +73,7 @@ impl Nft {
             .into_iter()
             .chain([PathBuf::from("/usr/sbin/nft"), PathBuf::from("/sbin/nft")])
             .find(|p| p.is_file())
-            .map(|binary| Nft { binary })
+            .map(|binary| Nft { binary, native: std::sync::Mutex::new(NativeState::Unopened) })
             .context("the nft program (package nftables) was not found in PATH, /usr/sbin or /sbin")
     }
 
@@ -62,8 +83,35 @@ impl Nft {
 
     /// Applies `batch` (an nftables JSON document) as one transaction.
     pub fn apply(&self, batch: &Value) -> anyhow::Result<()> {
+        if let Some(done) = self.apply_native(batch) {
+            return done;
+        }
         let json = serde_json::to_vec(batch).context("encoding the nftables batch")?;
         self.run(&["-j", "-f", "-"], Some(&json), "apply").map(|_| ())
+    }
+
+    /// The batch sent over netlink, or `None` when it has to go through `nft`.
+    fn apply_native(&self, batch: &Value) -> Option<anyhow::Result<()>> {
+        let mut state = self.native.lock().ok()?;
+        if matches!(*state, NativeState::Unopened) {
+            let wanted = std::env::var("CNI_RS_NFT").map_or(true, |v| v != "binary");
+            *state = match wanted.then(Native::open) {
+                Some(Ok(native)) => NativeState::Open(native),
+                _ => NativeState::Off,
+            };
+        }
+        let NativeState::Open(native) = &mut *state else { return None };
+        match native.apply(batch, crate::schema()) {
+            Ok(()) => Some(Ok(())),
+            Err(NativeError::Unsupported(_)) => None,
+            Err(NativeError::Io(_)) => {
+                *state = NativeState::Off;
+                None
+            }
+            Err(e @ NativeError::Kernel { .. }) => {
+                Some(Err(NftError { action: "apply".to_string(), stderr: e.to_string() }.into()))
+            }
+        }
     }
 
     /// `nft -j list <what...>`, or `None` when the object does not exist.

@@ -154,7 +154,7 @@ impl Attachment {
     }
 }
 
-fn base_table() -> BaseTable {
+pub(crate) fn base_table() -> BaseTable {
     let fib_local = matches("==", json!({"fib": {"result": "type", "flags": ["daddr"]}}), json!("local"));
     let l4 = || vec![meta("l4proto"), payload("th", "dport")];
     let dnat_status = || matches("in", json::ct("status"), json!("dnat"));

@@ -39,9 +39,14 @@ fn undo(req: &Request, host: &mut Rtnl, done: Vec<Undo>) {
                 .and_then(|l| l.map(|l| host.delete_link(l.index)).transpose().map_err(Into::into))
                 .map(|_| ()),
             Undo::Ipam => delegate::ipam(req, Command::Del).map(|_| ()),
-            Undo::Firewall(a, backend) => {
-                remove_firewall(&a.id, backend, !a.masquerade.is_empty(), a.spoof_check.is_some(), &Known::default())
-            }
+            Undo::Firewall(a, backend) => remove_firewall(
+                None,
+                &a.id,
+                backend,
+                !a.masquerade.is_empty(),
+                a.spoof_check.is_some(),
+                &Known::default(),
+            ),
         };
         if let Err(e) = outcome {
             eprintln!("bridge: undoing a failed ADD: {e:#}");
@@ -102,14 +107,25 @@ fn install_firewall(a: &Attachment, backend: MasqBackend) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Removes an attachment's masquerade (if `masq`) and spoof-check (if `spoof`) entries.
-fn remove_firewall(id: &Identity, backend: MasqBackend, masq: bool, spoof: bool, known: &Known) -> anyhow::Result<()> {
+/// Removes an attachment's masquerade (if `masq`) and spoof-check (if `spoof`) entries, through
+/// `nft` (opened here when `None`).
+fn remove_firewall(
+    nft: Option<&Nft>,
+    id: &Identity,
+    backend: MasqBackend,
+    masq: bool,
+    spoof: bool,
+    known: &Known,
+) -> anyhow::Result<()> {
     let masq_nft = masq && backend == MasqBackend::Nftables;
     if masq && backend == MasqBackend::Iptables {
         iptables::masq_del(&id.network, &id.container_id)?;
     }
     if masq_nft || spoof {
-        firewall::bridge::del(&Nft::locate()?, id, known, masq_nft, spoof)?;
+        match nft {
+            Some(nft) => firewall::bridge::del(nft, id, known, masq_nft, spoof)?,
+            None => firewall::bridge::del(&Nft::locate()?, id, known, masq_nft, spoof)?,
+        }
     }
     Ok(())
 }
@@ -131,8 +147,10 @@ impl Bridge {
 
         // The bridge and the veth pair; the container end is born in the container.
         let bridge = host::ensure_bridge(host, conf)?;
+        cni::trace::mark("bridge ready");
         let host_veth = host::create_veth(host, container, ifname, conf.mtu, conf.mac)?;
         done.push(Undo::HostVeth(host_veth.clone()));
+        cni::trace::mark("veth created");
         let port = host.link_by_name(&host_veth)?.context("host veth vanished after creation")?;
         host::setup_port(host, conf, &port, &bridge)?;
         let container_link = inside.link_by_name(ifname)?.context("container veth vanished after creation")?;
@@ -171,6 +189,7 @@ impl Bridge {
                 let _ = sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
                 iface::configure_interface(&mut Rtnl::open()?, ifname, &result, dad)
             })??;
+            cni::trace::mark("container configured");
             gateways
         } else {
             if !conf.disable_container_interface {
@@ -209,11 +228,14 @@ impl Bridge {
             spoof_check: conf.mac_spoof_check.then(|| (host_veth.clone(), container_link.mac_string())),
             isolation: conf.isolation.then(|| conf.bridge.clone()),
         };
+        cni::trace::mark("gateway set");
         install_firewall(&attachment, conf.masq_backend).context("setting up the firewall")?;
+        cni::trace::mark("firewall installed");
         done.push(Undo::Firewall(attachment, conf.masq_backend));
 
         if !conf.disable_container_interface {
             let port = host::wait_port_up(host, &host_veth)?;
+            cni::trace::mark("port up");
             result.interfaces[1].mac = port.mac_string();
         }
         // The bridge's MAC can change when its first port arrives or its address is set.
@@ -252,13 +274,25 @@ impl Plugin for Bridge {
         let mut failures: Vec<anyhow::Error> = Vec::new();
 
         // Firewall entries first, by identity: they must go even without a netns or prevResult.
+        // The nftables socket stays open until DEL returns: closing it right after a deletion
+        // waits out an RCU grace period, which the veth's removal below waits out anyway.
         let known = Known {
             addresses: prev.map(|p| p.ips.iter().map(|ip| ip.address.ip()).collect()).unwrap_or_default(),
             spoof_port: host_veth.clone().filter(|p| !p.is_empty()),
         };
-        if let Err(e) = remove_firewall(&identity(req), conf.masq_backend, conf.ip_masq, conf.mac_spoof_check, &known) {
+        let nft = Nft::locate().ok();
+        let removed = remove_firewall(
+            nft.as_ref(),
+            &identity(req),
+            conf.masq_backend,
+            conf.ip_masq,
+            conf.mac_spoof_check,
+            &known,
+        );
+        if let Err(e) = removed {
             failures.push(e.context("removing firewall entries"));
         }
+        cni::trace::mark("firewall removed");
 
         // The interface: deleting the container end removes the pair. Without the namespace, a
         // host end that is still there (the namespace outlived its path) goes instead.
@@ -275,6 +309,7 @@ impl Plugin for Bridge {
         if let Err(e) = removed.and_then(|r| r) {
             failures.push(e);
         }
+        cni::trace::mark("interface removed");
 
         if req.config.ipam_type.is_some()
             && let Err(e) = delegate::ipam(req, Command::Del)

@@ -91,7 +91,10 @@ fn enable_localnet_routing(container: IpNetwork) -> anyhow::Result<()> {
 
 fn publish(req: &Request, conf: &PortmapConf, a: &Attachment) -> anyhow::Result<()> {
     match conf.backend {
-        Backend::Nftables => portmap::add(&Nft::locate()?, a)?,
+        Backend::Nftables => {
+            portmap::add(&Nft::locate()?, a)?;
+            cni::trace::mark("nftables published");
+        }
         Backend::Iptables => {
             for address in a.v4.iter().chain(a.v6.iter()) {
                 iptables_portmap::add(&iptables_rules(req, conf, *address))?;
@@ -108,7 +111,14 @@ fn publish(req: &Request, conf: &PortmapConf, a: &Attachment) -> anyhow::Result<
 
 fn unpublish(req: &Request, conf: &PortmapConf, a: &Attachment) -> anyhow::Result<Vec<u16>> {
     match conf.backend {
-        Backend::Nftables => portmap::del(&Nft::locate()?, a),
+        Backend::Nftables => {
+            let nft = Nft::locate()?;
+            let removed = portmap::del(&nft, a);
+            cni::trace::mark("nftables unpublished");
+            drop(nft);
+            cni::trace::mark("nftables socket closed");
+            removed
+        }
         Backend::Iptables => iptables_portmap::del(&req.config.name, &req.env.container_id),
     }
 }

@@ -1,0 +1,36 @@
+//! Timestamps of a plugin's steps, for profiling where an ADD or DEL spends its time.
+//!
+//! With `CNI_RS_TRACE` set, each [`mark`] writes `cni-trace <plugin> <monotonic ns> <step>` to
+//! stderr (which runtimes log and `cnitool` passes through); `scripts/profile.sh` lines these up
+//! with the runtime's own start and end. Unset, a mark is one cached boolean test.
+
+use std::sync::OnceLock;
+
+fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("CNI_RS_TRACE").is_some_and(|v| !v.is_empty()))
+}
+
+fn monotonic_ns() -> u128 {
+    let mut ts = nix::libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills the timespec it is given.
+    unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
+fn plugin() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::args_os()
+            .next()
+            .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "plugin".into())
+    })
+}
+
+/// Records that `step` just finished.
+pub fn mark(step: &str) {
+    if enabled() {
+        eprintln!("cni-trace {} {} {step}", plugin(), monotonic_ns());
+    }
+}

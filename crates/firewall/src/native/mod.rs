@@ -1,0 +1,386 @@
+//! nf_tables over netlink, without the `nft` program, for the batches plugins apply on every ADD
+//! and DEL: chains, rules, and elements of the sets and maps this crate declares.
+//!
+//! Starting `nft` costs a process, its shared libraries and a read of the ruleset, several
+//! milliseconds per invocation; this sends the same transaction from the plugin's own process. It
+//! compiles nft's JSON (the same documents the golden tests pin down) the way libnftables does, and
+//! a test compares the result with what `nft` itself installs, expression by expression. Anything
+//! it does not know (base chains, set declarations, rarer matches) makes the whole batch
+//! [`Unsupported`], and the caller hands it to `nft` instead: never a partial or guessed rule.
+//!
+//! The socket stays open as long as the [`Native`] value. Closing an nfnetlink socket right after
+//! a transaction that deleted objects waits for an RCU grace period (the kernel flushes pending
+//! destruction first), so a plugin that deletes and then does other slow work (removing a veth)
+//! should keep it open until the end, when the grace period has passed.
+
+mod expr;
+pub mod msg;
+pub mod value;
+
+use msg::{Attrs, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, k, message, nft_type};
+use serde_json::Value;
+use std::collections::HashMap;
+use value::SetSpec;
+
+/// Something this encoder does not produce; the batch goes to `nft`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported(pub String);
+
+/// Why a batch was not applied.
+#[derive(Debug)]
+pub enum NativeError {
+    Unsupported(Unsupported),
+    /// The kernel refused a command; the transaction was rolled back as a whole.
+    Kernel {
+        command: String,
+        errno: i32,
+        ext_ack: Option<String>,
+    },
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for NativeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NativeError::Unsupported(u) => write!(f, "not supported natively: {}", u.0),
+            NativeError::Kernel { command, errno, ext_ack } => {
+                write!(f, "{command}: {}", std::io::Error::from_raw_os_error(*errno))?;
+                if let Some(m) = ext_ack {
+                    write!(f, " ({m})")?;
+                }
+                Ok(())
+            }
+            NativeError::Io(e) => write!(f, "nfnetlink socket: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for NativeError {}
+
+/// The sets and maps whose elements can be encoded, by (family, table, name).
+#[derive(Debug, Default, Clone)]
+pub struct Schema(HashMap<(String, String, String), SetSpec>);
+
+impl Schema {
+    /// Learns the sets and maps declared in `objects` (`{"set": ...}` / `{"map": ...}`).
+    pub fn declare<'a>(&mut self, objects: impl IntoIterator<Item = &'a Value>) {
+        for object in objects {
+            for (kind, is_map) in [("set", false), ("map", true)] {
+                let Some(body) = object.get(kind) else { continue };
+                let (Some(f), Some(t), Some(n)) =
+                    (body["family"].as_str(), body["table"].as_str(), body["name"].as_str())
+                else {
+                    continue;
+                };
+                if let Some(spec) = SetSpec::from_declaration(body, is_map) {
+                    self.0.insert((f.into(), t.into(), n.into()), spec);
+                }
+            }
+        }
+    }
+
+    fn get(&self, family: &str, table: &str, name: &str) -> Option<&SetSpec> {
+        self.0.get(&(family.to_string(), table.to_string(), name.to_string()))
+    }
+}
+
+fn family(name: &str) -> Result<u8, Unsupported> {
+    Ok(match name {
+        "inet" => k::NFPROTO_INET,
+        "ip" => k::NFPROTO_IPV4,
+        "ip6" => k::NFPROTO_IPV6,
+        "bridge" => k::NFPROTO_BRIDGE,
+        "arp" => k::NFPROTO_ARP,
+        "netdev" => k::NFPROTO_NETDEV,
+        other => return Err(Unsupported(format!("family {other}"))),
+    })
+}
+
+fn text<'a>(body: &'a Value, key: &str) -> Result<&'a str, Unsupported> {
+    body[key].as_str().ok_or_else(|| Unsupported(format!("{key} missing in {body}")))
+}
+
+/// One compiled command: its message type, flags, family and attributes, and what to call it in
+/// an error.
+struct Command {
+    kind: u16,
+    flags: u16,
+    family: u8,
+    attrs: Vec<u8>,
+    what: String,
+}
+
+/// Compiles a batch (`{"nftables": [...]}`) into commands, or says what it cannot do.
+fn compile(batch: &Value, schema: &Schema) -> Result<Vec<Command>, Unsupported> {
+    let commands = batch["nftables"].as_array().ok_or_else(|| Unsupported("not a batch".into()))?;
+    commands.iter().map(|c| compile_one(c, schema)).collect()
+}
+
+fn compile_one(command: &Value, schema: &Schema) -> Result<Command, Unsupported> {
+    let (verb, object) = command
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.iter().next())
+        .ok_or_else(|| Unsupported(format!("command {command}")))?;
+    let (kind, body) = object
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.iter().next())
+        .ok_or_else(|| Unsupported(format!("object {object}")))?;
+    let fam_name = text(body, "family")?;
+    let fam = family(fam_name)?;
+    let mut a = Attrs::default();
+    let what = format!(
+        "{verb} {kind} {fam_name} {} {}",
+        body["table"].as_str().unwrap_or(""),
+        body["name"].as_str().or(body["chain"].as_str()).unwrap_or("")
+    );
+    let (msg, flags) = match (verb.as_str(), kind.as_str()) {
+        ("add", "table") => {
+            a.str(k::NFTA_TABLE_NAME, text(body, "name")?);
+            (k::NFT_MSG_NEWTABLE, NLM_F_CREATE)
+        }
+        ("add", "chain") => {
+            // Base chains (hook, priority, policy) are created by nft on the rare repair path.
+            if body
+                .as_object()
+                .is_some_and(|o| o.keys().any(|key| !matches!(key.as_str(), "family" | "table" | "name")))
+            {
+                return Err(Unsupported(format!("chain with options {body}")));
+            }
+            a.str(k::NFTA_CHAIN_TABLE, text(body, "table")?).str(k::NFTA_CHAIN_NAME, text(body, "name")?);
+            (k::NFT_MSG_NEWCHAIN, NLM_F_CREATE)
+        }
+        ("delete", "chain") => {
+            a.str(k::NFTA_CHAIN_TABLE, text(body, "table")?).str(k::NFTA_CHAIN_NAME, text(body, "name")?);
+            (k::NFT_MSG_DELCHAIN, 0)
+        }
+        ("flush", "chain") => {
+            a.str(k::NFTA_RULE_TABLE, text(body, "table")?).str(k::NFTA_RULE_CHAIN, text(body, "name")?);
+            (k::NFT_MSG_DELRULE, 0)
+        }
+        ("add", "rule") => {
+            a.str(k::NFTA_RULE_TABLE, text(body, "table")?).str(k::NFTA_RULE_CHAIN, text(body, "chain")?);
+            let statements = body["expr"].as_array().ok_or_else(|| Unsupported(format!("rule {body}")))?;
+            let exprs = expr::Rule::compile(fam, statements)?;
+            let mut bytes = a.into_bytes();
+            bytes.extend_from_slice(&exprs);
+            a = Attrs::default();
+            if let Some(c) = body.get("comment") {
+                let udata =
+                    c.as_str().and_then(msg::comment_udata).ok_or_else(|| Unsupported(format!("comment {c}")))?;
+                a.bytes(k::NFTA_RULE_USERDATA, &udata);
+            }
+            bytes.extend_from_slice(&a.into_bytes());
+            return Ok(Command {
+                kind: nft_type(k::NFT_MSG_NEWRULE),
+                flags: NLM_F_CREATE | NLM_F_APPEND,
+                family: fam,
+                attrs: bytes,
+                what,
+            });
+        }
+        (verb @ ("add" | "delete"), "element") => {
+            let (table, name) = (text(body, "table")?, text(body, "name")?);
+            let spec =
+                schema.get(fam_name, table, name).ok_or_else(|| Unsupported(format!("undeclared set {name}")))?;
+            a.str(k::NFTA_SET_ELEM_LIST_TABLE, table).str(k::NFTA_SET_ELEM_LIST_SET, name);
+            a.begin(k::NFTA_SET_ELEM_LIST_ELEMENTS);
+            let elements = body["elem"].as_array().ok_or_else(|| Unsupported(format!("elements {body}")))?;
+            for element in elements {
+                element_attrs(&mut a, spec, element, verb == "add")?;
+            }
+            a.end();
+            if verb == "add" { (k::NFT_MSG_NEWSETELEM, NLM_F_CREATE) } else { (k::NFT_MSG_DELSETELEM, 0) }
+        }
+        _ => return Err(Unsupported(format!("{verb} {kind}"))),
+    };
+    Ok(Command { kind: nft_type(msg), flags, family: fam, attrs: a.into_bytes(), what })
+}
+
+/// One element: `key`, `{"elem": {"val": key, "comment": ...}}`, or `[key, verdict]` for maps.
+fn element_attrs(a: &mut Attrs, spec: &SetSpec, element: &Value, with_data: bool) -> Result<(), Unsupported> {
+    let (key, data) = match element.as_array() {
+        Some(pair) if pair.len() == 2 => (&pair[0], Some(&pair[1])),
+        Some(_) => return Err(Unsupported(format!("element {element}"))),
+        None => (element, None),
+    };
+    let (key, comment) = match key.get("elem") {
+        Some(e) => (&e["val"], e.get("comment").and_then(Value::as_str)),
+        None => (key, None),
+    };
+    let (start, end) = spec.key(key)?;
+    a.begin(k::NFTA_LIST_ELEM).value(k::NFTA_SET_ELEM_KEY, &start);
+    if let Some(end) = end {
+        a.value(k::NFTA_SET_ELEM_KEY_END, &end);
+    }
+    if spec.verdicts && with_data {
+        let data = data.ok_or_else(|| Unsupported(format!("map element without data {element}")))?;
+        let (code, target) = match (data.get("goto"), data.get("jump"), data.get("accept"), data.get("drop")) {
+            (Some(g), _, _, _) => (k::NFT_GOTO, g["target"].as_str()),
+            (_, Some(j), _, _) => (k::NFT_JUMP, j["target"].as_str()),
+            (_, _, Some(_), _) => (k::NF_ACCEPT, None),
+            (_, _, _, Some(_)) => (k::NF_DROP, None),
+            _ => return Err(Unsupported(format!("element data {data}"))),
+        };
+        if matches!(code, k::NFT_GOTO | k::NFT_JUMP) && target.is_none() {
+            return Err(Unsupported(format!("element data {data}")));
+        }
+        a.verdict(k::NFTA_SET_ELEM_DATA, code, target);
+    } else if data.is_some() && !spec.verdicts {
+        return Err(Unsupported(format!("data for a set element {element}")));
+    }
+    if let Some(c) = comment {
+        let udata = msg::comment_udata(c).ok_or_else(|| Unsupported(format!("comment {c}")))?;
+        a.bytes(k::NFTA_SET_ELEM_USERDATA, &udata);
+    }
+    a.end();
+    Ok(())
+}
+
+/// An nfnetlink socket for nf_tables transactions.
+pub struct Native {
+    sock: netlink_sys::Socket,
+    seq: u32,
+}
+
+/// Batches larger than this go to `nft` (a netlink message must fit the socket's send buffer).
+const MAX_BATCH: usize = 128 * 1024;
+
+impl Native {
+    /// Opens a socket in the calling thread's network namespace.
+    pub fn open() -> std::io::Result<Native> {
+        let mut sock = netlink_sys::Socket::new(netlink_sys::constants::NETLINK_NETFILTER)?;
+        sock.bind_auto()?;
+        sock.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+        let _ = sock.set_ext_ack(true);
+        let _ = sock.set_cap_ack(true);
+        // A transaction is answered at once; a silent kernel must not hang a plugin forever.
+        let timeout = nix::libc::timeval { tv_sec: 10, tv_usec: 0 };
+        // SAFETY: a valid socket and a timeval of the size given.
+        unsafe {
+            nix::libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                nix::libc::SOL_SOCKET,
+                nix::libc::SO_RCVTIMEO,
+                (&timeout as *const nix::libc::timeval).cast(),
+                std::mem::size_of::<nix::libc::timeval>() as nix::libc::socklen_t,
+            );
+        }
+        let seq = std::process::id().wrapping_shl(12);
+        Ok(Native { sock, seq })
+    }
+
+    /// Applies `batch` as one transaction. Nothing is sent if any command is unsupported.
+    pub fn apply(&mut self, batch: &Value, schema: &Schema) -> Result<(), NativeError> {
+        let commands = compile(batch, schema).map_err(NativeError::Unsupported)?;
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let first = self.seq.wrapping_add(1);
+        let mut buf = message(k::NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, first, 0, k::NFNL_SUBSYS_NFTABLES, Vec::new());
+        for (i, c) in commands.iter().enumerate() {
+            let seq = first.wrapping_add(1 + i as u32);
+            buf.extend(message(c.kind, NLM_F_REQUEST | NLM_F_ACK | c.flags, seq, c.family, 0, c.attrs.clone()));
+        }
+        let end_seq = first.wrapping_add(1 + commands.len() as u32);
+        buf.extend(message(k::NFNL_MSG_BATCH_END, NLM_F_REQUEST, end_seq, 0, k::NFNL_SUBSYS_NFTABLES, Vec::new()));
+        self.seq = end_seq;
+        if buf.len() > MAX_BATCH {
+            return Err(NativeError::Unsupported(Unsupported(format!("a batch of {} bytes", buf.len()))));
+        }
+        self.sock.send(&buf, 0).map_err(NativeError::Io)?;
+
+        // One acknowledgement per command; the first refusal is the answer.
+        let mut pending = commands.len();
+        let mut refused: Option<NativeError> = None;
+        while pending > 0 {
+            let (data, _) = self.sock.recv_from_full().map_err(NativeError::Io)?;
+            let mut off = 0;
+            while off + 16 <= data.len() {
+                let len = u32::from_ne_bytes(data[off..off + 4].try_into().expect("4 bytes")) as usize;
+                let kind = u16::from_ne_bytes([data[off + 4], data[off + 5]]);
+                let seq = u32::from_ne_bytes(data[off + 8..off + 12].try_into().expect("4 bytes"));
+                if len < 16 || off + len > data.len() {
+                    return Err(NativeError::Io(std::io::Error::other("malformed netlink reply")));
+                }
+                const NLMSG_ERROR: u16 = 2;
+                if kind == NLMSG_ERROR && len >= 20 {
+                    let errno = -i32::from_ne_bytes(data[off + 16..off + 20].try_into().expect("4 bytes"));
+                    let index = seq.wrapping_sub(first).wrapping_sub(1) as usize;
+                    if seq == first && errno != 0 {
+                        // The batch itself was refused (no nf_tables in this kernel, say).
+                        return Err(NativeError::Kernel { command: "batch".into(), errno, ext_ack: None });
+                    }
+                    if index < commands.len() {
+                        pending -= 1;
+                        if errno != 0 && refused.is_none() {
+                            refused = Some(NativeError::Kernel {
+                                command: commands[index].what.trim().to_string(),
+                                errno,
+                                ext_ack: ext_ack(&data[off + 20..off + len]),
+                            });
+                        }
+                    }
+                }
+                off += (len + 3) & !3;
+            }
+        }
+        refused.map_or(Ok(()), Err)
+    }
+}
+
+/// NLMSGERR_ATTR_MSG from what follows the echoed header of an error reply.
+fn ext_ack(rest: &[u8]) -> Option<String> {
+    let mut rest = rest.get(16..)?;
+    while rest.len() >= 4 {
+        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        if kind == 1 {
+            let text = rest[4..len].split(|b| *b == 0).next().unwrap_or_default();
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        rest = rest.get((len + 3) & !3..).unwrap_or_default();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Schema {
+        let mut s = Schema::default();
+        s.declare(&[
+            json!({"map": {"family": "inet", "table": "t", "name": "m", "type": "ipv4_addr", "map": "verdict"}}),
+            json!({"set": {"family": "inet", "table": "t", "name": "s", "type": "ifname"}}),
+        ]);
+        s
+    }
+
+    #[test]
+    fn whole_batches_compile_or_are_refused_whole() {
+        let ok = json!({"nftables": [
+            {"add": {"chain": {"family": "inet", "table": "t", "name": "c"}}},
+            {"flush": {"chain": {"family": "inet", "table": "t", "name": "c"}}},
+            {"add": {"element": {"family": "inet", "table": "t", "name": "m",
+                                  "elem": [[{"elem": {"val": "10.0.0.1", "comment": "x"}}, {"goto": {"target": "c"}}]]}}},
+            {"delete": {"element": {"family": "inet", "table": "t", "name": "s", "elem": ["eth0"]}}},
+            {"delete": {"chain": {"family": "inet", "table": "t", "name": "c"}}}
+        ]});
+        assert_eq!(compile(&ok, &schema()).unwrap().len(), 5);
+        for bad in [
+            json!({"nftables": [{"add": {"chain": {"family": "inet", "table": "t", "name": "c", "hook": "input"}}}]}),
+            json!({"nftables": [{"add": {"set": {"family": "inet", "table": "t", "name": "x", "type": "ipv4_addr"}}}]}),
+            json!({"nftables": [{"add": {"element": {"family": "inet", "table": "t", "name": "unknown", "elem": ["1"]}}}]}),
+            json!({"nftables": [{"add": {"element": {"family": "inet", "table": "t", "name": "m", "elem": ["10.0.0.1"]}}}]}),
+            json!({"nftables": [{"add": {"element": {"family": "inet", "table": "t", "name": "s", "elem": [["eth0", {"accept": null}]]}}}]}),
+        ] {
+            assert!(compile(&bad, &schema()).is_err(), "{bad}");
+        }
+    }
+}
