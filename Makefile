@@ -8,7 +8,7 @@ DESTDIR ?=
 BINDIR  ?= /opt/cni/bin
 CNITOOL := target/tools/cnitool
 
-.PHONY: all build release deps cnitool demo test unit conformance bench lint install clean
+.PHONY: all build release deps cnitool demo test unit conformance e2e bench lint install clean
 
 all: release
 
@@ -33,7 +33,7 @@ cnitool: deps $(CNITOOL)
 demo: cnitool release
 	scripts/demo.sh
 
-test: cnitool unit conformance
+test: cnitool unit conformance e2e
 
 # Unit tests and kernel tests (the latter run the built binaries in throwaway namespaces).
 unit:
@@ -41,6 +41,11 @@ unit:
 
 conformance: build
 	conformance/run.sh
+
+# End-to-end: containerd (ctr, and CRI as the kubelet drives it) and podman run the built plugins,
+# in a sandbox (as root; about 10 s).
+e2e: build
+	conformance/e2e/run.sh
 
 # Ours against the Go reference plugins (/usr/lib/cni), one table: bench-results/latest.md.
 bench: deps cnitool release

@@ -3,9 +3,13 @@
 #   iproute2, iputils-ping, nftables, iptables, conntrack: the kernel tools the plugins and tests drive
 #   golang-go, golang-github-appc-cni-dev, dpkg-dev: build the real cnitool from Debian's source
 #   containernetworking-plugins: the Go reference plugins, for side-by-side runs
+#   containerd, runc, podman, conmon, busybox-static: real runtimes and the image of conformance/e2e
+#   python3-grpcio, python3-protobuf, protobuf-compiler: its CRI client (Debian's python3; no pip)
+#   strace: counts the firewall processes a verb starts, in make bench
 set -euo pipefail
 packages=(iproute2 iputils-ping nftables iptables conntrack golang-go golang-github-appc-cni-dev dpkg-dev
-          containernetworking-plugins ca-certificates)
+          containernetworking-plugins ca-certificates containerd runc podman conmon busybox-static
+          python3-grpcio python3-protobuf protobuf-compiler strace)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,107 @@
+# Podman with its CNI network backend: `podman network create` writes a conflist naming bridge,
+# portmap, firewall and tuning; `podman run -p 127.0.0.1:PORT:80` publishes a busybox httpd; then
+# stop, rm and `network rm`. Podman's plugin directory holds our plugins and the reference's
+# firewall and tuning (which this project does not ship), nothing else: the checks from outside
+# show that the bridge and the published port are ours (nft tables inet cni_bridge and
+# inet cni_portmap; the reference portmap 1.1.1 would have used iptables' nat table).
+
+P=$SB/podman
+mkdir -p "$P/net.d" "$P/tmp"
+cat > "$P/containers.conf" <<EOF
+[containers]
+apparmor_profile = "unconfined"
+log_driver = "k8s-file"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$P/events.log"
+image_copy_tmp_dir = "$P/tmp"
+runtime = "${E2E_OCI_RUNTIME:-runc}"
+static_dir = "$P/libpod"
+tmp_dir = "$P/tmp"
+volume_path = "$P/volumes"
+
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["$SB/podman-cni-bin"]
+network_config_dir = "$P/net.d"
+EOF
+cat > "$P/storage.conf" <<EOF
+[storage]
+driver = "vfs"
+graphroot = "$P/storage"
+runroot = "$P/runroot"
+EOF
+export CONTAINERS_CONF=$P/containers.conf CONTAINERS_STORAGE_CONF=$P/storage.conf
+podman_bin=$(type -P podman)
+podman() { timeout 60 "$podman_bin" "$@"; }
+
+check "podman: its network backend is CNI, its storage in the sandbox" \
+  test "$(podman info --format '{{.Host.NetworkBackend}} {{.Store.GraphRoot}}')" = "cni $P/storage"
+check "podman: the busybox image loads (podman load)" podman load -i "$IMAGE_TAR"
+
+net=e2e-podman
+port=18081
+check "podman: network create" podman network create --subnet 10.89.5.0/24 $net
+conf=$P/net.d/$net.conflist
+check "podman: its conflist names bridge, portmap, firewall and tuning" \
+  json_assert "$(cat "$conf" 2>/dev/null)" '[p["type"] for p in r["plugins"]] == ["bridge", "portmap", "firewall", "tuning"]'
+bridge=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["plugins"][0]["bridge"])' "$conf" 2>/dev/null)
+
+out=$(podman run -d --name web --network $net -p 127.0.0.1:$port:80 --cgroup-parent "$CGROUP_PARENT/podman" "$IMAGE" \
+  sh -c 'echo hello from podman > /tmp/index.html; exec httpd -f -p 80 -h /tmp' 2>&1)
+if [[ $? == 0 ]]; then pass "podman: run -d -p 127.0.0.1:$port:80"; else fail "podman: run -d -p 127.0.0.1:$port:80" "$out"; fi
+cid=$(podman inspect --format '{{.Id}}' web 2>/dev/null)
+ip=$(podman inspect --format "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" web 2>/dev/null)
+tag=$(attachment_tag $net "$cid")
+echo "# container ${cid:0:12} has ${ip:-no address} on bridge ${bridge:-?}"
+check "podman: the container's address is from host-local in the network's range" matches "$ip" '^10\.89\.5\.[0-9]+$'
+check "podman: host-local recorded it for the container" same "$ip" "$(allocated_ip $net "$cid")"
+check "podman: the sandbox host fetches the page on 127.0.0.1:$port" wait_for 10 page_is "http://127.0.0.1:$port/" "hello from podman"
+check "podman: ... and from the container's address" page_is "http://$ip/" "hello from podman"
+make_world
+check_fails "podman: the port is published on 127.0.0.1 only (an outside namespace gets nothing)" \
+  fetch "http://198.51.100.1:$port/" world
+drop_world
+check "podman: our portmap published it (nft table inet cni_portmap, 127.0.0.1 . tcp . $port)" \
+  nft_has "inet cni_portmap" "127.0.0.1 . tcp . $port comment \"$tag"
+check "podman: ... with a DNAT to $ip:80" nft_has "inet cni_portmap" "dnat ip to $ip:80"
+check "podman: no iptables nat rule of the reference portmap" bash -c '[[ $(iptables-save -t nat) != *CNI-* ]]'
+check "podman: our bridge masquerades for it (nft table inet cni_bridge)" nft_has "inet cni_bridge" "$tag"
+check "podman: the container's veth is on our bridge $bridge" matches "$(ip -o link show master "$bridge" type veth)" .
+check "podman: the reference firewall ran after our plugins (CNI-FORWARD accepts $ip)" \
+  matches "$(iptables-save -t filter)" "-A CNI-FORWARD -s $ip/32 -j ACCEPT"
+
+check "podman: stop" podman stop -t 0 web
+check "podman: no veth is left" no_veth
+check "podman: host-local released the address" no_allocation $net
+check "podman: no firewall entry of ours for the container is left" nft_clean_of "$tag"
+check "podman: ... nor any naming its address" nft_clean_of "$ip"
+check "podman: the reference firewall removed its rules too" bash -c "[[ \$(iptables-save) != *'$ip/32'* ]]"
+check_fails "podman: 127.0.0.1:$port is closed" fetch "http://127.0.0.1:$port/"
+check "podman: rm" podman rm web
+check "podman: network rm" podman network rm $net
+check "podman: ... removes the conflist and the bridge" bash -c "[[ ! -e $conf ]] && ! ip link show '$bridge' 2>/dev/null"
+check "podman: no container is left" test -z "$(podman ps -aq)"
+
+# A network whose plugin the directory lacks (macvlan: in /usr/lib/cni, hidden here). Podman
+# checks every network's plugins when it loads the configs (libcni's ValidateNetworkList), so it
+# ignores that network and a run on it fails, saying which plugin is missing and where it looked.
+ip link add e2e-parent type veth peer name e2e-peer && ip link set e2e-parent up
+check "podman: network create -d macvlan" podman network create -d macvlan -o parent=e2e-parent --subnet 10.89.6.0/24 e2e-missing
+check "podman: ... is not listed: its plugin is missing" bash -c "[[ \$(podman network ls --format '{{.Name}}') != *e2e-missing* ]]"
+out=$(podman run --rm --name lost --network e2e-missing --cgroup-parent "$CGROUP_PARENT/podman" "$IMAGE" true 2>&1)
+status=$?
+if [[ $status != 0 ]] && matches "$out" 'failed to find plugin \\?"macvlan\\?" in path \['"$SB/podman-cni-bin"'\]'; then
+  pass "podman: a run on it fails: macvlan is not in the plugin directory"
+else
+  fail "podman: a run on it fails: macvlan is not in the plugin directory (status $status)" "$out"
+fi
+echo "# $(grep -o 'failed to find plugin.*' <<< "$out" | head -1)"
+podman rm -f lost > /dev/null 2>&1
+check "podman: ... and leaves no container, macvlan or allocation" \
+  bash -c '[[ -z $(podman ps -aq) && -z $(ip -o link show type macvlan) ]] && no_allocation e2e-missing'
+rm -f "$P/net.d/e2e-missing.conflist"
+ip link del e2e-parent
+true
