@@ -2,11 +2,14 @@
 # Where a chain ADD and DEL spend their time: runs the bench's chain (bridge + host-local +
 # portmap through cnitool) N times with CNI_RS_TRACE=1 inside the sandbox, and prints the median
 # time between consecutive trace marks, with cnitool's own start and end around them.
-#   scripts/profile.sh [N]      (default 30; uses target/release and target/tools/cnitool)
+#   scripts/profile.sh [N [POPULATION]]
+#     N runs (default 30) with POPULATION containers attached beforehand (default 0); uses
+#     target/release and target/tools/cnitool
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/scripts/sandbox.sh" "$@"
 n=${1:-30}
+population=${2:-0}
 cat > "$NETCONFPATH/prof.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "prof", "plugins": [
   {"type": "bridge", "bridge": "cni-prof", "isGateway": true, "ipMasq": true,
@@ -14,6 +17,7 @@ cat > "$NETCONFPATH/prof.conflist" <<JSON
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 JSON
 for i in $(seq 0 "$n"); do ip netns add "p$i"; done
+for i in $(seq 1 "$population"); do ip netns add "bg$i"; done
 run() { # VERB I: one cnitool run, its trace lines framed by "runtime start" and "runtime end"
   local caps="{\"portMappings\":[{\"hostPort\":$((20000 + $2)),\"containerPort\":80,\"protocol\":\"tcp\"}]}"
   python3 - "$1" "$2" "$caps" "$top" <<'PY'
@@ -31,6 +35,10 @@ print(f"cni-trace cnitool {end} end")
 PY
 }
 run add 0 >/dev/null; run del 0 >/dev/null   # warm-up: the bridge and tables exist afterwards
+for i in $(seq 1 "$population"); do
+  CNI_PATH=$top/target/release CAP_ARGS="{\"portMappings\":[{\"hostPort\":$((40000 + i)),\"containerPort\":80,\"protocol\":\"tcp\"}]}" \
+    "$top/target/tools/cnitool" add prof "/run/netns/bg$i" >/dev/null
+done
 for verb in add del; do
   for i in $(seq 1 "$n"); do run "$verb" "$i"; echo "--"; done > "$SANDBOX_WORK/$verb.trace"
   python3 - "$SANDBOX_WORK/$verb.trace" "$verb" <<'PY'

@@ -6,16 +6,19 @@
 //!   map hostip_v4 { ipv4_addr . inet_proto . inet_service : verdict }  192.0.2.1 . tcp . 8080 : jump pm-<net>-<inst>
 //!   map hostip_v6 { ipv6_addr . inet_proto . inet_service : verdict }
 //!   map hostport  { inet_proto . inet_service : verdict }              tcp . 8080 : jump pm-<net>-<inst>
-//!   set snat_v4 { ipv4_addr . ipv4_addr; interval }                     10.88.0.0/24 . 10.88.0.5, 127.0.0.1 . 10.88.0.5
-//!   set snat_v6 { ipv6_addr . ipv6_addr; interval }
+//!   map masq_v4 { ipv4_addr : verdict }                                 10.88.0.5 : jump pms-<net>-<inst>
+//!   map masq_v6 { ipv6_addr : verdict }
 //!   chain prerouting, output (nat, dstnat)   fib daddr type local jump hostports
 //!   chain hostports                          hostIP maps first, then the any-address map
-//!   chain postrouting (nat, srcnat)          ct status dnat ip saddr . ip daddr @snat_v4 masquerade
+//!   chain postrouting (nat, srcnat)          ct status dnat ip daddr vmap @masq_v4
 //!   chain pm-<net>-<inst>                    [conditionsV4] ip daddr 192.0.2.1 tcp dport 8080 dnat ip to 10.88.0.5:80 ...
+//!   chain pms-<net>-<inst>                   ip saddr 10.88.0.0/24 masquerade; ip saddr 127.0.0.1 masquerade
 //! ```
 //!
-//! Looking up a port costs the same however many ports are published, and an ADD or DEL touches
-//! only its own elements and chain: one small transaction. The attachment is the network,
+//! Looking up a port or a masquerade entry costs the same however many are published (hash maps;
+//! an interval set of source prefixes would be rebuilt on every change, at a cost growing with the
+//! number of containers), and an ADD or DEL touches only its own elements and chains: one small
+//! transaction. The attachment is the network,
 //! container ID and interface (the reference keys on the container ID alone, so a DEL on one network
 //! removed the same container's mappings on another). `conditionsV4/V6` are part of each
 //! attachment's rules, so they apply to that network's mappings only. A DEL that is not told the
@@ -41,11 +44,11 @@ const INET: &str = "inet";
 const HOSTIP_V4: &str = "hostip_v4";
 const HOSTIP_V6: &str = "hostip_v6";
 const HOSTPORT: &str = "hostport";
-const SNAT_V4: &str = "snat_v4";
-const SNAT_V6: &str = "snat_v6";
+const MASQ_V4: &str = "masq_v4";
+const MASQ_V6: &str = "masq_v6";
 const HOSTPORTS: &str = "hostports";
 const BASE_COMMENT: &str = "cni_portmap base";
-const MAPS: &[&str] = &[HOSTIP_V4, HOSTIP_V6, HOSTPORT];
+const MAPS: &[&str] = &[HOSTIP_V4, HOSTIP_V6, HOSTPORT, MASQ_V4, MASQ_V6];
 
 /// A transport protocol a port can be published for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -131,26 +134,36 @@ impl Attachment {
         keys
     }
 
-    /// The masquerade set elements: (set, key).
-    fn snat_keys(&self) -> Vec<(&'static str, Value)> {
+    /// The attachment's masquerade chain.
+    fn masq_chain(&self) -> String {
+        self.id.chain("pms")
+    }
+
+    /// The masquerade map elements: (map, container address); none without `snat`.
+    fn masq_keys(&self) -> Vec<(&'static str, Value)> {
         if !self.snat {
             return Vec::new();
         }
-        let mut keys = Vec::new();
+        self.addresses()
+            .map(|net| (if net.is_ipv4() { MASQ_V4 } else { MASQ_V6 }, json!(net.ip().to_string())))
+            .collect()
+    }
+
+    /// The masquerade chain's rules: sources in the container's subnet (hairpin and neighbours)
+    /// and the host's 127.0.0.1, or every source with `masqAll`.
+    fn masq_rules(&self) -> Vec<Vec<Value>> {
+        if self.masq_all {
+            return vec![vec![verdict("masquerade")]];
+        }
+        let mut rules = Vec::new();
         for net in self.addresses() {
-            let set = if net.is_ipv4() { SNAT_V4 } else { SNAT_V6 };
-            let container = json!(net.ip().to_string());
-            let sources = match (self.masq_all, net.is_ipv4()) {
-                (true, true) => prefix("0.0.0.0/0".parse().expect("literal")),
-                (true, false) => prefix("::/0".parse().expect("literal")),
-                (false, _) => prefix(*net),
-            };
-            keys.push((set, concat(vec![sources, container.clone()])));
-            if net.is_ipv4() && !self.masq_all {
-                keys.push((set, concat(vec![json!("127.0.0.1"), container])));
+            let proto = json::ip_proto(net);
+            rules.push(vec![matches("==", payload(proto, "saddr"), prefix(*net)), verdict("masquerade")]);
+            if net.is_ipv4() {
+                rules.push(vec![matches("==", payload("ip", "saddr"), json!("127.0.0.1")), verdict("masquerade")]);
             }
         }
-        keys
+        rules
     }
 }
 
@@ -167,8 +180,8 @@ pub(crate) fn base_table() -> BaseTable {
             json::typed_verdict_map(INET, TABLE, HOSTIP_V4, json!(["ipv4_addr", "inet_proto", "inet_service"])),
             json::typed_verdict_map(INET, TABLE, HOSTIP_V6, json!(["ipv6_addr", "inet_proto", "inet_service"])),
             json::typed_verdict_map(INET, TABLE, HOSTPORT, json!(["inet_proto", "inet_service"])),
-            json::interval_set(INET, TABLE, SNAT_V4, json!(["ipv4_addr", "ipv4_addr"])),
-            json::interval_set(INET, TABLE, SNAT_V6, json!(["ipv6_addr", "ipv6_addr"])),
+            json::verdict_map(INET, TABLE, MASQ_V4, "ipv4_addr"),
+            json::verdict_map(INET, TABLE, MASQ_V6, "ipv6_addr"),
             json::chain(INET, TABLE, HOSTPORTS),
             json::base_chain(INET, TABLE, "prerouting", "nat", "prerouting", -100),
             json::base_chain(INET, TABLE, "output", "nat", "output", -100),
@@ -188,24 +201,8 @@ pub(crate) fn base_table() -> BaseTable {
             (
                 "postrouting".into(),
                 vec![
-                    vec![
-                        dnat_status(),
-                        matches(
-                            "==",
-                            concat(vec![payload("ip", "saddr"), payload("ip", "daddr")]),
-                            json::set_ref(SNAT_V4),
-                        ),
-                        verdict("masquerade"),
-                    ],
-                    vec![
-                        dnat_status(),
-                        matches(
-                            "==",
-                            concat(vec![payload("ip6", "saddr"), payload("ip6", "daddr")]),
-                            json::set_ref(SNAT_V6),
-                        ),
-                        verdict("masquerade"),
-                    ],
+                    vec![dnat_status(), vmap(payload("ip", "daddr"), MASQ_V4)],
+                    vec![dnat_status(), vmap(payload("ip6", "daddr"), MASQ_V6)],
                 ],
             ),
         ],
@@ -244,8 +241,17 @@ pub fn add_batch(a: &Attachment) -> Batch {
     for (map, key) in a.element_keys() {
         b.add(elements(INET, TABLE, map, vec![json!([commented(key, &comment), jump(&chain)])]));
     }
-    for (set, key) in a.snat_keys() {
-        b.add(elements(INET, TABLE, set, vec![commented(key, &comment)]));
+    let masq = a.masq_keys();
+    if !masq.is_empty() {
+        let masq_chain = a.masq_chain();
+        b.add(json::chain(INET, TABLE, &masq_chain));
+        b.flush(json::chain(INET, TABLE, &masq_chain));
+        for expr in a.masq_rules() {
+            b.add(json::rule(INET, TABLE, &masq_chain, expr, Some(&comment)));
+        }
+        for (map, key) in masq {
+            b.add(elements(INET, TABLE, map, vec![json!([commented(key, &comment), jump(&masq_chain)])]));
+        }
     }
     b
 }
@@ -282,12 +288,17 @@ pub fn del_batch(a: &Attachment) -> Batch {
     for (map, key) in a.element_keys() {
         base::remove_if_ours(&mut b, INET, TABLE, map, key, jump(&chain));
     }
-    for (set, key) in a.snat_keys() {
-        b.add(elements(INET, TABLE, set, vec![key.clone()]));
-        b.delete(elements(INET, TABLE, set, vec![key]));
+    let masq = a.masq_keys();
+    let masq_chain = a.masq_chain();
+    for (map, key) in &masq {
+        base::remove_if_ours(&mut b, INET, TABLE, map, key.clone(), jump(&masq_chain));
     }
     b.flush(json::chain(INET, TABLE, &chain));
     b.delete(json::chain(INET, TABLE, &chain));
+    if !masq.is_empty() {
+        b.flush(json::chain(INET, TABLE, &masq_chain));
+        b.delete(json::chain(INET, TABLE, &masq_chain));
+    }
     b
 }
 
@@ -315,7 +326,8 @@ pub fn del(nft: &Nft, a: &Attachment) -> anyhow::Result<Vec<u16>> {
     let chain = a.chain();
     let mut ports = udp_ports_in(&listing, &chain);
     ports.extend(udp_ports(a));
-    let batch = removal(&listing, &|c| c == chain);
+    let masq_chain = a.masq_chain();
+    let batch = removal(&listing, &|c| c == chain || c == masq_chain);
     if !batch.is_empty() {
         nft.apply(&batch.to_json()).context("removing published ports")?;
     }
@@ -326,48 +338,20 @@ fn udp_ports(a: &Attachment) -> Vec<u16> {
     a.mappings.iter().filter(|m| m.protocol == Protocol::Udp).map(|m| m.host_port).collect()
 }
 
-/// Deletes the chains selected by `doomed`, the elements that jump to them, and the masquerade
-/// elements whose comment starts with one of the doomed identities' hashes.
+/// Deletes the chains selected by `doomed` and the elements that jump to them.
 fn removal(listing: &Value, doomed: &dyn Fn(&str) -> bool) -> Batch {
-    let mut b = base::remove_chains(listing, INET, TABLE, MAPS, doomed);
-    let doomed_hashes: Vec<String> = nft::chain_names(listing)
-        .into_iter()
-        .filter(|c| doomed(c))
-        .filter_map(|c| c.strip_prefix("pm-").map(str::to_string))
-        .collect();
-    for set in [SNAT_V4, SNAT_V6] {
-        for (key, comment) in set_elements(listing, set) {
-            if comment.is_some_and(|c| doomed_hashes.iter().any(|h| c.starts_with(h.as_str()))) {
-                b.delete(elements(INET, TABLE, set, vec![key]));
-            }
-        }
-    }
-    b
-}
-
-/// The elements of a set in a listing, with their comments.
-fn set_elements(listing: &Value, set: &str) -> Vec<(Value, Option<String>)> {
-    let Some((_, body)) = nft::objects(listing).find(|(kind, s)| *kind == "set" && s["name"] == set) else {
-        return Vec::new();
-    };
-    body["elem"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| match e.get("elem") {
-            Some(inner) => (inner["val"].clone(), inner["comment"].as_str().map(str::to_string)),
-            None => (e.clone(), None),
-        })
-        .collect()
+    base::remove_chains(listing, INET, TABLE, MAPS, doomed)
 }
 
 /// Removes every attachment of `network` that is not in `valid`, and repairs the base objects if
 /// someone removed or edited them (GC). Returns the UDP ports of what was removed.
 pub fn gc(nft: &Nft, network: &str, valid: &[Identity]) -> anyhow::Result<Vec<u16>> {
     let Some(listing) = nft.list(&["table", INET, TABLE])? else { return Ok(Vec::new()) };
-    let keep: BTreeSet<String> = valid.iter().map(|id| id.chain("pm")).collect();
-    let net_prefix = format!("pm-{}-", network_hash(network));
-    let doomed = |c: &str| c.starts_with(net_prefix.as_str()) && !keep.contains(c);
+    let keep: BTreeSet<String> = valid.iter().flat_map(|id| [id.chain("pm"), id.chain("pms")]).collect();
+    let (dnat_prefix, masq_prefix) =
+        (format!("pm-{}-", network_hash(network)), format!("pms-{}-", network_hash(network)));
+    let doomed =
+        |c: &str| (c.starts_with(dnat_prefix.as_str()) || c.starts_with(masq_prefix.as_str())) && !keep.contains(c);
     let ports: Vec<u16> =
         nft::chain_names(&listing).iter().filter(|c| doomed(c)).flat_map(|c| udp_ports_in(&listing, c)).collect();
     let mut batch = base_table().repair(Some(&listing));
@@ -397,10 +381,20 @@ pub fn check(nft: &Nft, a: &Attachment) -> anyhow::Result<()> {
             .any(|(k, target)| k == key && target.as_deref() == Some(chain.as_str()));
         anyhow::ensure!(found, "port mapping {key} is missing from {map}");
     }
-    let present: Vec<Value> =
-        [SNAT_V4, SNAT_V6].iter().flat_map(|s| set_elements(&listing, s)).map(|(k, _)| k).collect();
-    for (_, key) in a.snat_keys() {
-        anyhow::ensure!(present.contains(&key), "masquerade entry {key} is missing");
+    let masq_chain = a.masq_chain();
+    for (map, key) in a.masq_keys() {
+        let found = nft::verdict_map_elements(&listing, map)
+            .into_iter()
+            .any(|(k, target)| k == key && target.as_deref() == Some(masq_chain.as_str()));
+        anyhow::ensure!(found, "masquerade entry {key} is missing from {map}");
+    }
+    if !a.masq_keys().is_empty() {
+        let rules = nft::rules_of(&listing, &masq_chain).count();
+        anyhow::ensure!(
+            rules == a.masq_rules().len(),
+            "chain {masq_chain} holds {rules} of its {} rules",
+            a.masq_rules().len()
+        );
     }
     Ok(())
 }

@@ -67,19 +67,16 @@ fn host_addresses_of_the_other_family_are_skipped() {
 }
 
 #[test]
-fn masquerade_keys_follow_snat_and_masq_all() {
+fn masquerade_entries_follow_snat_and_masq_all() {
     let mut a = attachment();
-    let keys: Vec<String> = a.snat_keys().iter().map(|(s, k)| format!("{s} {k}")).collect();
-    assert_eq!(
-        keys,
-        [
-            r#"snat_v4 {"concat":[{"prefix":{"addr":"10.88.0.0","len":24}},"10.88.0.5"]}"#,
-            r#"snat_v4 {"concat":["127.0.0.1","10.88.0.5"]}"#,
-            r#"snat_v6 {"concat":[{"prefix":{"addr":"fd88::","len":64}},"fd88::5"]}"#,
-        ]
-    );
+    let keys: Vec<String> = a.masq_keys().iter().map(|(m, k)| format!("{m} {k}")).collect();
+    assert_eq!(keys, [r#"masq_v4 "10.88.0.5""#, r#"masq_v6 "fd88::5""#]);
+    let rules: Vec<String> = a.masq_rules().iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+    assert_eq!(rules.len(), 3, "subnet and localhost for v4, subnet for v6: {rules:?}");
+    assert!(rules[0].contains(r#""prefix":{"addr":"10.88.0.0","len":24}"#), "{}", rules[0]);
+    assert!(rules[1].contains("127.0.0.1") && rules[2].contains("fd88::"), "{rules:?}");
     a.masq_all = true;
-    assert_eq!(a.snat_keys().len(), 2);
+    assert_eq!(a.masq_rules(), vec![vec![json!({"masquerade": null})]]);
     a.snat = false;
-    assert!(a.snat_keys().is_empty());
+    assert!(a.masq_keys().is_empty());
 }

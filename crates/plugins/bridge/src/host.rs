@@ -213,7 +213,9 @@ pub fn enable_forwarding(family: Family) -> anyhow::Result<()> {
 /// port forwards, which with STP off is at once); a port that never gets there is in error.
 pub fn wait_port_up(host: &mut Rtnl, port: &str) -> anyhow::Result<Link> {
     let mut link = None;
-    for pause_ms in [0, 5, 20, 50, 100, 500, 1000, 1000] {
+    // Usually up at once or within a millisecond or two (the kernel's link watcher runs the
+    // state change); the long tail is the reference's own budget.
+    for pause_ms in [0, 1, 1, 2, 5, 10, 30, 50, 100, 300, 500, 1000, 1000] {
         std::thread::sleep(Duration::from_millis(pause_ms));
         let current = host.link_by_name(port)?.with_context(|| format!("host veth {port} vanished"))?;
         if current.oper_up {

@@ -155,8 +155,8 @@ fn published_ports_are_reachable_from_everywhere_they_should_be() {
     h.run("DEL", &a, "eth0", &conf).ok();
     assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")), None);
     let rules = nft_ruleset(&h.ns);
-    assert!(!rules.contains("dnat ip to") && !rules.contains("chain pm-"), "{rules}");
-    assert!(!rules.contains("10.10.0.2"), "{rules}");
+    assert!(!rules.contains("dnat ip to") && !rules.contains("chain pm-") && !rules.contains("chain pms-"), "{rules}");
+    assert!(!rules.contains("10.10.0.2") && !rules.contains("masquerade comment"), "{rules}");
     assert!(h.run("CHECK", &a, "eth0", &conf).err_code() > 0);
     // Idempotent.
     h.run("DEL", &a, "eth0", &conf).ok();
@@ -172,7 +172,7 @@ fn del_without_mappings_or_prev_result_removes_everything() {
     h.run("DEL", &a, "eth0", &bare).ok();
     assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")), None);
     let rules = nft_ruleset(&h.ns);
-    assert!(!rules.contains("pm-") && !rules.contains("10.10.0.2"), "{rules}");
+    assert!(!rules.contains("pm-") && !rules.contains("pms-") && !rules.contains("10.10.0.2"), "{rules}");
     bare["prevResult"] = a.prev.clone();
     h.run("DEL", &a, "eth0", &bare).ok();
 }
@@ -317,6 +317,11 @@ fn gc_removes_mappings_of_attachments_no_longer_valid() {
         .ok();
     assert!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).is_some());
     assert!(tcp_ask(&h.outside, sock("198.51.100.1:9090")).is_none());
+    // Only a's chains are left: its DNAT chain and its masquerade chain.
+    let rules = nft_ruleset(&h.ns);
+    assert_eq!((rules.matches("chain pm-").count(), rules.matches("chain pms-").count()), (1, 1), "{rules}");
+    let b_ip = b.prev["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    assert!(!rules.contains(&format!("{b_ip} :")), "b's masquerade entry is gone: {rules}");
 }
 
 #[test]
