@@ -58,6 +58,9 @@ impl Rtnl {
             if let Some(f) = family {
                 msg.header.family = f.netlink();
             }
+            if let Some(i) = index {
+                msg.header.index = i;
+            }
             RouteNetlinkMessage::GetAddress(msg)
         })?;
         let mut out = Vec::new();

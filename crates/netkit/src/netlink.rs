@@ -88,6 +88,9 @@ where
         // Both are best effort: older kernels lack them and requests work without.
         let _ = sock.set_ext_ack(true);
         let _ = sock.set_cap_ack(true);
+        // Lets the kernel filter dumps by the request's header (an address dump of one link
+        // instead of every address in the namespace); without it the caller still filters.
+        let _ = sock.set_netlink_get_strict_chk(true);
         Ok(Socket { sock, seq: 0, _message: PhantomData })
     }
 
