@@ -2,19 +2,14 @@
 //! under `dataDir` (Docker's built-in IPAM, in CNI form).
 //!
 //! The store is the reference's, file for file, so a node can switch between the Go binary and
-//! this one with its allocations intact; see [`store`] for the index that keeps every verb's cost
+//! this one with its allocations intact; see [`host_local::store`] for the index that keeps every verb's cost
 //! flat as the store grows, and for crash safety.
-
-mod allocator;
-mod config;
-mod dns;
-mod range;
-mod store;
 
 use anyhow::Context;
 use cni::{CniResult, Code, Error, Plugin, Request, ResultExt};
-use config::IpamConfig;
-use store::{Owner, Store};
+use host_local::config::IpamConfig;
+use host_local::store::{Owner, Store};
+use host_local::{allocator, dns};
 
 struct HostLocal;
 
