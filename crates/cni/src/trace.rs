@@ -1,4 +1,6 @@
-//! Timestamps of a plugin's steps, for profiling where an ADD or DEL spends its time.
+//! Timestamps of a plugin's steps, for profiling where an ADD or DEL spends its time. Each mark
+//! is also a place where a test can have the plugin killed (`CNI_RS_FAULT=<plugin>:<step>=kill`,
+//! debug builds only; see [`crate::fault`]), as a runtime's timeout would.
 //!
 //! With `CNI_RS_TRACE` set, each [`mark`] writes `cni-trace <plugin> <monotonic ns> <step>` to
 //! stderr (which runtimes log and `cnitool` passes through); `scripts/profile.sh` lines these up
@@ -32,5 +34,8 @@ fn plugin() -> &'static str {
 pub fn mark(step: &str) {
     if enabled() {
         eprintln!("cni-trace {} {} {step}", plugin(), monotonic_ns());
+    }
+    if cfg!(debug_assertions) {
+        let _ = crate::fault::point(&format!("{}:{step}", plugin()));
     }
 }

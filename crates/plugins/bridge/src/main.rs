@@ -153,6 +153,7 @@ impl Bridge {
         cni::trace::mark("veth created");
         let port = host.link_by_name(&host_veth)?.context("host veth vanished after creation")?;
         host::setup_port(host, conf, &port, &bridge)?;
+        cni::trace::mark("port set");
         let container_link = inside.link_by_name(ifname)?.context("container veth vanished after creation")?;
 
         let mut result = CniResult {

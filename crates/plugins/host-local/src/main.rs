@@ -27,11 +27,14 @@ impl Plugin for HostLocal {
         };
         let store = Store::open(&conf.data_dir, &conf.network, conf.sets.len())?;
         store.begin()?;
+        cni::trace::mark("locked");
         let owner = Owner::new(&req.env.container_id, &req.env.ifname);
         // A failed allocation has already given back what it took, so the store is consistent
         // either way and is committed either way.
         let allocated = allocator::allocate(&store, &conf.sets, &conf.requested, &owner);
+        cni::trace::mark("allocated");
         store.commit()?;
+        cni::trace::mark("committed");
         let ips = allocated.with_context(|| format!("allocating for {}/{}", req.env.container_id, req.env.ifname))?;
         Ok(CniResult { interfaces: Vec::new(), ips, routes: conf.routes, dns })
     }
