@@ -8,7 +8,7 @@ DESTDIR ?=
 BINDIR  ?= /opt/cni/bin
 CNITOOL := target/tools/cnitool
 
-.PHONY: all build release deps cnitool demo test unit conformance e2e bench lint install clean
+.PHONY: all build release deps cnitool demo test unit conformance e2e soak soak-short bench profile lint install clean
 
 all: release
 
@@ -33,7 +33,7 @@ cnitool: deps $(CNITOOL)
 demo: cnitool release
 	scripts/demo.sh
 
-test: cnitool unit conformance e2e
+test: cnitool unit conformance e2e soak-short
 
 # Unit tests and kernel tests (the latter run the built binaries in throwaway namespaces).
 unit:
@@ -46,6 +46,18 @@ conformance: build
 # in a sandbox (as root; about 10 s).
 e2e: build
 	conformance/e2e/run.sh
+
+# Thousands of ADD/DEL cycles from 8 workers with random SIGKILLs, then a count of leftovers
+# (must be zero). soak-short is the 400-cycle run of make test, on the debug build.
+soak: release
+	scripts/soak.sh
+
+soak-short: build
+	SOAK_PROFILE=debug scripts/soak.sh --cycles 400 --plugins target/debug
+
+# Where a chain ADD and DEL spend their time (trace marks of the release build).
+profile: cnitool release
+	scripts/profile.sh
 
 # Ours against the Go reference plugins (/usr/lib/cni), one table: bench-results/latest.md.
 bench: deps cnitool release

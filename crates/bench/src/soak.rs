@@ -1,0 +1,402 @@
+//! `cni-soak`: many ADD/DEL cycles on one bridge network with a published port per container,
+//! from parallel workers, with plugins SIGKILLed at random moments (as a runtime's timeout kills
+//! them), then a count of everything left behind. It creates bridges, namespaces and firewall
+//! rules, so it runs only inside the sandbox of `scripts/soak.sh` (`make soak`).
+//!
+//!   cni-soak [--cycles N] [--workers N] [--plugins DIR] [--kill-percent N]
+//!
+//! Each worker plays a runtime: it runs the chain bridge (with host-local) + portmap itself,
+//! passing `prevResult` along and to DEL in reverse order, keeps up to three containers running
+//! at a time, and after a failed or killed ADD calls DEL without a result, as runtimes do. A
+//! killed DEL is retried. Every few hundred cycles the whole network is garbage-collected with the
+//! running containers as the valid ones, and those must keep their addresses. At the end every
+//! container is deleted, GC runs with nothing valid, and the host must hold no veth, address file,
+//! index entry or nftables entry of any container.
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+const NETWORK: &str = "soak";
+
+struct Options {
+    cycles: usize,
+    workers: usize,
+    plugins: PathBuf,
+    kill_percent: u64,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut o = Options { cycles: 2000, workers: 8, plugins: PathBuf::from("target/release"), kill_percent: 10 };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--cycles" => o.cycles = value()?.parse()?,
+            "--workers" => o.workers = value()?.parse()?,
+            "--plugins" => o.plugins = value()?.into(),
+            "--kill-percent" => o.kill_percent = value()?.parse()?,
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    o.plugins = std::fs::canonicalize(&o.plugins)?;
+    Ok(o)
+}
+
+/// A small xorshift generator: the soak needs cheap randomness, not a crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.next() % 100 < p
+    }
+}
+
+enum Outcome {
+    Ok(Value),
+    Failed(String),
+    Killed,
+}
+
+#[derive(Default)]
+struct Counts {
+    cycles: AtomicUsize,
+    adds: AtomicUsize,
+    add_kills: AtomicUsize,
+    dels: AtomicUsize,
+    del_kills: AtomicUsize,
+    del_retries: AtomicUsize,
+    gcs: AtomicUsize,
+    unexpected: Mutex<Vec<String>>,
+}
+
+impl Counts {
+    fn unexpected(&self, what: String) {
+        eprintln!("soak: unexpected: {what}");
+        self.unexpected.lock().unwrap().push(what);
+    }
+}
+
+struct Soak {
+    plugins: PathBuf,
+    data_dir: PathBuf,
+    kill_percent: u64,
+    counts: Counts,
+    /// Address -> container, for the containers running now.
+    live: Mutex<HashMap<String, String>>,
+    /// Cycles hold it for reading; GC takes it for writing, so no ADD is half done during a GC.
+    world: RwLock<()>,
+}
+
+impl Soak {
+    fn bridge_conf(&self) -> Value {
+        json!({"cniVersion": "1.1.0", "name": NETWORK, "type": "bridge", "bridge": "cni-soak",
+               "isGateway": true, "ipMasq": true, "hairpinMode": true,
+               "ipam": {"type": "host-local", "dataDir": self.data_dir.display().to_string(),
+                        "ranges": [[{"subnet": "10.66.0.0/16"}]]}})
+    }
+
+    fn portmap_conf(&self, port: u16, prev: Option<&Value>) -> Value {
+        let mut c = json!({"cniVersion": "1.1.0", "name": NETWORK, "type": "portmap",
+                           "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]}});
+        if let Some(p) = prev {
+            c["prevResult"] = p.clone();
+        }
+        c
+    }
+
+    /// Runs one plugin; with `kill_after`, SIGKILLs it then if it is still running.
+    fn exec(
+        &self,
+        plugin: &str,
+        verb: &str,
+        cid: &str,
+        netns: &str,
+        conf: &Value,
+        kill_after: Option<Duration>,
+    ) -> Outcome {
+        let mut child = match Command::new(self.plugins.join(plugin))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CNI_COMMAND", verb)
+            .env("CNI_CONTAINERID", cid)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", &self.plugins)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => return Outcome::Failed(format!("spawn {plugin}: {e}")),
+        };
+        let _ = child.stdin.take().map(|mut s| s.write_all(conf.to_string().as_bytes()));
+        if let Some(delay) = kill_after {
+            std::thread::sleep(delay);
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+        }
+        let mut out = String::new();
+        let _ = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
+        match child.wait() {
+            Ok(s) if s.success() => Outcome::Ok(serde_json::from_str(&out).unwrap_or(Value::Null)),
+            Ok(s) if s.code().is_none() => Outcome::Killed,
+            Ok(_) => Outcome::Failed(format!("{plugin} {verb} {cid}: {out}")),
+            Err(e) => Outcome::Failed(format!("{plugin} {verb} {cid}: {e}")),
+        }
+    }
+
+    fn kill_delay(&self, rng: &mut Rng) -> Option<Duration> {
+        rng.percent(self.kill_percent).then(|| Duration::from_micros(rng.next() % 8000))
+    }
+
+    /// ADD through the chain; `None` when it failed or was killed (then DEL has been done).
+    fn add(&self, rng: &mut Rng, cid: &str, netns: &str, port: u16) -> Option<Value> {
+        self.counts.adds.fetch_add(1, Ordering::Relaxed);
+        let kill = self.kill_delay(rng);
+        let kill_bridge = kill.filter(|_| rng.percent(60));
+        let outcome = match self.exec("bridge", "ADD", cid, netns, &self.bridge_conf(), kill_bridge) {
+            Outcome::Ok(prev) => {
+                let kill_portmap = if kill_bridge.is_none() { kill } else { None };
+                self.exec("portmap", "ADD", cid, netns, &self.portmap_conf(port, Some(&prev)), kill_portmap)
+            }
+            other => other,
+        };
+        match outcome {
+            Outcome::Ok(result) => return Some(result),
+            Outcome::Killed => {
+                self.counts.add_kills.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Failed(why) => self.counts.unexpected(format!("ADD failed without a kill: {why}")),
+        }
+        // What a runtime does after a failed ADD.
+        self.del(rng, cid, netns, port, None, false);
+        None
+    }
+
+    /// DEL through the chain in reverse, retried until it succeeds (at most five times).
+    fn del(&self, rng: &mut Rng, cid: &str, netns: &str, port: u16, prev: Option<&Value>, may_kill: bool) {
+        self.counts.dels.fetch_add(1, Ordering::Relaxed);
+        let mut bridge_conf = self.bridge_conf();
+        if let Some(p) = prev {
+            bridge_conf["prevResult"] = p.clone();
+        }
+        for attempt in 0..5 {
+            let kill = if may_kill && attempt == 0 { self.kill_delay(rng) } else { None };
+            let kill_portmap = kill.filter(|_| rng.percent(40));
+            let portmap = self.exec("portmap", "DEL", cid, netns, &self.portmap_conf(port, prev), kill_portmap);
+            let bridge = match portmap {
+                Outcome::Ok(_) => {
+                    self.exec("bridge", "DEL", cid, netns, &bridge_conf, kill.filter(|_| kill_portmap.is_none()))
+                }
+                other => other,
+            };
+            match bridge {
+                Outcome::Ok(_) => return,
+                Outcome::Killed => {
+                    self.counts.del_kills.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Failed(why) => self.counts.unexpected(format!("DEL failed without a kill: {why}")),
+            }
+            self.counts.del_retries.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counts.unexpected(format!("DEL of {cid} did not succeed in five attempts"));
+    }
+
+    fn gc(&self) {
+        let _world = self.world.write().unwrap();
+        let live = self.live.lock().unwrap().clone();
+        let valid: Vec<Value> = live.values().map(|cid| json!({"containerID": cid, "ifname": "eth0"})).collect();
+        for (plugin, mut conf) in [("portmap", self.portmap_conf(1, None)), ("bridge", self.bridge_conf())] {
+            conf["cni.dev/valid-attachments"] = json!(valid);
+            if let Outcome::Failed(why) = self.exec(plugin, "GC", "", "", &conf, None) {
+                self.counts.unexpected(format!("GC failed: {why}"));
+            }
+        }
+        self.counts.gcs.fetch_add(1, Ordering::Relaxed);
+        // Every running container keeps its address.
+        for (ip, cid) in &live {
+            if !self.data_dir.join(NETWORK).join(ip).exists() {
+                self.counts.unexpected(format!("GC released {ip} of running container {cid}"));
+            }
+        }
+    }
+
+    fn worker(&self, w: usize, cycles: usize) {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1).wrapping_mul(0x1000_0000_01b3));
+        let netns_names: Vec<String> = (0..3).map(|i| format!("soak-{w}-{i}")).collect();
+        for n in &netns_names {
+            netns(&["add", n]);
+        }
+        // (container ID, netns path, port, result)
+        let mut running: VecDeque<(String, String, u16, Value)> = VecDeque::new();
+        for i in 0..cycles {
+            let _world = self.world.read().unwrap();
+            if running.len() == netns_names.len() {
+                let (cid, netns, port, result) = running.pop_front().expect("one is running");
+                let ip = address(&result);
+                self.live.lock().unwrap().remove(&ip);
+                self.del(&mut rng, &cid, &netns, port, Some(&result), true);
+            }
+            let busy: Vec<&String> = running.iter().map(|r| &r.1).collect();
+            let netns = netns_names
+                .iter()
+                .map(|n| format!("/run/netns/{n}"))
+                .find(|p| !busy.contains(&p))
+                .expect("a free netns");
+            let cid = format!("soak-{w}-{i}");
+            let port = 20_000 + (w * 1000 + i % 1000) as u16;
+            if let Some(result) = self.add(&mut rng, &cid, &netns, port) {
+                let ip = address(&result);
+                if let Some(other) = self.live.lock().unwrap().insert(ip.clone(), cid.clone()) {
+                    self.counts.unexpected(format!("{ip} given to {cid} while {other} holds it"));
+                }
+                running.push_back((cid, netns, port, result));
+            }
+            self.counts.cycles.fetch_add(1, Ordering::Relaxed);
+        }
+        for (cid, netns, port, result) in running {
+            self.live.lock().unwrap().remove(&address(&result));
+            self.del(&mut rng, &cid, &netns, port, Some(&result), false);
+        }
+        for n in &netns_names {
+            netns(&["del", n]);
+        }
+    }
+}
+
+fn netns(args: &[&str]) {
+    let status = Command::new("ip").arg("netns").args(args).status();
+    assert!(status.is_ok_and(|s| s.success()), "ip netns {args:?} failed");
+}
+
+fn address(result: &Value) -> String {
+    result["ips"][0]["address"].as_str().unwrap_or("").split('/').next().unwrap_or("").to_string()
+}
+
+/// Everything of any container still on the host.
+fn leftovers(data_dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut left = Vec::new();
+    let links: Value =
+        serde_json::from_slice(&Command::new("ip").args(["-j", "link", "show", "type", "veth"]).output()?.stdout)
+            .unwrap_or(json!([]));
+    for l in links.as_array().into_iter().flatten() {
+        left.push(format!("veth {}", l["ifname"]));
+    }
+    let store = data_dir.join(NETWORK);
+    for entry in std::fs::read_dir(&store).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.parse::<std::net::IpAddr>().is_ok() {
+            left.push(format!("address file {name}"));
+        }
+    }
+    for entry in std::fs::read_dir(store.join(".attachments")).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(':') {
+            left.push(format!("index entry {name}"));
+        }
+    }
+    let ruleset =
+        String::from_utf8_lossy(&Command::new("nft").args(["-j", "list", "ruleset"]).output()?.stdout).into_owned();
+    let ruleset: Value = serde_json::from_str(&ruleset).unwrap_or(Value::Null);
+    for object in ruleset["nftables"].as_array().into_iter().flatten() {
+        if let Some(chain) = object.get("chain")
+            && let Some(name) = chain["name"].as_str()
+            && ["masq-", "pm-", "pms-", "spoof-"].iter().any(|p| name.starts_with(p))
+        {
+            left.push(format!("nft chain {name}"));
+        }
+        if let Some(map) = object.get("map").or_else(|| object.get("set"))
+            && let Some(elements) = map["elem"].as_array()
+            && map["name"] != "isolated_bridges"
+            && map["name"] != "isolation"
+        {
+            left.push(format!("{} elements in nft {}", elements.len(), map["name"]));
+        }
+    }
+    let iptables =
+        String::from_utf8_lossy(&Command::new("iptables-save").args(["-t", "nat"]).output()?.stdout).into_owned();
+    let cni_chains = iptables.lines().filter(|l| l.starts_with(":CNI-")).count();
+    if cni_chains > 0 {
+        left.push(format!("{cni_chains} iptables CNI- chains"));
+    }
+    Ok(left)
+}
+
+fn main() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        std::env::var_os("CNI_SANDBOX").is_some(),
+        "cni-soak creates bridges and firewall rules: run it through scripts/soak.sh (make soak)"
+    );
+    let o = options()?;
+    let work = PathBuf::from(std::env::var("SANDBOX_WORK").context("SANDBOX_WORK")?);
+    let soak = Soak {
+        plugins: o.plugins.clone(),
+        data_dir: work.join("soak-ipam"),
+        kill_percent: o.kill_percent,
+        counts: Counts::default(),
+        live: Mutex::new(HashMap::new()),
+        world: RwLock::new(()),
+    };
+    let started = Instant::now();
+    let per_worker = o.cycles.div_ceil(o.workers);
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for w in 0..o.workers {
+            let soak = &soak;
+            let done = &done;
+            s.spawn(move || {
+                soak.worker(w, per_worker);
+                done.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        // A GC over the running containers every few seconds while the workers run.
+        s.spawn(|| {
+            let mut last = Instant::now();
+            while done.load(Ordering::Relaxed) < o.workers {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() >= Duration::from_secs(3) && done.load(Ordering::Relaxed) < o.workers {
+                    soak.gc();
+                    last = Instant::now();
+                }
+            }
+        });
+    });
+    soak.gc(); // nothing is running now: everything of the network may go
+    let left = leftovers(&soak.data_dir)?;
+    let c = &soak.counts;
+    let unexpected = c.unexpected.lock().unwrap().clone();
+    println!(
+        "soak: {} cycles by {} workers in {:.1}s: {} ADDs ({} killed), {} DELs ({} killed, {} retries), {} GCs",
+        c.cycles.load(Ordering::Relaxed),
+        o.workers,
+        started.elapsed().as_secs_f64(),
+        c.adds.load(Ordering::Relaxed),
+        c.add_kills.load(Ordering::Relaxed),
+        c.dels.load(Ordering::Relaxed),
+        c.del_kills.load(Ordering::Relaxed),
+        c.del_retries.load(Ordering::Relaxed),
+        c.gcs.load(Ordering::Relaxed),
+    );
+    println!("soak: {} unexpected failures, {} leftovers", unexpected.len(), left.len());
+    for l in &left {
+        println!("  left: {l}");
+    }
+    anyhow::ensure!(unexpected.is_empty() && left.is_empty(), "the soak found problems (above)");
+    Ok(())
+}
