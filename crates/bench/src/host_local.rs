@@ -42,8 +42,8 @@ fn measure(plugin: &Path, population: usize, rounds: usize) -> anyhow::Result<(S
                 ("CNI_PATH", "/"),
             ]
         };
-        let add = run_plugin(plugin, &env("ADD"), &conf)?;
-        let del = run_plugin(plugin, &env("DEL"), &conf)?;
+        let add = run_plugin(plugin, &env("ADD"), &conf)?.took;
+        let del = run_plugin(plugin, &env("DEL"), &conf)?.took;
         if round > 0 {
             adds.push(add);
             dels.push(del);

@@ -6,10 +6,9 @@ use crate::chain::{netns_add, netns_del};
 use crate::stats::Samples;
 use anyhow::Context;
 use serde_json::{Value, json};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const PLUGINS: [&str; 4] = ["bridge", "host-local", "portmap", "loopback"];
 
@@ -22,35 +21,10 @@ pub struct PluginCost {
     pub peak_rss_kib: i64,
 }
 
-/// Runs `plugin` once; returns its stdout, wall time and peak RSS (KiB) from wait4(2).
+/// Runs `plugin` once: its stdout, wall time and peak RSS (KiB).
 fn run(plugin: &Path, env: &[(&str, &str)], stdin: &str) -> anyhow::Result<(String, Duration, i64)> {
-    let started = Instant::now();
-    let mut child = Command::new(plugin)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", plugin.display()))?;
-    child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
-    let mut stdout = String::new();
-    child.stdout.take().context("stdout")?.read_to_string(&mut stdout)?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as i32;
-    // SAFETY: plain syscall on our child's pid with valid out-pointers.
-    let waited = unsafe { nix::libc::wait4(pid, &mut status, 0, &mut usage) };
-    let took = started.elapsed();
-    anyhow::ensure!(waited == pid, "wait4: {}", std::io::Error::last_os_error());
-    anyhow::ensure!(
-        nix::libc::WIFEXITED(status) && nix::libc::WEXITSTATUS(status) == 0,
-        "{} failed: {stdout}",
-        plugin.display()
-    );
-    Ok((stdout, took, usage.ru_maxrss))
+    let r = crate::exec::run_plugin(plugin, env, stdin)?;
+    Ok((r.stdout, r.took, r.peak_rss_kib))
 }
 
 struct Attachment<'a> {

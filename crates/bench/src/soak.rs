@@ -298,19 +298,7 @@ fn leftovers(data_dir: &Path) -> anyhow::Result<Vec<String>> {
     for l in links.as_array().into_iter().flatten() {
         left.push(format!("veth {}", l["ifname"]));
     }
-    let store = data_dir.join(NETWORK);
-    for entry in std::fs::read_dir(&store).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.parse::<std::net::IpAddr>().is_ok() {
-            left.push(format!("address file {name}"));
-        }
-    }
-    for entry in std::fs::read_dir(store.join(".attachments")).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(':') {
-            left.push(format!("index entry {name}"));
-        }
-    }
+    left.extend(testkit::host_local_leftovers(&data_dir.join(NETWORK)));
     let ruleset =
         String::from_utf8_lossy(&Command::new("nft").args(["-j", "list", "ruleset"]).output()?.stdout).into_owned();
     let ruleset: Value = serde_json::from_str(&ruleset).unwrap_or(Value::Null);

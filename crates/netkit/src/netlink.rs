@@ -173,8 +173,9 @@ where
 }
 
 /// Extracts NLMSGERR_ATTR_MSG from the TLVs that follow the echoed request header in an error
-/// reply (with NETLINK_CAP_ACK the echo is the 16-byte header alone).
-fn ext_ack_message(payload: &[u8]) -> Option<String> {
+/// reply (with NETLINK_CAP_ACK the echo is the 16-byte header alone). `payload` is what follows
+/// the error code.
+pub fn ext_ack_message(payload: &[u8]) -> Option<String> {
     const NLMSGERR_ATTR_MSG: u16 = 1;
     let mut rest = payload.get(16..)?;
     while rest.len() >= 4 {

@@ -425,3 +425,28 @@ pub fn udp_ask(ns: &NetNs, local: std::net::SocketAddr, addr: std::net::SocketAd
     })
     .expect("entering ns")
 }
+
+/// What of any attachment a host-local store directory (`<dataDir>/<network>`) still holds:
+/// address files and index entries (the index's own `:state` file is not one). Empty when clean.
+pub fn host_local_leftovers(store: &Path) -> Vec<String> {
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let mut left: Vec<String> = names(store)
+        .into_iter()
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .map(|n| format!("address file {n}"))
+        .collect();
+    left.extend(
+        names(&store.join(".attachments"))
+            .into_iter()
+            .filter(|n| !n.starts_with(':'))
+            .map(|n| format!("index entry {n}")),
+    );
+    left
+}

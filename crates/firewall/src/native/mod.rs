@@ -318,7 +318,7 @@ impl Native {
                             refused = Some(NativeError::Kernel {
                                 command: commands[index].what.trim().to_string(),
                                 errno,
-                                ext_ack: ext_ack(&data[off + 20..off + len]),
+                                ext_ack: netkit::netlink::ext_ack_message(&data[off + 20..off + len]),
                             });
                         }
                     }
@@ -328,24 +328,6 @@ impl Native {
         }
         refused.map_or(Ok(()), Err)
     }
-}
-
-/// NLMSGERR_ATTR_MSG from what follows the echoed header of an error reply.
-fn ext_ack(rest: &[u8]) -> Option<String> {
-    let mut rest = rest.get(16..)?;
-    while rest.len() >= 4 {
-        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
-        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
-        if len < 4 || len > rest.len() {
-            return None;
-        }
-        if kind == 1 {
-            let text = rest[4..len].split(|b| *b == 0).next().unwrap_or_default();
-            return Some(String::from_utf8_lossy(text).into_owned());
-        }
-        rest = rest.get((len + 3) & !3..).unwrap_or_default();
-    }
-    None
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! `CNI_RS_FAULT`.
 
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use testkit::{Invocation, Netns, Output, TempDir, ip, ip_json, new_netns, nft_ruleset};
 
 const NETWORK: &str = "faults";
@@ -90,20 +89,7 @@ impl Host {
         for l in ip_json(&self.ns, "link show type veth").as_array().unwrap() {
             left.push(format!("veth {}", l["ifname"]));
         }
-        let store: PathBuf = self.ipam.path().join(NETWORK);
-        for entry in std::fs::read_dir(&store).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.parse::<std::net::IpAddr>().is_ok() {
-                left.push(format!("address file {name}"));
-            }
-        }
-        for entry in std::fs::read_dir(store.join(".attachments")).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // `:state` is the index's own bookkeeping, not an attachment.
-            if !name.starts_with(':') {
-                left.push(format!("index entry {name}"));
-            }
-        }
+        left.extend(testkit::host_local_leftovers(&self.ipam.path().join(NETWORK)));
         let rules = nft_ruleset(&self.ns);
         for marker in ["chain masq-", "chain pm-", "chain pms-", "10.44.0."] {
             if rules.contains(marker) {

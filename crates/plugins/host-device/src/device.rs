@@ -175,6 +175,20 @@ impl Drop for Transit<'_> {
     }
 }
 
+/// A move between namespaces with its failure explained: `telling` when the kernel answered
+/// `errno` (the one failure with a known cause), `plain` otherwise.
+fn explain_move(
+    moved: Result<(), netkit::NlError>,
+    errno: i32,
+    telling: impl FnOnce() -> String,
+    plain: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    moved.map_err(|e| {
+        let why = if e.errno() == Some(errno) { telling() } else { plain() };
+        anyhow::Error::from(e).context(why)
+    })
+}
+
 /// Adds to `err` what went wrong while undoing.
 fn with_undo(err: anyhow::Error, undo: anyhow::Result<()>) -> anyhow::Error {
     match undo {
@@ -204,15 +218,13 @@ pub fn move_in(
     };
     let mut transit = Transit::new(home)?;
 
-    transit.home.rtnl.move_to_netns(device.index, transit.ns.as_fd()).map_err(|e| {
-        let pinned = e.errno() == Some(EINVAL);
-        let e = anyhow::Error::from(e);
-        if pinned {
-            e.context(format!("{} cannot leave its network namespace (the kernel pins it)", device.name))
-        } else {
-            e.context(format!("failed to move {} to a temporary namespace", device.name))
-        }
-    })?;
+    let moved = transit.home.rtnl.move_to_netns(device.index, transit.ns.as_fd());
+    explain_move(
+        moved,
+        EINVAL,
+        || format!("{} cannot leave its network namespace (the kernel pins it)", device.name),
+        || format!("failed to move {} to a temporary namespace", device.name),
+    )?;
     let moved = (|| -> anyhow::Result<Link> {
         let index = transit.arrived(&device.name)?;
         fault::point("host-device:in-transit")?;
@@ -223,15 +235,13 @@ pub fn move_in(
         fault::point("host-device:renamed")?;
         transit.rtnl.set_alias(index, original).with_context(|| format!("failed to set alias to {original}"))?;
         fault::point("host-device:aliased")?;
-        transit.rtnl.move_to_netns(index, container.as_fd()).map_err(|e| {
-            let exists = e.errno() == Some(EEXIST);
-            let e = anyhow::Error::from(e);
-            if exists {
-                e.context(format!("interface {ifname:?} already exists in the container"))
-            } else {
-                e.context(format!("failed to move {ifname} (host: {}) into the container", device.name))
-            }
-        })?;
+        let moved = transit.rtnl.move_to_netns(index, container.as_fd());
+        explain_move(
+            moved,
+            EEXIST,
+            || format!("interface {ifname:?} already exists in the container"),
+            || format!("failed to move {ifname} (host: {}) into the container", device.name),
+        )?;
         transit.index = None;
         let in_container = (|| -> anyhow::Result<Link> {
             let link =
@@ -310,15 +320,13 @@ pub fn move_out(
         fault::point("host-device:out-renamed")?;
         transit.rtnl.set_alias(index, "").with_context(|| format!("failed to unset alias of {original}"))?;
         fault::point("host-device:out-unaliased")?;
-        transit.rtnl.move_to_netns(index, host_ns.as_fd()).map_err(|e| {
-            let exists = e.errno() == Some(EEXIST);
-            let e = anyhow::Error::from(e);
-            if exists {
-                e.context(format!("cannot return {ifname} to the host: a link named {original} already exists there"))
-            } else {
-                e.context(format!("failed to move {original} to the host"))
-            }
-        })?;
+        let moved = transit.rtnl.move_to_netns(index, host_ns.as_fd());
+        explain_move(
+            moved,
+            EEXIST,
+            || format!("cannot return {ifname} to the host: a link named {original} already exists there"),
+            || format!("failed to move {original} to the host"),
+        )?;
         transit.index = None;
         Ok(())
     })();
