@@ -8,7 +8,7 @@ DESTDIR ?=
 BINDIR  ?= /opt/cni/bin
 CNITOOL := target/tools/cnitool
 
-.PHONY: all build release deps cnitool demo test unit conformance e2e soak soak-short bench profile lint install clean
+.PHONY: all build release deps cnitool demo test unit conformance e2e soak soak-short fuzz bench profile lint install clean
 
 all: release
 
@@ -54,6 +54,11 @@ soak: release
 
 soak-short: build
 	SOAK_PROFILE=debug scripts/soak.sh --cycles 400 --plugins target/debug
+
+# Coverage-guided fuzzing of the parsers (config, conflist, results, CNI_ARGS, the dispatcher,
+# host-local's config and store files): FUZZ_SECONDS (default 60) per target; installs cargo-fuzz.
+fuzz:
+	scripts/fuzz.sh
 
 # Where a chain ADD and DEL spend their time (trace marks of the release build).
 profile: cnitool release

@@ -11,6 +11,31 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// The longest network name accepted. libcni sets no limit. Names become directory names
+/// (host-local's `<dataDir>/<network>`) and, with a container ID of at most
+/// [`crate::env::MAX_CONTAINER_ID`], the reference's iptables comments
+/// (`dnat name: "<network>" id: "<containerID>"`, at most 255 bytes), which must hold both whole for
+/// DEL and GC to find a container's rules by them.
+pub const MAX_NETWORK_NAME: usize = 100;
+
+/// Code 7 unless `name` is a valid network name (libcni's characters, at most
+/// [`MAX_NETWORK_NAME`] bytes).
+fn validate_network_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(Error::config("missing network name"));
+    }
+    if !is_valid_name(name) {
+        return Err(Error::config("invalid characters found in network name").with_details(name));
+    }
+    if name.len() > MAX_NETWORK_NAME {
+        return Err(Error::config(format!(
+            "network name is {} bytes long; at most {MAX_NETWORK_NAME} are allowed",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A still-valid attachment, as listed for GC in `cni.dev/valid-attachments`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 pub struct Attachment {
@@ -86,15 +111,16 @@ impl NetConf {
             _ => version::IMPLICIT.to_string(),
         };
         let name = common.name.unwrap_or_default();
-        if name.is_empty() {
-            return Err(Error::config("missing network name"));
-        }
-        if !is_valid_name(&name) {
-            return Err(Error::config("invalid characters found in network name").with_details(name));
-        }
+        validate_network_name(&name)?;
         let plugin_type = common.plugin_type.unwrap_or_default();
         if plugin_type.is_empty() {
             return Err(Error::config("missing plugin type"));
+        }
+        // The IPAM plugin is executed from CNI_PATH by that name: refused here, before the plugin
+        // changes anything, rather than when it is about to run (a bridge would exist by then).
+        let ipam_type = common.ipam.and_then(|i| i.plugin_type).filter(|t| !t.is_empty());
+        if let Some(t) = &ipam_type {
+            crate::delegate::validate_plugin_type(t).map_err(|e| Error::config(format!("ipam.type: {}", e.msg)))?;
         }
         let prev_result = match common.prev_result {
             None | Some(Value::Null) => None,
@@ -107,7 +133,7 @@ impl NetConf {
             cni_version,
             name,
             plugin_type,
-            ipam_type: common.ipam.and_then(|i| i.plugin_type).filter(|t| !t.is_empty()),
+            ipam_type,
             dns: common.dns.unwrap_or_default(),
             prev_result,
             valid_attachments: common.valid_attachments.or(common.attachments),
@@ -162,7 +188,7 @@ impl ConfList {
     pub fn parse(bytes: &[u8]) -> Result<ConfList, Error> {
         let raw: RawConfList = crate::json::from_slice(bytes)?;
         let name = raw.name.unwrap_or_default();
-        if !is_valid_name(&name) {
+        if !is_valid_name(&name) || name.len() > MAX_NETWORK_NAME {
             return Err(Error::config(format!("invalid network name {name:?}")));
         }
         let newest_listed = raw
@@ -258,6 +284,10 @@ mod tests {
                 Code::Decode,
             ),
             (br#"{"name":"n","type":"x","ipam":"host-local"}"#, Code::Decode),
+            (br#"{"name":"n","type":"x","ipam":{"type":"/bin/sh"}}"#, Code::InvalidConfig),
+            (br#"{"name":"n","type":"x","ipam":{"type":"../host-local"}}"#, Code::InvalidConfig),
+            (br#"{"name":"n","type":"x","ipam":{"type":"x/y"}}"#, Code::InvalidConfig),
+            (br#"{"name":"n\nx","type":"x"}"#, Code::InvalidConfig),
         ];
         for (input, code) in cases {
             let e = NetConf::parse(input).unwrap_err();

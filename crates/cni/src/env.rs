@@ -116,6 +116,13 @@ impl Env {
     }
 }
 
+/// The longest `CNI_CONTAINERID` accepted. libcni sets no limit; runtimes use 64 hex characters
+/// (containerd, CRI-O, Podman) or fewer. The bound keeps every name derived from an ID within the
+/// limits it meets: host-local's index file `<containerID>:<ifname>` (255 bytes), and the
+/// reference's iptables comments `name: "<network>" id: "<containerID>"` (255 bytes, with a network
+/// name of at most [`crate::config::MAX_NETWORK_NAME`]), which would otherwise be cut short.
+pub const MAX_CONTAINER_ID: usize = 128;
+
 /// libcni's rule for container IDs and network names: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
 pub fn is_valid_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -134,11 +141,19 @@ pub fn validate_container_id(id: &str) -> Result<(), Error> {
     if !is_valid_name(id) {
         return Err(Error::env("invalid characters in containerID").with_details(id));
     }
+    if id.len() > MAX_CONTAINER_ID {
+        return Err(Error::env(format!(
+            "containerID is {} bytes long; at most {MAX_CONTAINER_ID} are allowed",
+            id.len()
+        )));
+    }
     Ok(())
 }
 
 /// The kernel's and libcni's rules for an interface name: 1 to 15 bytes, not `.` or `..`, and no
-/// `/`, `:` or whitespace (net/core/dev.c `dev_valid_name`).
+/// `/`, `:` or whitespace (net/core/dev.c `dev_valid_name`). Also no `%`, which libcni allows but
+/// the kernel reads as a template (`eth%d` creates `eth0`, `eth1`...): no link ever has such a
+/// name, so a plugin could create one and never find it again.
 pub fn validate_ifname(name: &str) -> Result<(), Error> {
     if name.is_empty() {
         return Err(Error::env("interface name is empty"));
@@ -152,6 +167,11 @@ pub fn validate_ifname(name: &str) -> Result<(), Error> {
     }
     if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0') {
         return Err(Error::env(format!("interface name {name:?} contains / or : or whitespace characters")));
+    }
+    if name.contains('%') {
+        return Err(Error::env(format!(
+            "interface name {name:?} contains %, which the kernel reads as a name template"
+        )));
     }
     Ok(())
 }
@@ -202,7 +222,7 @@ mod tests {
 
     #[test]
     fn ifname_rules() {
-        for bad in ["", ".", "..", "a/b", "eth:0", "eth 0", "eth\t0", "0123456789abcdef"] {
+        for bad in ["", ".", "..", "a/b", "eth:0", "eth 0", "eth\t0", "0123456789abcdef", "eth%d", "a\nb", "a\0b"] {
             assert_eq!(validate_ifname(bad).unwrap_err().code, Code::InvalidEnv, "{bad:?}");
         }
         for good in ["eth0", "0123456789abcde", "net1.100", "a-b_c"] {
@@ -217,6 +237,8 @@ mod tests {
             assert_eq!(validate_container_id(bad).unwrap_err().code, Code::InvalidEnv, "{bad:?}");
         }
         validate_container_id("cnitool-0123abc.x_y-z").unwrap();
+        validate_container_id(&"a".repeat(MAX_CONTAINER_ID)).unwrap();
+        assert_eq!(validate_container_id(&"a".repeat(MAX_CONTAINER_ID + 1)).unwrap_err().code, Code::InvalidEnv);
     }
 
     #[test]

@@ -138,16 +138,27 @@ impl<'de> FoldingMap<'de> {
     /// Renames each key that folds onto one of `fields` to that field's exact name. Where two keys
     /// land on one field, the exact spelling wins (Go would take the later one in the document;
     /// serde_json's map has no document order to go by).
+    ///
+    /// Only keys that land on a field can collide (the map's keys are distinct), so where each
+    /// field's key went is kept by field: an object of 200,000 keys costs 200,000 steps, not
+    /// 200,000 squared.
     fn new(map: &'de Map<String, Value>, fields: &'static [&'static str]) -> FoldingMap<'de> {
         let mut entries: Vec<(&'de str, &'de Value, bool)> = Vec::with_capacity(map.len());
+        let mut slots: Vec<Option<usize>> = vec![None; fields.len()];
         for (key, value) in map {
-            let exact = fields.contains(&key.as_str());
-            let name: &'de str =
-                if exact { key } else { fields.iter().copied().find(|f| fold_eq(f, key)).unwrap_or(key) };
-            match entries.iter().position(|(n, _, _)| *n == name) {
+            let exact = fields.iter().position(|f| *f == key.as_str());
+            let Some(field) = exact.or_else(|| fields.iter().position(|f| fold_eq(f, key))) else {
+                entries.push((key, value, false));
+                continue;
+            };
+            let (name, exact) = (fields[field], exact.is_some());
+            match slots[field] {
                 Some(i) if exact || !entries[i].2 => entries[i] = (name, value, exact),
                 Some(_) => {}
-                None => entries.push((name, value, exact)),
+                None => {
+                    slots[field] = Some(entries.len());
+                    entries.push((name, value, exact));
+                }
             }
         }
         let entries: Vec<_> = entries.into_iter().map(|(n, v, _)| (n, v)).collect();

@@ -107,7 +107,9 @@ fn path_like_types_are_refused_before_anything_runs() {
     let outside = dir.0.join("sub");
     std::fs::create_dir_all(&outside).unwrap();
     dir.script("x", &format!("touch {}", marker.display()));
-    let mut req = request(&outside, "../x");
+    // NetConf::parse refuses such a type already; delegation must refuse it on its own too.
+    let mut req = request(&outside, "x");
+    req.config.ipam_type = Some("../x".into());
     req.env.cni_path = vec![outside.clone()];
     let err = coded(&delegate::ipam(&req, Command::Add).unwrap_err());
     assert_eq!(err.code, Code::InvalidConfig);

@@ -89,6 +89,14 @@ pub fn parse(conditions: &[String], field: &str) -> Result<Vec<Value>, Error> {
             "{field}: unsupported condition at {at:?} (expected `selector [op] value`, e.g. `ip saddr 10.0.0.0/8`)"
         ))
     };
+    // nft reads a string value starting with `@` as a reference to a named set and one starting
+    // with `$` as a variable: conditions compare with literal values only, printable ones.
+    if let Some(w) = words.iter().find(|w| w.trim_matches('"').starts_with(['@', '$'])) {
+        return Err(Error::config(format!("{field}: {w:?}: named sets and variables are not supported")));
+    }
+    if let Some(w) = words.iter().find(|w| w.chars().any(char::is_control)) {
+        return Err(Error::config(format!("{field}: {w:?} contains a control character")));
+    }
     let mut out = Vec::new();
     let mut i = 0;
     while i < words.len() {
@@ -142,6 +150,15 @@ pub fn parse(conditions: &[String], field: &str) -> Result<Vec<Value>, Error> {
                 scalar(word)
             }
         };
+        // Interface names are at most 15 bytes (IFNAMSIZ); nft would refuse a longer one only when
+        // the rule is applied.
+        if matches!(left["meta"]["key"].as_str(), Some("iifname" | "oifname")) {
+            let names = right.get("set").unwrap_or(&right);
+            let names = names.as_array().map_or_else(|| vec![names], |a| a.iter().collect());
+            if let Some(long) = names.iter().filter_map(|n| n.as_str()).find(|n| n.len() > 15) {
+                return Err(Error::config(format!("{field}: interface name {long:?} is longer than 15 bytes")));
+            }
+        }
         out.push(json!({"match": {"op": op, "left": left, "right": right}}));
     }
     Ok(out)
@@ -187,6 +204,14 @@ mod tests {
             &["counter"],
             &["ip", "saddr", "{", "}"],
             &["ip", "nonsense", "1"],
+            &["ip", "saddr", "@hostip_v4"],
+            &["iifname", "\"$x\""],
+            &["ip saddr 1.2.3.4; add rule inet cni_portmap hostports accept"],
+            &["iifname", "eth0\nadd", "rule"],
+            &["ip saddr { 10.0.0.1 } } accept"],
+            &["iifname", "0123456789abcdef"],
+            &["iifname", "x\u{0}y"],
+            &["oifname", "{", "eth0,", "0123456789abcdef", "}"],
         ] {
             let e = p(bad).unwrap_err();
             assert_eq!(e.code, cni::Code::InvalidConfig, "{bad:?}");

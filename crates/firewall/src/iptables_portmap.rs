@@ -43,13 +43,85 @@ pub struct Rules<'a> {
     pub conditions: &'a [String],
 }
 
+/// Short options that are not matches: commands (`-A`, `-I`, `-N`...), the table (`-t`), targets
+/// (`-j`, `-g`) and the program iptables runs to load modules (`-M`).
+const NOT_MATCHES: &str = "ACDIRLSFZNXPEtjgM";
+/// Their long forms; getopt also takes any unambiguous prefix (`--jum`).
+const NOT_MATCHES_LONG: &[&str] = &[
+    "--append",
+    "--check",
+    "--delete",
+    "--insert",
+    "--replace",
+    "--list",
+    "--list-rules",
+    "--flush",
+    "--zero",
+    "--new-chain",
+    "--delete-chain",
+    "--policy",
+    "--rename-chain",
+    "--table",
+    "--jump",
+    "--goto",
+    "--modprobe",
+];
+/// Short options whose argument may follow in the same word (`-s10.0.0.0/8`): the rest of such a
+/// word is a value, not more options.
+const TAKES_VALUE: &str = "opsdimcwW";
+
+/// The option in `word` that is not a match, if any. A word of short options is read as getopt
+/// reads it: `-fA` is `-f -A`, `-sA` is `-s` with the value `A`.
+fn not_a_match(word: &str) -> Option<String> {
+    if let Some(long) = word.strip_prefix("--") {
+        let name = format!("--{}", long.split('=').next().unwrap_or(""));
+        return (name.len() > 2 && NOT_MATCHES_LONG.iter().any(|o| o.starts_with(&name))).then_some(name);
+    }
+    for c in word.strip_prefix('-')?.chars() {
+        if NOT_MATCHES.contains(c) {
+            return Some(format!("-{c}"));
+        }
+        if TAKES_VALUE.contains(c) {
+            break;
+        }
+    }
+    None
+}
+
 /// Splits iptables-style conditions into words for a restore line. Quotes, backslashes and control
-/// characters are refused: a word can only ever be one argument of the rule it belongs to.
+/// characters are refused: a word can only ever be one argument of the rule it belongs to. So are
+/// options that are not matches (`-j ACCEPT`, `-A OUTPUT`, `-t filter`, `--modprobe=/x`): the
+/// conditions narrow the rule they are part of and can do nothing else.
 pub fn split_conditions(conditions: &[String], field: &str) -> Result<Vec<String>, Error> {
     if let Some(bad) = conditions.iter().find(|c| c.chars().any(|ch| ch.is_control() || "\"'\\".contains(ch))) {
         return Err(Error::config(format!("{field}: {bad:?} may not contain quotes, backslashes or line breaks")));
     }
-    Ok(conditions.iter().flat_map(|c| c.split_whitespace()).map(str::to_string).collect())
+    let words: Vec<String> = conditions.iter().flat_map(|c| c.split_whitespace()).map(str::to_string).collect();
+    if let Some(option) = words.iter().find_map(|w| not_a_match(w)) {
+        return Err(Error::config(format!(
+            "{field}: {option} is not a match option (conditions may only narrow which packets are translated)"
+        )));
+    }
+    Ok(words)
+}
+
+/// The longest iptables chain name (`XT_EXTENSION_MAXNAMELEN` less the NUL).
+const CHAIN_NAME_MAX: usize = 28;
+
+/// Checks a chain name taken from a config (`externalSetMarkChain`), which becomes the target of
+/// rules in a restore batch: letters, digits, `_`, `.` and `-`, not first, at most 28 bytes.
+/// Anything else (a space, a line break) could add words or whole rules to the batch.
+pub fn validate_chain_name(name: &str, field: &str) -> Result<(), Error> {
+    let valid = !name.is_empty()
+        && name.len() <= CHAIN_NAME_MAX
+        && !name.starts_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        return Err(Error::config(format!(
+            "{field}: {name:?} is not a chain name (letters, digits, _ . and -, at most {CHAIN_NAME_MAX})"
+        )));
+    }
+    Ok(())
 }
 
 pub fn dnat_chain(network: &str, container_id: &str) -> String {
@@ -349,6 +421,60 @@ mod tests {
     fn conditions_cannot_break_out_of_their_rule() {
         for bad in ["-s 1.2.3.4\"", "-s 1.2.3.4\n-A FOO", "-m comment --comment 'x'", "a\\b"] {
             assert!(split_conditions(&[bad.to_string()], "conditionsV4").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn conditions_are_matches_only() {
+        for bad in [
+            "-j ACCEPT",
+            "-s 10.0.0.0/8 -g OUTPUT",
+            "--jump ACCEPT",
+            "--ju ACCEPT",
+            "--goto=X",
+            "-A OUTPUT",
+            "-I PREROUTING 1",
+            "-N X",
+            "-X",
+            "-F",
+            "-t filter",
+            "--table=filter",
+            "-P",
+            "-fA",
+            "-vj ACCEPT",
+            "-M /tmp/x",
+            "--modprobe=/tmp/x",
+            "--delete-chain",
+            "--new",
+            "! -j ACCEPT",
+        ] {
+            let e = split_conditions(&[bad.to_string()], "conditionsV4").unwrap_err();
+            assert_eq!(e.code, cni::Code::InvalidConfig, "{bad:?}");
+            assert!(e.msg.contains("is not a match option"), "{bad:?}: {}", e.msg);
+        }
+        for good in [
+            "-s 10.0.0.0/8",
+            "! -d 192.0.2.1",
+            "-i eth0",
+            "-s10.0.0.0/8",
+            "-m iprange --src-range 10.0.0.1-10.0.0.9",
+            "-p tcp --dport 80",
+            "-m mark --mark 0x1/0x1",
+            "-m set --match-set allowed src",
+            "--source 1.2.3.4",
+            "-m comment --comment x-A",
+        ] {
+            split_conditions(&[good.to_string()], "conditionsV4").unwrap_or_else(|e| panic!("{good:?}: {}", e.msg));
+        }
+    }
+
+    #[test]
+    fn chain_names_are_single_plain_words() {
+        for good in ["KUBE-MARK-MASQ", "CNI-HOSTPORT-SETMARK", "a.b_c"] {
+            validate_chain_name(good, "externalSetMarkChain").unwrap();
+        }
+        for bad in ["", "A B", "X\n-A INPUT -j DROP", "-j", "X;Y", "\"X\"", &"A".repeat(29)] {
+            assert!(validate_chain_name(bad, "externalSetMarkChain").is_err(), "{bad:?}");
         }
     }
 }

@@ -83,10 +83,16 @@ impl Nft {
 
     /// Applies `batch` (an nftables JSON document) as one transaction.
     pub fn apply(&self, batch: &Value) -> anyhow::Result<()> {
+        let json = serde_json::to_vec(batch).context("encoding the nftables batch")?;
+        // No value of ours may hold a NUL: netlink names would be cut at it, and nft 1.0.6 reading
+        // JSON from a pipe exits 0 without applying anything. Such a batch is a bug to report.
+        anyhow::ensure!(
+            !json.windows(6).any(|w| w == br"\u0000"),
+            "refusing an nftables batch with a NUL character in a value"
+        );
         if let Some(done) = self.apply_native(batch) {
             return done;
         }
-        let json = serde_json::to_vec(batch).context("encoding the nftables batch")?;
         self.run(&["-j", "-f", "-"], Some(&json), "apply").map(|_| ())
     }
 
@@ -222,6 +228,14 @@ mod tests {
             vec![(json!("10.1.0.5"), Some("masq-a-b".to_string())), (json!("10.1.0.6"), Some("masq-c-d".to_string()))]
         );
         assert!(verdict_map_elements(&l, "nope").is_empty());
+    }
+
+    #[test]
+    fn a_batch_with_a_nul_is_refused_before_anything_runs() {
+        let nft = Nft { binary: PathBuf::from("/nonexistent/nft"), native: std::sync::Mutex::new(NativeState::Off) };
+        let batch = json!({"nftables": [{"add": {"table": {"family": "inet", "name": "a\u{0}b"}}}]});
+        let err = nft.apply(&batch).unwrap_err().to_string();
+        assert!(err.contains("NUL"), "{err}");
     }
 
     #[test]

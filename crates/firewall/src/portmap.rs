@@ -124,10 +124,12 @@ impl Attachment {
     /// Each mapping element: (map, key); one per mapping that applies to some address.
     fn element_keys(&self) -> Vec<(&'static str, Value)> {
         let mut keys: Vec<(&'static str, Value)> = Vec::new();
+        // Seen keys by their text: a list scan here would make ADD quadratic in the mappings.
+        let mut seen = std::collections::HashSet::new();
         for m in &self.mappings {
             let applies = (self.v4.is_some() && m.applies_to(true)) || (self.v6.is_some() && m.applies_to(false));
             let key = m.key();
-            if applies && !keys.contains(&key) {
+            if applies && seen.insert(format!("{} {}", key.0, key.1)) {
                 keys.push(key);
             }
         }

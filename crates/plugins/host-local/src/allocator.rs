@@ -28,12 +28,12 @@ pub fn allocate(
     let mut taken: Vec<IpConfig> = Vec::new();
     let result = allocate_each(store, sets, requested, owner, &mut taken);
     let ips: Vec<IpAddr> = taken.iter().map(|c| c.address.ip()).collect();
-    match result {
-        Ok(()) => store.record(owner, &ips)?,
-        Err(_) => {
-            for ip in ips {
-                store.release_ip(ip, owner)?;
-            }
+    let result = result.and_then(|()| store.record(owner, &ips));
+    if result.is_err() {
+        // Best effort: the error worth reporting is the one that stopped the allocation; a
+        // release that fails too leaves a reservation GC reclaims (its owner never ran).
+        for ip in ips {
+            let _ = store.release_ip(ip, owner);
         }
     }
     result.map(|()| taken)
@@ -68,13 +68,14 @@ fn allocate_each(
                 reserve_next(store, index, set, owner)?
             }
         };
-        store.set_last_reserved(index, ip)?;
         let range = set.range_for(ip).expect("reserved inside the set");
+        // Taken before anything else can fail, so that a failure below releases this one too.
         taken.push(IpConfig {
             address: ipnetwork::IpNetwork::new(ip, range.subnet.prefix()).expect("prefix of a valid subnet"),
             gateway: Some(range.gateway),
             interface: None,
         });
+        store.set_last_reserved(index, ip)?;
     }
     if !wanted.is_empty() {
         let list: Vec<String> = wanted.iter().map(ToString::to_string).collect();

@@ -9,6 +9,11 @@ use std::path::PathBuf;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 
+/// The most ranges a config may name, over all range sets (`runtimeConfig.ipRanges`, the legacy
+/// range and `ipam.ranges`). Real configs name one or two per family; validation compares every
+/// pair and allocation walks the ranges, so 100,000 of them (2.5 MB of JSON) would take minutes.
+pub const MAX_RANGES: usize = 1024;
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct IpamConfig {
@@ -129,6 +134,14 @@ impl IpamConfig {
         let raw: RawNet = req.config.decode()?;
         let ipam = raw.ipam.ok_or_else(|| Error::config("IPAM config missing 'ipam' key"))?;
         let runtime = raw.runtime_config.unwrap_or_default();
+        let count = |sets: &Option<Vec<Vec<RawRange>>>| sets.iter().flatten().map(Vec::len).sum::<usize>();
+        let legacy_range = usize::from(ipam.subnet.as_deref().is_some_and(|s| !s.is_empty()));
+        let ranges = count(&runtime.ip_ranges) + count(&ipam.ranges) + legacy_range;
+        if ranges > MAX_RANGES {
+            return Err(Error::config(format!(
+                "ipam: {ranges} ranges in all (ipam.ranges, ipam.subnet and runtimeConfig.ipRanges); at most {MAX_RANGES} are allowed"
+            )));
+        }
 
         let mut sets = parse_sets(runtime.ip_ranges.as_deref().unwrap_or_default(), "runtimeConfig.ipRanges")?;
         if ipam.subnet.as_deref().is_some_and(|s| !s.is_empty()) {
@@ -185,13 +198,22 @@ impl IpamConfig {
 }
 
 /// `dataDir`, which must be absolute: a relative one would depend on the runtime's working
-/// directory and silently split the store.
+/// directory and silently split the store. Nor may it climb with `..` (the reference accepts any
+/// path): `/var/lib/cni/../../etc` names a directory other than the one it appears to, and
+/// nothing legitimate needs that. `dataDir` itself is the administrator's choice and may be or
+/// contain a symlink; the store under it is checked by [`crate::store::Store::open`].
 fn data_dir(configured: Option<&str>) -> Result<PathBuf, Error> {
-    match configured.filter(|d| !d.is_empty()) {
-        None => Ok(PathBuf::from(DEFAULT_DATA_DIR)),
-        Some(dir) if dir.starts_with('/') => Ok(PathBuf::from(dir)),
-        Some(dir) => Err(Error::config(format!("ipam.dataDir: {dir:?} is not an absolute path"))),
+    let Some(dir) = configured.filter(|d| !d.is_empty()) else { return Ok(PathBuf::from(DEFAULT_DATA_DIR)) };
+    if !dir.starts_with('/') {
+        return Err(Error::config(format!("ipam.dataDir: {dir:?} is not an absolute path")));
     }
+    if dir.split('/').any(|part| part == "..") {
+        return Err(Error::config(format!("ipam.dataDir: {dir:?} contains \"..\"")));
+    }
+    if dir.contains('\0') {
+        return Err(Error::config(format!("ipam.dataDir: {dir:?} contains a NUL byte")));
+    }
+    Ok(PathBuf::from(dir))
 }
 
 #[cfg(test)]
@@ -277,6 +299,18 @@ mod tests {
             (
                 json!({"name": "n", "type": "x", "ipam": {"subnet": "10.1.0.0/24", "dataDir": "var/lib"}}),
                 "ipam.dataDir: \"var/lib\" is not an absolute path",
+            ),
+            (
+                json!({"name": "n", "type": "x", "ipam": {"subnet": "10.1.0.0/24", "dataDir": "/var/lib/../../etc"}}),
+                "ipam.dataDir: \"/var/lib/../../etc\" contains \"..\"",
+            ),
+            (
+                json!({"name": "n", "type": "x", "ipam": {"subnet": "10.1.0.0/24", "dataDir": "/var/lib/x\u{0}y"}}),
+                "contains a NUL byte",
+            ),
+            (
+                json!({"name": "n", "type": "x", "ipam": {"ranges": vec![vec![json!({"subnet": "10.1.0.0/24"})]; MAX_RANGES + 1]}}),
+                "ranges in all",
             ),
             (
                 json!({"name": "n", "type": "x", "runtimeConfig": {"ips": ["10.1.0.300"]}, "ipam": {"subnet": "10.1.0.0/24"}}),

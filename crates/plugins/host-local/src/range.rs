@@ -116,9 +116,10 @@ impl Range {
             && to_u128(other.start) <= to_u128(self.end)
     }
 
-    /// The number of addresses in `start..=end`.
+    /// The number of addresses in `start..=end`; one short for the one range of 2^128 addresses
+    /// (`::/0` from `::`), a number no `u128` holds.
     fn len(&self) -> u128 {
-        to_u128(self.end) - to_u128(self.start) + 1
+        (to_u128(self.end) - to_u128(self.start)).saturating_add(1)
     }
 }
 
@@ -171,9 +172,12 @@ impl RangeSet {
     /// handed out from this set) when it is in the set, else at the first range's start; wrapping
     /// across the ranges and back to `last` itself. A crash-looping container therefore does not
     /// get the same address straight back.
+    ///
+    /// IPv6 ranges may add up to 2^128 addresses; the count then stops one short, leaving the
+    /// set's very last address out of the walk.
     pub fn walk(&self, last: Option<IpAddr>) -> impl Iterator<Item = (IpAddr, &Range)> + '_ {
-        let total: u128 = self.0.iter().map(Range::len).sum();
-        let begin = last.and_then(|ip| self.position(ip)).map_or(0, |p| (p + 1) % total);
+        let total: u128 = self.0.iter().map(Range::len).fold(0, u128::saturating_add);
+        let begin = last.and_then(|ip| self.position(ip)).map_or(0, |p| p.saturating_add(1) % total);
         (0..total).map(move |k| self.at((begin + k) % total)).filter(|(ip, r)| r.is_allocatable(*ip))
     }
 
@@ -182,9 +186,9 @@ impl RangeSet {
         let mut before = 0;
         for r in &self.0 {
             if r.contains(ip) {
-                return Some(before + to_u128(ip) - to_u128(r.start));
+                return Some(before + (to_u128(ip) - to_u128(r.start)));
             }
-            before += r.len();
+            before = before.saturating_add(r.len());
         }
         None
     }

@@ -25,6 +25,16 @@
 //! The reference walks subdirectories too; nothing in `.attachments` has the content of an owner
 //! file or the name of an address, so it ignores the index.
 //!
+//! Nothing in the store is followed through a symlink or written through a hard link: the
+//! network's directory must be a real directory, owned by us and writable by nobody else (and
+//! `dataDir` not writable by everyone unless sticky, so nobody can swap it for a symlink); every
+//! file is opened with `O_NOFOLLOW` and used only if it is a regular file (with one name, to be
+//! written). A symlink (or FIFO, or hard link) planted as `lock` is refused (code 5); one in the
+//! index (ours, rebuilt at will) or as `last_reserved_ip.<n>` (a hint) is removed and the file
+//! written anew; an `<ip>` file that is a symlink keeps its address taken but is never read or
+//! written. Files are created `0600` (as the reference's address files; its lock is `0750`),
+//! directories `0755` (as the reference's) and the index `0700`; a umask can only narrow these.
+//!
 //! `<ip>` files are created whole: the content is written to an unnamed file (`O_TMPFILE`, or a
 //! named temporary file where the file system lacks it) and `link(2)`ed into place, which fails if
 //! the address is taken. A SIGKILL never leaves an empty file blocking an address. Nothing is
@@ -35,11 +45,11 @@ use crate::range::RangeSet;
 use anyhow::Context;
 use cni::{Attachment, Code, Error, ResultExt};
 use nix::fcntl::{Flock, FlockArg};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -68,14 +78,16 @@ impl Owner {
         Owner { container_id: container_id.to_string(), ifname: Some(ifname.to_string()) }
     }
 
-    /// Reads a file's content as the reference compares it (trimmed). `None` when it names nobody.
+    /// Reads a file's content as the reference compares it (trimmed). `None` when it names nobody:
+    /// also when it names an interface no runtime can pass (no `CNI_IFNAME` holds `/` or `:`), which
+    /// could not be indexed under `<containerID>:<ifname>`.
     pub fn parse(content: &str) -> Option<Owner> {
         let content = content.trim();
         let (id, ifname) = match content.split_once("\r\n") {
             Some((id, ifname)) => (id.trim(), Some(ifname.trim().to_string())),
             None => (content, None),
         };
-        if !cni::env::is_valid_name(id) || ifname.as_deref() == Some("") {
+        if !cni::env::is_valid_name(id) || ifname.as_deref().is_some_and(|i| cni::env::validate_ifname(i).is_err()) {
             return None;
         }
         Some(Owner { container_id: id.to_string(), ifname })
@@ -116,26 +128,83 @@ fn mkdir(path: &Path) -> std::io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o755).create(path)
 }
 
-/// Reads a small file without following a symlink planted in its place.
-fn read_nofollow(path: &Path) -> std::io::Result<String> {
-    let mut file = OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(path)?;
+/// A state path that is not what the store put there (code 5, an I/O failure in the spec's terms).
+fn refused(path: &Path, what: &str) -> anyhow::Error {
+    Error::new(Code::Io, format!("{} is {what}: refusing to use it", path.display())).into()
+}
+
+/// Checks the network's directory: a real directory (not a symlink to one elsewhere), ours, and
+/// not writable by others, who could plant files in it. Its parent, `dataDir`, may be shared
+/// (`/tmp`) only with the sticky bit, or anyone could swap our directory for a symlink.
+fn check_store_dir(data_dir: &Path, dir: &Path) -> anyhow::Result<()> {
+    let meta = fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display())).code(Code::Io)?;
+    if meta.file_type().is_symlink() {
+        return Err(refused(dir, "a symlink"));
+    }
+    if !meta.is_dir() {
+        return Err(refused(dir, "not a directory"));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(refused(dir, &format!("owned by uid {}, not by us", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refused(dir, &format!("writable by others (mode {:o})", meta.mode() & 0o7777)));
+    }
+    let parent = fs::metadata(data_dir).with_context(|| format!("reading {}", data_dir.display())).code(Code::Io)?;
+    if parent.mode() & 0o002 != 0 && parent.mode() & 0o1000 == 0 {
+        return Err(refused(data_dir, "writable by everyone without the sticky bit"));
+    }
+    Ok(())
+}
+
+/// Opens a state file without following a symlink planted in its place (`O_NOFOLLOW`) or
+/// blocking on a FIFO (`O_NONBLOCK`), and only if it is a regular file; to be written, also only
+/// if it has no other name (a hard link to a file elsewhere would be written through).
+fn open_state_file(path: &Path, options: &mut OpenOptions, writing: bool) -> anyhow::Result<File> {
+    let file = options.custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK).open(path).map_err(|e| {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => refused(path, "a symlink"),
+            // A FIFO without a reader (ENXIO), a socket (ENXIO), a directory (EISDIR).
+            Ok(m) if !m.is_file() => refused(path, "not a regular file"),
+            _ => anyhow::Error::new(e).context(format!("opening {}", path.display())),
+        }
+    })?;
+    let meta = file.metadata().with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        return Err(refused(path, "not a regular file"));
+    }
+    if writing && meta.nlink() > 1 {
+        return Err(refused(path, "a hard link"));
+    }
+    Ok(file)
+}
+
+/// Reads a small state file (see [`open_state_file`]).
+fn read_nofollow(path: &Path) -> anyhow::Result<String> {
+    let mut file = open_state_file(path, OpenOptions::new().read(true), false)?;
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut file, &mut text)?;
+    std::io::Read::read_to_string(&mut file, &mut text).with_context(|| format!("reading {}", path.display()))?;
     Ok(text)
 }
 
-/// Overwrites a small file in place. Not atomic: only for files whose torn state reads as
-/// "unknown" and is recovered from (`last_reserved_ip.<n>` as absent, `:state` as dirty).
+/// Overwrites a small file in place (see [`open_state_file`]). Not atomic: only for files whose
+/// torn state reads as "unknown" and is recovered from (`last_reserved_ip.<n>` as absent, `:state`
+/// as dirty).
 fn write_in_place(path: &Path, content: &str) -> anyhow::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let mut file =
+        open_state_file(path, OpenOptions::new().write(true).create(true).truncate(false).mode(0o600), true)?;
+    file.set_len(0).with_context(|| format!("truncating {}", path.display()))?;
     file.write_all(content.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes a file that only records a hint (the index, rebuilt at will; `last_reserved_ip.<n>`,
+/// where the round robin resumes), first removing whatever else was planted under its name
+/// (`unlink` removes a link, never what it points to): nothing there is worth failing for.
+fn write_replacing(path: &Path, content: &str) -> anyhow::Result<()> {
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file() || m.nlink() > 1) {
+        remove_if_exists(path)?;
+    }
+    write_in_place(path, content)
 }
 
 /// Creates `dir/name` holding `content`, atomically and exclusively: `Ok(false)` if it exists.
@@ -187,13 +256,12 @@ impl Store {
         validate_component("network name", network)?;
         let dir = data_dir.join(network);
         mkdir(&dir).with_context(|| format!("creating {}", dir.display())).code(Code::Io)?;
-        let meta = fs::symlink_metadata(&dir).with_context(|| format!("reading {}", dir.display()))?;
-        if !meta.is_dir() {
-            return Err(Error::config(format!("{} is not a directory (a symlink?)", dir.display())).into());
-        }
+        check_store_dir(data_dir, &dir)?;
         let lock = lock(&dir.join("lock"))?;
         let mut store = Store { index: dir.join(INDEX), dir, sets, _lock: lock };
-        let recorded = store.read_state();
+        // An index that is not a real directory is not ours: rebuilt (the symlink itself removed).
+        let index_is_dir = fs::symlink_metadata(&store.index).is_ok_and(|m| m.is_dir());
+        let recorded = if index_is_dir { store.read_state() } else { None };
         // Keep tracking sets recorded before, even when this config (or a DEL, which reads no
         // ranges) names fewer.
         if let Some(last) = recorded.as_ref().and_then(|r| r.keys().next_back()) {
@@ -207,7 +275,7 @@ impl Store {
 
     /// Marks the store as being changed; call before the first change of an operation.
     pub fn begin(&self) -> anyhow::Result<()> {
-        write_in_place(&self.index.join(STATE), &format!("{DIRTY}\n"))
+        write_replacing(&self.index.join(STATE), &format!("{DIRTY}\n"))
     }
 
     /// Records the state the next operation checks against, which also marks the change complete.
@@ -245,7 +313,7 @@ impl Store {
     /// Indexes the addresses `owner` now holds.
     pub fn record(&self, owner: &Owner, ips: &[IpAddr]) -> anyhow::Result<()> {
         let list: String = ips.iter().map(|ip| format!("{ip}\n")).collect();
-        write_in_place(&self.entry_path(owner), &list)
+        write_replacing(&self.entry_path(owner), &list)
     }
 
     /// Addresses held by `owner` according to the index, each confirmed by its `<ip>` file.
@@ -291,18 +359,24 @@ impl Store {
     }
 
     /// Records the last address handed out from `set`. Written in place, as the reference does:
-    /// a torn write reads as "no last address", which only restarts the round robin.
+    /// a torn write reads as "no last address", which only restarts the round robin. A link
+    /// planted in its place is replaced, never written through.
     pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> anyhow::Result<()> {
-        write_in_place(&self.dir.join(format!("{LAST_RESERVED}{set}")), &ip.to_string())
+        write_replacing(&self.dir.join(format!("{LAST_RESERVED}{set}")), &ip.to_string())
     }
 
-    /// Every `<ip>` file and who it names: the full scan, for GC and rebuilds only.
+    /// Every `<ip>` file and who it names: the full scan, for GC and rebuilds only. A file is an
+    /// `<ip>` file only under the spelling both implementations write (`fd00::5`, not `FD00::5`):
+    /// [`Store::ip_path`] must find it again, or releasing it would remove another file.
     pub fn scan(&self) -> anyhow::Result<Vec<(IpAddr, Option<Owner>)>> {
         let entries = fs::read_dir(&self.dir).with_context(|| format!("listing {}", self.dir.display()))?;
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.with_context(|| format!("listing {}", self.dir.display()))?;
-            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<IpAddr>().ok()) else { continue };
+            let name = entry.file_name();
+            let Some(ip) = name.to_str().and_then(|n| n.parse::<IpAddr>().ok().filter(|ip| ip.to_string() == n)) else {
+                continue;
+            };
             out.push((ip, read_nofollow(&entry.path()).ok().and_then(|c| Owner::parse(&c))));
         }
         Ok(out)
@@ -311,9 +385,16 @@ impl Store {
     /// Releases every address whose owner is not in `valid` (and files that name no owner at
     /// all), then rebuilds the index. Returns what was released.
     pub fn gc(&self, valid: &[Attachment]) -> anyhow::Result<Vec<IpAddr>> {
+        // Sets, so a list of 100,000 attachments costs no more per file than a list of ten.
+        let exact: HashSet<(&str, &str)> = valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
+        let containers: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
+        let keep = |o: &Owner| match &o.ifname {
+            Some(ifname) => exact.contains(&(o.container_id.as_str(), ifname.as_str())),
+            None => containers.contains(o.container_id.as_str()),
+        };
         let mut released = Vec::new();
         for (ip, owner) in self.scan()? {
-            if !owner.is_some_and(|o| o.is_in(valid)) {
+            if !owner.as_ref().is_some_and(keep) {
                 remove_if_exists(&self.ip_path(ip))?;
                 released.push(ip);
             }
@@ -327,20 +408,22 @@ impl Store {
         set.walk(self.last_reserved(set_index)).any(|(ip, _)| !self.is_taken(ip))
     }
 
-    /// What `:state` recorded after the last completed change; `None` when it is missing, torn or
-    /// marked dirty.
+    /// What `:state` recorded after the last completed change; `None` when it is missing, torn,
+    /// marked dirty, or not what [`Store::write_state`] writes (sets `0..n` and no others: a file
+    /// naming set 18446744073709551615 would have every open track that many sets).
     fn read_state(&self) -> Option<BTreeMap<usize, String>> {
         let text = read_nofollow(&self.index.join(STATE)).ok()?;
         let mut lines = text.lines();
         if lines.next()? != CLEAN {
             return None;
         }
-        lines
+        let state: BTreeMap<usize, String> = lines
             .map(|line| {
                 let (n, ip) = line.split_once(' ')?;
                 Some((n.parse().ok()?, ip.to_string()))
             })
-            .collect()
+            .collect::<Option<_>>()?;
+        state.keys().enumerate().all(|(i, n)| i == *n).then_some(state)
     }
 
     /// What the `last_reserved_ip.<n>` files say now, for every set tracked.
@@ -353,20 +436,29 @@ impl Store {
     fn write_state(&self) -> anyhow::Result<()> {
         let state = self.current_state();
         let entries: String = state.iter().map(|(n, ip)| format!("{n} {ip}\n")).collect();
-        write_in_place(&self.index.join(STATE), &format!("{CLEAN}\n{entries}"))
+        write_replacing(&self.index.join(STATE), &format!("{CLEAN}\n{entries}"))
     }
 
     /// Rebuilds the index from the `<ip>` files. Empty files are crash leftovers of writers that
     /// create before they write (we hold the lock, so nobody is writing one now): they are removed
     /// rather than blocking their address forever.
     fn rebuild(&self) -> anyhow::Result<()> {
-        match fs::remove_dir_all(&self.index) {
+        // Neither call follows a symlink: one planted as the index goes, not what it points to.
+        let cleared = match fs::symlink_metadata(&self.index) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&self.index),
+            Ok(_) => fs::remove_file(&self.index),
+            Err(e) => Err(e),
+        };
+        match cleared {
             Err(e) if e.kind() != ErrorKind::NotFound => {
                 return Err(e).with_context(|| format!("clearing {}", self.index.display()));
             }
             _ => {}
         }
-        mkdir(&self.index).with_context(|| format!("creating {}", self.index.display()))?;
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&self.index)
+            .with_context(|| format!("creating {}", self.index.display()))?;
         self.begin()?;
         let mut owners: BTreeMap<PathBuf, (Owner, Vec<IpAddr>)> = BTreeMap::new();
         for (ip, owner) in self.scan()? {
@@ -395,15 +487,12 @@ impl Store {
 
 /// Takes the `flock` the reference takes too, waiting at most [`LOCK_TIMEOUT`].
 fn lock(path: &Path) -> anyhow::Result<Flock<File>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    // 0600: a lock file others can open is a lock others can hold forever.
+    let file = open_state_file(
+        path,
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600),
+        false,
+    )?;
     // A blocking flock on a helper thread wakes us the moment the lock is free, which polling would
     // not; if it takes too long we give up and the process exits with the thread still waiting.
     let (tx, rx) = std::sync::mpsc::channel();

@@ -3,11 +3,23 @@
 
 use cni::{Error, Request};
 use firewall::conditions;
-use firewall::iptables_portmap::split_conditions;
+use firewall::iptables_portmap::{split_conditions, validate_chain_name};
 use firewall::portmap::{Mapping, Protocol};
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::net::IpAddr;
+
+/// The most port mappings one attachment may publish. Runtimes expand a published range into one
+/// mapping per port (Podman's `-p 10000-20000:10000-20000/udp` is 10,001), so the bound is well
+/// above that; it keeps an ADD within seconds (the firewall's work grows faster than linearly with
+/// the mappings of one attachment) where 65,535 mappings would take minutes.
+pub const MAX_PORT_MAPPINGS: usize = 16384;
+/// The most words (and set items: `{a,b}` is two) `conditionsV4` or `conditionsV6` may hold.
+pub const MAX_CONDITION_WORDS: usize = 4096;
+/// Conditions are part of every mapping's rule: their words times the mappings is bounded too,
+/// so the firewall transaction stays in the megabytes.
+pub const MAX_CONDITION_COPIES: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -115,10 +127,16 @@ impl PortmapConf {
         let raw: Raw = req.config.decode()?;
         let mut mappings: Vec<Mapping> = Vec::new();
         let raw_mappings = raw.runtime_config.and_then(|r| r.port_mappings).unwrap_or_default();
+        if raw_mappings.len() > MAX_PORT_MAPPINGS {
+            return Err(Error::config(format!(
+                "portMappings: {} mappings; at most {MAX_PORT_MAPPINGS} are allowed",
+                raw_mappings.len()
+            )));
+        }
+        let mut published = HashSet::new();
         for (i, m) in raw_mappings.iter().enumerate() {
             let m = mapping(m, i)?;
-            if mappings.iter().any(|o| o.host_port == m.host_port && o.protocol == m.protocol && o.host_ip == m.host_ip)
-            {
+            if !published.insert((m.host_port, m.protocol, m.host_ip)) {
                 return Err(Error::config(format!(
                     "portMappings[{i}]: host port {}/{} is published twice",
                     m.host_port,
@@ -130,6 +148,19 @@ impl PortmapConf {
 
         let cond_v4 = raw.conditions_v4.unwrap_or_default();
         let cond_v6 = raw.conditions_v6.unwrap_or_default();
+        for (name, c) in [("conditionsV4", &cond_v4), ("conditionsV6", &cond_v6)] {
+            let separator = |ch: char| ch.is_whitespace() || matches!(ch, ',' | '{' | '}');
+            let words = c.iter().map(|w| w.split(separator).filter(|p| !p.is_empty()).count()).sum::<usize>();
+            if words > MAX_CONDITION_WORDS {
+                return Err(Error::config(format!("{name}: {words} words; at most {MAX_CONDITION_WORDS} are allowed")));
+            }
+            if words.saturating_mul(mappings.len()) > MAX_CONDITION_COPIES {
+                return Err(Error::config(format!(
+                    "{name}: {words} words, repeated in the rule of each of {} port mappings, exceed {MAX_CONDITION_COPIES}",
+                    mappings.len()
+                )));
+            }
+        }
         let mut iptables_only = Vec::new();
         let mut nftables_only = Vec::new();
         if raw.external_set_mark_chain.is_some() {
@@ -160,6 +191,9 @@ impl PortmapConf {
             return Err(Error::config(format!(
                 "{this} backend was requested but configuration contains {other}-specific options {wrong:?}"
             )));
+        }
+        if let Some(chain) = &raw.external_set_mark_chain {
+            validate_chain_name(chain, "externalSetMarkChain")?;
         }
         if raw.mark_masq_bit.is_some() && raw.external_set_mark_chain.is_some() {
             return Err(Error::config("cannot specify externalSetMarkChain and markMasqBit"));
@@ -271,6 +305,9 @@ mod tests {
             (json!({"markMasqBit": 32}), "between 0 and 31"),
             (json!({"markMasqBit": 5, "externalSetMarkChain": "X"}), "cannot specify"),
             (json!({"conditionsV4": ["ip", "saddr"]}), "conditionsV4: unsupported"),
+            (json!({"externalSetMarkChain": "X\n-A INPUT -j DROP"}), "is not a chain name"),
+            (json!({"conditionsV4": ["-s", "10.0.0.0/8", "-j", "ACCEPT"]}), "is not a match option"),
+            (json!({"conditionsV4": vec!["iifname"; MAX_CONDITION_WORDS + 1]}), "at most 4096"),
         ] {
             let e = parse(conf.clone()).unwrap_err();
             assert_eq!(e.code, Code::InvalidConfig, "{conf}");
