@@ -4,7 +4,8 @@
 # time between consecutive trace marks, with cnitool's own start and end around them.
 #   scripts/profile.sh [N [POPULATION]]
 #     N runs (default 30) with POPULATION containers attached beforehand (default 0); uses
-#     target/release and target/tools/cnitool
+#     target/release and target/tools/cnitool. PROFILE_CONTAINER_IPV6=off disables IPv6 in every
+#     container namespace first (see below). Also prints the machine's CPU time per run by kind.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/scripts/sandbox.sh" "$@"
@@ -18,6 +19,14 @@ cat > "$NETCONFPATH/prof.conflist" <<JSON
 JSON
 for i in $(seq 0 "$n"); do ip netns add "p$i"; done
 for i in $(seq 1 "$population"); do ip netns add "bg$i"; done
+# PROFILE_CONTAINER_IPV6=off: the control experiment for growth. Every container's IPv6 link-local
+# traffic (MLD reports, router solicitations) is multicast that a bridge without a multicast
+# querier floods to every port, each copy handled by the softirq of another namespace.
+if [ "${PROFILE_CONTAINER_IPV6:-on}" = off ]; then
+  for ns in $(ip netns list | cut -d" " -f1); do
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  done
+fi
 run() { # VERB I: one cnitool run, its trace lines framed by "runtime start" and "runtime end"
   local caps="{\"portMappings\":[{\"hostPort\":$((20000 + $2)),\"containerPort\":80,\"protocol\":\"tcp\"}]}"
   python3 - "$1" "$2" "$caps" "$top" <<'PY'
@@ -39,8 +48,24 @@ for i in $(seq 1 "$population"); do
   CNI_PATH=$top/target/release CAP_ARGS="{\"portMappings\":[{\"hostPort\":$((40000 + i)),\"containerPort\":80,\"protocol\":\"tcp\"}]}" \
     "$top/target/tools/cnitool" add prof "/run/netns/bg$i" >/dev/null
 done
+# CPU time of the whole machine (both CPUs) by kind, in ms, and NET_RX softirqs: what a verb
+# costs beyond its own process (a bridge floods a container's broadcasts to every port).
+cpu() { python3 -c '
+f = open("/proc/stat").readline().split()
+hz = 100
+print(" ".join(str(int(f[i]) * 1000 // hz) for i in (1, 3, 6, 7)), end=" ")
+print(sum(int(x) for x in [l for l in open("/proc/softirqs") if l.split()[0] == "NET_RX:"][0].split()[1:]))'; }
 for verb in add del; do
+  before=$(cpu)
   for i in $(seq 1 "$n"); do run "$verb" "$i"; echo "--"; done > "$SANDBOX_WORK/$verb.trace"
+  after=$(cpu)
+  python3 - "$n" "$verb" $before $after <<'PY'
+import sys
+n, verb, v = int(sys.argv[1]), sys.argv[2].upper(), [int(x) for x in sys.argv[3:]]
+d = [b - a for a, b in zip(v[:5], v[5:])]
+print(f"\n{verb}: machine CPU per run: user {d[0]/n:.1f} ms, system {d[1]/n:.1f} ms, "
+      f"irq {d[2]/n:.1f} ms, softirq {d[3]/n:.1f} ms; NET_RX softirqs {d[4]/n:.0f}")
+PY
   python3 - "$SANDBOX_WORK/$verb.trace" "$verb" <<'PY'
 import statistics, sys
 runs, cur = [], []
