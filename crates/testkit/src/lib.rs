@@ -450,3 +450,23 @@ pub fn host_local_leftovers(store: &Path) -> Vec<String> {
     );
     left
 }
+
+/// The request the dispatcher would build for `conf` (stdin) and `cni_args` (`CNI_ARGS`), with a
+/// placeholder attachment (container `c`, netns `/n`, ifname `eth0`): for tests of a plugin's
+/// config parsing. Panics on a config the protocol crate refuses.
+pub fn request(command: cni::Command, conf: &Value, cni_args: &str) -> cni::Request {
+    let stdin = conf.to_string();
+    cni::Request {
+        env: cni::Env {
+            command,
+            container_id: "c".into(),
+            netns: "/n".into(),
+            ifname: "eth0".into(),
+            args: cni_args.into(),
+            cni_path: vec![],
+        },
+        args: cni::CniArgs::parse(cni_args).unwrap(),
+        config: cni::NetConf::parse(stdin.as_bytes()).unwrap(),
+        stdin: stdin.into_bytes(),
+    }
+}

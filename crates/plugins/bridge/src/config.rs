@@ -238,25 +238,11 @@ impl BridgeConf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::{CniArgs, Code, Command, Env, NetConf};
+    use cni::{Code, Command};
     use serde_json::{Value, json};
 
     fn parse_with(conf: Value, cni_args: &str) -> Result<BridgeConf, Error> {
-        let stdin = conf.to_string();
-        let req = Request {
-            env: Env {
-                command: Command::Add,
-                container_id: "c".into(),
-                netns: "/n".into(),
-                ifname: "eth0".into(),
-                args: cni_args.into(),
-                cni_path: vec![],
-            },
-            args: CniArgs::parse(cni_args).unwrap(),
-            config: NetConf::parse(stdin.as_bytes()).unwrap(),
-            stdin: stdin.into_bytes(),
-        };
-        BridgeConf::parse(&req)
+        BridgeConf::parse(&testkit::request(Command::Add, &conf, cni_args))
     }
 
     fn parse(extra: Value) -> Result<BridgeConf, Error> {

@@ -156,7 +156,7 @@ impl HostDeviceConf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::{CniArgs, Code, Command, Env, NetConf};
+    use cni::{Code, Command};
     use serde_json::{Value, json};
 
     fn parse(extra: Value) -> Result<HostDeviceConf, Error> {
@@ -164,21 +164,7 @@ mod tests {
         for (k, v) in extra.as_object().unwrap() {
             conf[k] = v.clone();
         }
-        let stdin = conf.to_string();
-        let req = Request {
-            env: Env {
-                command: Command::Add,
-                container_id: "c".into(),
-                netns: "/n".into(),
-                ifname: "eth0".into(),
-                args: String::new(),
-                cni_path: vec![],
-            },
-            args: CniArgs::parse("").unwrap(),
-            config: NetConf::parse(stdin.as_bytes()).unwrap(),
-            stdin: stdin.into_bytes(),
-        };
-        HostDeviceConf::parse(&req)
+        HostDeviceConf::parse(&testkit::request(Command::Add, &conf, ""))
     }
 
     #[test]
@@ -238,20 +224,8 @@ mod tests {
     fn teardown_leaves_bad_selectors_out() {
         let conf = json!({"cniVersion": "1.0.0", "name": "n", "type": "host-device",
                           "device": "ens4", "hwaddr": "nope", "kernelpath": "/etc"});
-        let stdin = conf.to_string();
-        let req = Request {
-            env: Env {
-                command: Command::Del,
-                container_id: "c".into(),
-                netns: String::new(),
-                ifname: "eth0".into(),
-                args: String::new(),
-                cni_path: vec![],
-            },
-            args: CniArgs::parse("").unwrap(),
-            config: NetConf::parse(stdin.as_bytes()).unwrap(),
-            stdin: stdin.into_bytes(),
-        };
+        let mut req = testkit::request(Command::Del, &conf, "");
+        req.env.netns = String::new();
         let c = HostDeviceConf::parse_for_teardown(&req).unwrap();
         assert_eq!((c.device.as_deref(), c.hwaddr, c.kernel_path), (Some("ens4"), None, None));
         assert!(HostDeviceConf::parse(&req).is_err());

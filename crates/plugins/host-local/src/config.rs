@@ -219,24 +219,11 @@ fn data_dir(configured: Option<&str>) -> Result<PathBuf, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::{CniArgs, Command, Env, NetConf};
+    use cni::Command;
     use serde_json::{Value, json};
 
     fn req(conf: Value, cni_args: &str) -> Request {
-        let stdin = conf.to_string();
-        Request {
-            env: Env {
-                command: Command::Add,
-                container_id: "c".into(),
-                netns: "/n".into(),
-                ifname: "eth0".into(),
-                args: cni_args.into(),
-                cni_path: vec![],
-            },
-            args: CniArgs::parse(cni_args).unwrap(),
-            config: NetConf::parse(stdin.as_bytes()).unwrap(),
-            stdin: stdin.into_bytes(),
-        }
+        testkit::request(Command::Add, &conf, cni_args)
     }
 
     fn parse(conf: Value) -> Result<IpamConfig, Error> {

@@ -224,7 +224,7 @@ impl PortmapConf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::{CniArgs, Code, Command, Env, NetConf};
+    use cni::{Code, Command};
     use serde_json::json;
 
     fn parse(extra: Value) -> Result<PortmapConf, Error> {
@@ -232,21 +232,7 @@ mod tests {
         for (k, v) in extra.as_object().unwrap() {
             conf[k] = v.clone();
         }
-        let stdin = conf.to_string();
-        let req = Request {
-            env: Env {
-                command: Command::Add,
-                container_id: "c".into(),
-                netns: "/n".into(),
-                ifname: "eth0".into(),
-                args: String::new(),
-                cni_path: vec![],
-            },
-            args: CniArgs::default(),
-            config: NetConf::parse(stdin.as_bytes()).unwrap(),
-            stdin: stdin.into_bytes(),
-        };
-        PortmapConf::parse(&req)
+        PortmapConf::parse(&testkit::request(Command::Add, &conf, ""))
     }
 
     fn maps(m: Value) -> Value {
