@@ -322,22 +322,10 @@ pub fn gc(network: &str, valid_containers: &BTreeSet<String>) -> anyhow::Result<
 mod tests {
     use super::*;
 
+    /// The portmap tests' three mappings: TCP on every address, UDP on an IPv4 and TCP on an IPv6
+    /// host address.
     fn mappings() -> Vec<Mapping> {
-        vec![
-            Mapping { host_port: 8080, container_port: 80, protocol: Protocol::Tcp, host_ip: None },
-            Mapping {
-                host_port: 5353,
-                container_port: 53,
-                protocol: Protocol::Udp,
-                host_ip: Some("192.0.2.1".parse().unwrap()),
-            },
-            Mapping {
-                host_port: 9443,
-                container_port: 443,
-                protocol: Protocol::Tcp,
-                host_ip: Some("2001:db8::1".parse().unwrap()),
-            },
-        ]
+        crate::portmap::tests::attachment().mappings
     }
 
     #[test]

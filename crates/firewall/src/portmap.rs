@@ -402,4 +402,4 @@ pub fn check(nft: &Nft, a: &Attachment) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
