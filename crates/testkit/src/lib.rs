@@ -401,6 +401,12 @@ pub fn nft_ruleset(ns: &NetNs) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `iptables-save -t nat` in `ns`: the IPv4 NAT rules the iptables backends made.
+pub fn iptables_nat(ns: &NetNs) -> String {
+    let out = in_netns(Command::new("iptables-save").args(["-t", "nat"]), ns).output().expect("running iptables-save");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A UDP server in `ns` that answers every datagram with the sender's address.
 pub fn serve_udp_peer_address(ns: &NetNs, addr: std::net::SocketAddr) {
     let socket = ns.run(|| std::net::UdpSocket::bind(addr)).expect("entering ns").expect("binding");

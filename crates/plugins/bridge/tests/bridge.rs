@@ -176,13 +176,7 @@ fn iptables_backend_uses_the_reference_chain_names() {
     let c = new_netns();
     let r = h.add(&c, "ctr", &conf);
     assert_eq!(tcp_ask(&c, server).as_deref(), Some("198.51.100.1"));
-    let saved = String::from_utf8(
-        testkit::in_netns(std::process::Command::new("iptables-save").args(["-t", "nat"]), &h.ns)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let saved = testkit::iptables_nat(&h.ns);
     let chain = firewall::identity::iptables_chain("", "net1", "ctr");
     assert!(
         saved.contains(&format!(
@@ -192,13 +186,7 @@ fn iptables_backend_uses_the_reference_chain_names() {
     );
     assert_eq!(h.run("CHECK", &c, "ctr", &Host::with_prev(&conf, &r)).ok(), Value::Null);
     h.run("DEL", &c, "ctr", &Host::with_prev(&conf, &r)).ok();
-    let saved = String::from_utf8(
-        testkit::in_netns(std::process::Command::new("iptables-save").args(["-t", "nat"]), &h.ns)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let saved = testkit::iptables_nat(&h.ns);
     assert!(!saved.contains(&chain), "{saved}");
 }
 

@@ -65,10 +65,7 @@ impl Host {
     }
 
     fn iptables_nat(&self) -> String {
-        let out = testkit::in_netns(std::process::Command::new("iptables-save").args(["-t", "nat"]), &self.ns)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        testkit::iptables_nat(&self.ns)
     }
 }
 

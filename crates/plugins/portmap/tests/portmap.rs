@@ -346,13 +346,7 @@ fn iptables_backend_publishes_with_the_reference_layout() {
     assert_eq!(tcp_ask(&h.ns, sock("127.0.0.1:8080")).as_deref(), Some("10.10.0.1"));
     assert_eq!(tcp_ask(&a.ns, sock("198.51.100.1:8080")).as_deref(), Some("10.10.0.1"), "hairpin");
     assert_eq!(tcp_ask(&h.outside, sock("[2001:db8:1::1]:8080")).as_deref(), Some("2001:db8:1::2"));
-    let saved = String::from_utf8(
-        testkit::in_netns(std::process::Command::new("iptables-save").args(["-t", "nat"]), &h.ns)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let saved = testkit::iptables_nat(&h.ns);
     let chain = firewall::iptables_portmap::dnat_chain("net1", &a.id);
     assert!(
         saved.contains(&format!(":{chain}"))
@@ -362,13 +356,7 @@ fn iptables_backend_publishes_with_the_reference_layout() {
     assert_eq!(h.run("CHECK", &a, "eth0", &conf).ok(), Value::Null);
     h.run("DEL", &a, "eth0", &json!({"cniVersion": "1.0.0", "name": "net1", "type": "portmap", "backend": "iptables"}))
         .ok();
-    let saved = String::from_utf8(
-        testkit::in_netns(std::process::Command::new("iptables-save").args(["-t", "nat"]), &h.ns)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let saved = testkit::iptables_nat(&h.ns);
     assert!(!saved.contains(&chain), "{saved}");
     assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")), None);
 }
