@@ -8,6 +8,8 @@
 pub mod base;
 pub mod bridge;
 pub mod conditions;
+#[cfg(test)]
+mod golden;
 pub mod identity;
 pub mod iptables;
 pub mod iptables_portmap;

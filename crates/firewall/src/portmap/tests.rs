@@ -1,16 +1,7 @@
 //! Golden tests of the JSON sent to nft (regenerate with UPDATE_GOLDEN=1 and review the diff).
 
 use super::*;
-
-fn golden(name: &str, actual: &Value) {
-    let path = format!("{}/tests/golden/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    let rendered = serde_json::to_string_pretty(actual).unwrap() + "\n";
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &rendered).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert_eq!(rendered, expected, "{name} differs from {path}");
-}
+use crate::golden::golden;
 
 pub(crate) fn attachment() -> Attachment {
     Attachment {

@@ -1,0 +1,16 @@
+//! Golden files of the JSON sent to nft (`tests/golden/<name>.json`). Regenerate after an intended
+//! change with `UPDATE_GOLDEN=1 cargo test -p firewall`, and review the diff.
+
+use serde_json::Value;
+
+/// Asserts that `actual`, pretty-printed, is the golden file `name` (rewriting it first under
+/// `UPDATE_GOLDEN`).
+pub fn golden(name: &str, actual: &Value) {
+    let path = format!("{}/tests/golden/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let rendered = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &rendered).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(rendered, expected, "{name} differs from {path}");
+}
