@@ -48,11 +48,13 @@ e2e: build
 	conformance/e2e/run.sh
 
 # Thousands of ADD/DEL cycles from 8 workers with random SIGKILLs, then a count of leftovers
-# (must be zero). soak-short is the 400-cycle run of make test, on the debug build.
+# (must be zero). soak-short is the 400-cycle run of make test, on the debug build, after the
+# soak's self-test (an address lost behind the plugins' back must make it fail).
 soak: release
 	scripts/soak.sh
 
 soak-short: build
+	SOAK_PROFILE=debug scripts/soak.sh --cycles 16 --workers 2 --kill-percent 0 --lose-address --plugins target/debug
 	SOAK_PROFILE=debug scripts/soak.sh --cycles 400 --plugins target/debug
 
 # Coverage-guided fuzzing of the parsers (config, conflist, results, CNI_ARGS, the dispatcher,

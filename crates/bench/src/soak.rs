@@ -3,7 +3,10 @@
 //! them), then a count of everything left behind. It creates bridges, namespaces and firewall
 //! rules, so it runs only inside the sandbox of `scripts/soak.sh` (`make soak`).
 //!
-//!   cni-soak [--cycles N] [--workers N] [--plugins DIR] [--kill-percent N]
+//!   cni-soak [--cycles N] [--workers N] [--plugins DIR] [--kill-percent N] [--lose-address]
+//!
+//! `--lose-address` is the soak's own test: one running container's address file is removed
+//! behind the plugins' back (as a buggy IPAM would lose it), and the run must fail saying so.
 //!
 //! Each worker plays a runtime: it runs the chain bridge (with host-local) + portmap itself,
 //! passing `prevResult` along and to DEL in reverse order, keeps up to three containers running
@@ -30,10 +33,17 @@ struct Options {
     workers: usize,
     plugins: PathBuf,
     kill_percent: u64,
+    lose_address: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut o = Options { cycles: 2000, workers: 8, plugins: PathBuf::from("target/release"), kill_percent: 10 };
+    let mut o = Options {
+        cycles: 2000,
+        workers: 8,
+        plugins: PathBuf::from("target/release"),
+        kill_percent: 10,
+        lose_address: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -42,6 +52,7 @@ fn options() -> anyhow::Result<Options> {
             "--workers" => o.workers = value()?.parse()?,
             "--plugins" => o.plugins = value()?.into(),
             "--kill-percent" => o.kill_percent = value()?.parse()?,
+            "--lose-address" => o.lose_address = true,
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -94,6 +105,7 @@ struct Soak {
     plugins: PathBuf,
     data_dir: PathBuf,
     kill_percent: u64,
+    lose_address: bool,
     counts: Counts,
     /// Address -> container, for the containers running now.
     live: Mutex<HashMap<String, String>>,
@@ -229,11 +241,10 @@ impl Soak {
             }
         }
         self.counts.gcs.fetch_add(1, Ordering::Relaxed);
-        // Every running container keeps its address.
-        for (ip, cid) in &live {
-            if !self.data_dir.join(NETWORK).join(ip).exists() {
-                self.counts.unexpected(format!("GC released {ip} of running container {cid}"));
-            }
+        // Every running container keeps its address. `live` cannot change before this check:
+        // workers change it only while holding `world`, which GC holds for writing.
+        for (ip, cid) in lost_addresses(&self.data_dir.join(NETWORK), &live) {
+            self.counts.unexpected(format!("GC released {ip} of running container {cid}"));
         }
     }
 
@@ -266,11 +277,20 @@ impl Soak {
                 if let Some(other) = self.live.lock().unwrap().insert(ip.clone(), cid.clone()) {
                     self.counts.unexpected(format!("{ip} given to {cid} while {other} holds it"));
                 }
+                if self.lose_address && w == 0 && running.is_empty() {
+                    // The self-test: the address vanishes as if IPAM lost it; the next GC must notice.
+                    let _ = std::fs::remove_file(self.data_dir.join(NETWORK).join(&ip));
+                    drop(_world);
+                    self.gc();
+                }
                 running.push_back((cid, netns, port, result));
             }
             self.counts.cycles.fetch_add(1, Ordering::Relaxed);
         }
+        // The last containers go under `world` too: a GC between taking its list of running
+        // containers and checking their addresses would otherwise see these DELs as its own loss.
         for (cid, netns, port, result) in running {
+            let _world = self.world.read().unwrap();
             self.live.lock().unwrap().remove(&address(&result));
             self.del(&mut rng, &cid, &netns, port, Some(&result), false);
         }
@@ -283,6 +303,14 @@ impl Soak {
 fn netns(args: &[&str]) {
     let status = Command::new("ip").arg("netns").args(args).status();
     assert!(status.is_ok_and(|s| s.success()), "ip netns {args:?} failed");
+}
+
+/// The containers of `live` (address -> container) whose address file is gone from `store`.
+fn lost_addresses(store: &Path, live: &HashMap<String, String>) -> Vec<(String, String)> {
+    let mut lost: Vec<(String, String)> =
+        live.iter().filter(|(ip, _)| !store.join(ip).exists()).map(|(ip, cid)| (ip.clone(), cid.clone())).collect();
+    lost.sort();
+    lost
 }
 
 fn address(result: &Value) -> String {
@@ -337,6 +365,7 @@ fn main() -> anyhow::Result<()> {
         plugins: o.plugins.clone(),
         data_dir: work.join("soak-ipam"),
         kill_percent: o.kill_percent,
+        lose_address: o.lose_address,
         counts: Counts::default(),
         live: Mutex::new(HashMap::new()),
         world: RwLock::new(()),
@@ -385,6 +414,29 @@ fn main() -> anyhow::Result<()> {
     for l in &left {
         println!("  left: {l}");
     }
+    if o.lose_address {
+        // The self-test passes when the soak caught exactly the loss it staged.
+        let caught = unexpected.iter().filter(|u| u.starts_with("GC released")).count();
+        anyhow::ensure!(caught == 1 && unexpected.len() == 1, "the soak did not catch the lost address it staged");
+        println!("soak: self-test: the staged loss of an address was reported");
+        return Ok(());
+    }
     anyhow::ensure!(unexpected.is_empty() && left.is_empty(), "the soak found problems (above)");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_containers_missing_address_is_reported() {
+        let dir = std::env::temp_dir().join(format!("soak-lost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("10.66.0.2"), "a\r\neth0").unwrap();
+        let live: HashMap<String, String> =
+            [("10.66.0.2".to_string(), "a".to_string()), ("10.66.0.3".to_string(), "b".to_string())].into();
+        assert_eq!(lost_addresses(&dir, &live), [("10.66.0.3".to_string(), "b".to_string())]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

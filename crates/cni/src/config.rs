@@ -59,6 +59,10 @@ pub struct NetConf {
     pub dns: Dns,
     /// `prevResult`, converted from whatever version it was written in.
     pub prev_result: Option<CniResult>,
+    /// Why `prevResult` could not be used, when it was there but malformed. The dispatcher refuses
+    /// such a config for every verb but DEL and GC, which clean up by identity instead (the spec:
+    /// DEL must tolerate a missing or bad prevResult).
+    pub prev_result_error: Option<Error>,
     /// GC only: `cni.dev/valid-attachments` (or libcni's duplicate `cni.dev/attachments`).
     pub valid_attachments: Option<Vec<Attachment>>,
     /// The whole config object as received.
@@ -122,12 +126,12 @@ impl NetConf {
         if let Some(t) = &ipam_type {
             crate::delegate::validate_plugin_type(t).map_err(|e| Error::config(format!("ipam.type: {}", e.msg)))?;
         }
-        let prev_result = match common.prev_result {
-            None | Some(Value::Null) => None,
-            Some(prev) => Some(
-                CniResult::from_json(&prev, &cni_version)
-                    .map_err(|e| Error::decode(format!("failed to parse prevResult: {}", e.msg)))?,
-            ),
+        let (prev_result, prev_result_error) = match common.prev_result {
+            None | Some(Value::Null) => (None, None),
+            Some(prev) => match CniResult::from_json(&prev, &cni_version) {
+                Ok(prev) => (Some(prev), None),
+                Err(e) => (None, Some(Error::decode(format!("failed to parse prevResult: {}", e.msg)))),
+            },
         };
         Ok(NetConf {
             cni_version,
@@ -136,6 +140,7 @@ impl NetConf {
             ipam_type,
             dns: common.dns.unwrap_or_default(),
             prev_result,
+            prev_result_error,
             valid_attachments: common.valid_attachments.or(common.attachments),
             raw,
         })
@@ -278,11 +283,6 @@ mod tests {
             (br#"{"type":"x"}"#, Code::InvalidConfig),
             (br#"{"name":"a/b","type":"x"}"#, Code::InvalidConfig),
             (br#"{"name":"n"}"#, Code::InvalidConfig),
-            (br#"{"name":"n","type":"x","prevResult":[1]}"#, Code::Decode),
-            (
-                br#"{"cniVersion":"1.0.0","name":"n","type":"x","prevResult":{"ips":[{"address":"bogus"}]}}"#,
-                Code::Decode,
-            ),
             (br#"{"name":"n","type":"x","ipam":"host-local"}"#, Code::Decode),
             (br#"{"name":"n","type":"x","ipam":{"type":"/bin/sh"}}"#, Code::InvalidConfig),
             (br#"{"name":"n","type":"x","ipam":{"type":"../host-local"}}"#, Code::InvalidConfig),
@@ -292,6 +292,15 @@ mod tests {
         for (input, code) in cases {
             let e = NetConf::parse(input).unwrap_err();
             assert_eq!(e.code, *code, "{}: {}", String::from_utf8_lossy(input), e.msg);
+        }
+        // A malformed prevResult is kept aside: the dispatcher refuses it except for DEL and GC.
+        for input in [
+            &br#"{"name":"n","type":"x","prevResult":[1]}"#[..],
+            br#"{"cniVersion":"1.0.0","name":"n","type":"x","prevResult":{"ips":[{"address":"bogus"}]}}"#,
+        ] {
+            let c = NetConf::parse(input).unwrap();
+            assert!(c.prev_result.is_none());
+            assert_eq!(c.prev_result_error.map(|e| e.code), Some(Code::Decode));
         }
     }
 

@@ -3,8 +3,8 @@
 //!
 //! Only debug builds (the ones tests run) look at `CNI_RS_FAULT`; in release builds a point is an
 //! empty function. The variable holds `point=action` items separated by commas, where the action
-//! is `fail` (the step returns an error) or `kill` (the process gets SIGKILL, as from a runtime's
-//! timeout).
+//! is `fail` (the step returns an error), `panic` (the step panics, as a bug would) or `kill` (the
+//! process gets SIGKILL, as from a runtime's timeout).
 
 /// Whether a test switched on the condition `name` (`name=on`), for faults that are not a failing
 /// step, such as a stray interface where a plugin does not expect one.
@@ -21,6 +21,7 @@ pub fn point(name: &str) -> anyhow::Result<()> {
         for item in spec.split(',') {
             match item.split_once('=') {
                 Some((p, "fail")) if p == name => anyhow::bail!("injected failure at {name}"),
+                Some((p, "panic")) if p == name => panic!("injected panic at {name}"),
                 Some((p, "kill")) if p == name => {
                     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
                 }

@@ -136,32 +136,29 @@ struct FoldingMap<'de> {
 
 impl<'de> FoldingMap<'de> {
     /// Renames each key that folds onto one of `fields` to that field's exact name. Where two keys
-    /// land on one field, the exact spelling wins (Go would take the later one in the document;
-    /// serde_json's map has no document order to go by).
+    /// land on one field, the later one in the document wins, as in Go (`"bridge":"a",
+    /// "Bridge":"b"` is `b`); serde_json keeps document order for that (`preserve_order`).
     ///
     /// Only keys that land on a field can collide (the map's keys are distinct), so where each
     /// field's key went is kept by field: an object of 200,000 keys costs 200,000 steps, not
     /// 200,000 squared.
     fn new(map: &'de Map<String, Value>, fields: &'static [&'static str]) -> FoldingMap<'de> {
-        let mut entries: Vec<(&'de str, &'de Value, bool)> = Vec::with_capacity(map.len());
+        let mut entries: Vec<(&'de str, &'de Value)> = Vec::with_capacity(map.len());
         let mut slots: Vec<Option<usize>> = vec![None; fields.len()];
         for (key, value) in map {
             let exact = fields.iter().position(|f| *f == key.as_str());
             let Some(field) = exact.or_else(|| fields.iter().position(|f| fold_eq(f, key))) else {
-                entries.push((key, value, false));
+                entries.push((key, value));
                 continue;
             };
-            let (name, exact) = (fields[field], exact.is_some());
             match slots[field] {
-                Some(i) if exact || !entries[i].2 => entries[i] = (name, value, exact),
-                Some(_) => {}
+                Some(i) => entries[i] = (fields[field], value),
                 None => {
                     slots[field] = Some(entries.len());
-                    entries.push((name, value, exact));
+                    entries.push((fields[field], value));
                 }
             }
         }
-        let entries: Vec<_> = entries.into_iter().map(|(n, v, _)| (n, v)).collect();
         FoldingMap { entries: entries.into_iter(), pending: None }
     }
 }
@@ -238,9 +235,12 @@ mod tests {
     }
 
     #[test]
-    fn exact_spelling_wins_over_folded() {
-        let v = json!({"isGateway": true, "IsGateway": false});
-        let c: Conf = from_value(&v).unwrap();
+    fn the_later_key_wins_as_in_go() {
+        let c: Conf = from_slice(br#"{"isGateway": true, "IsGateway": false}"#).unwrap();
+        assert!(!c.is_gateway);
+        let c: Conf = from_slice(br#"{"ISGATEWAY": false, "isGateway": true}"#).unwrap();
+        assert!(c.is_gateway);
+        let c: Conf = from_slice(br#"{"isGateway": false, "isGateway": true}"#).unwrap();
         assert!(c.is_gateway);
     }
 

@@ -17,8 +17,10 @@ use serde::Serialize;
 use std::io::{Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-/// The most a plugin reads from stdin. Real configs with a `prevResult` are a few kilobytes; the
-/// cap keeps a runaway writer from making us allocate without bound.
+/// The most ADD, CHECK and STATUS read from stdin. Real configs with a `prevResult` are a few
+/// kilobytes; the cap keeps a runaway writer from making us allocate without bound. DEL and GC
+/// read whatever they are given: a DEL refused for its size would leak the attachment, and a GC's
+/// list of valid attachments grows with the node.
 pub const MAX_STDIN: usize = 4 << 20;
 
 /// Everything one invocation was given, validated.
@@ -90,9 +92,11 @@ pub fn dispatch<P: Plugin>(plugin: &P, get_env: impl Fn(&str) -> Option<String>,
         }
     };
     if failure.code == Code::InvalidEnv && get_env("CNI_COMMAND").unwrap_or_default().is_empty() {
-        // libcni's skel prints this for a human who ran the binary by hand.
-        eprintln!("CNI {} plugin {}", plugin.name(), env!("CARGO_PKG_VERSION"));
+        // Run by hand (or by nerdctl, which parses the version): libcni's skel says who it is on
+        // stderr, prints nothing on stdout and succeeds.
+        eprintln!("{}", about(plugin.name()));
         eprintln!("CNI protocol versions supported: {}", version::SUPPORTED.join(", "));
+        return Outcome { stdout: Vec::new(), exit_code: 0 };
     }
     Outcome { stdout: pretty(&failure.to_json(&cni_version)), exit_code: 1 }
 }
@@ -105,17 +109,26 @@ fn serve<P: Plugin>(
 ) -> Result<Vec<u8>, Error> {
     let env = Env::load(get_env)?;
     if env.command == Command::Version {
-        // stdin is ignored, as in libcni: VERSION must answer whatever the config says.
+        // VERSION answers whatever the config says, but reads it: a caller that writes the config
+        // into a pipe would otherwise get EPIPE (or SIGPIPE) whenever we exit first.
+        drain(stdin);
         let info = VersionInfo { cni_version: version::CURRENT, supported_versions: version::SUPPORTED };
         let mut out = serde_json::to_vec(&info).map_err(|e| Error::new(Code::Internal, e.to_string()))?;
         out.push(b'\n');
         return Ok(out);
     }
 
-    let stdin = read_capped(stdin)?;
+    let best_effort = matches!(env.command, Command::Del | Command::Gc);
+    let stdin = replace_invalid_utf8(read_stdin(stdin, if best_effort { None } else { Some(MAX_STDIN) })?);
     let config = NetConf::parse(&stdin)?;
     *cni_version = config.cni_version.clone();
     check_version(env.command, &config.cni_version)?;
+    if let Some(e) = &config.prev_result_error {
+        if !best_effort {
+            return Err(e.clone());
+        }
+        eprintln!("{}: ignoring prevResult, cleaning up by the attachment's identity: {}", plugin.name(), e.msg);
+    }
     let args = CniArgs::parse(&env.args)?;
     let req = Request { env, args, config, stdin };
 
@@ -164,16 +177,61 @@ fn check_version(command: Command, cni_version: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn read_capped(stdin: impl Read) -> Result<Vec<u8>, Error> {
+/// `CNI <name> plugin v<version>`, as the reference's about line; the version is the workspace's.
+pub fn about(name: &str) -> String {
+    format!("CNI {name} plugin v{}", env!("CARGO_PKG_VERSION"))
+}
+
+fn read_stdin(stdin: impl Read, cap: Option<usize>) -> Result<Vec<u8>, Error> {
     let mut data = Vec::new();
+    let limit = cap.map_or(u64::MAX, |c| c as u64 + 1);
     stdin
-        .take(MAX_STDIN as u64 + 1)
+        .take(limit)
         .read_to_end(&mut data)
         .map_err(|e| Error::new(Code::Io, format!("error reading from stdin: {e}")))?;
-    if data.len() > MAX_STDIN {
-        return Err(Error::decode(format!("network config on stdin exceeds {MAX_STDIN} bytes")));
+    if let Some(cap) = cap
+        && data.len() > cap
+    {
+        return Err(Error::decode(format!("network config on stdin exceeds {cap} bytes")));
     }
     Ok(data)
+}
+
+/// Reads and discards stdin up to [`MAX_STDIN`] bytes. A terminal is left alone (someone typed
+/// the command by hand and would wait for an end of file that never comes).
+fn drain(stdin: impl Read) {
+    if nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+        return;
+    }
+    let _ = std::io::copy(&mut stdin.take(MAX_STDIN as u64), &mut std::io::sink());
+}
+
+/// Go's decoder replaces each byte of invalid UTF-8 inside a string with U+FFFD; configs that
+/// work with the reference must work here. Outside strings such bytes stay a syntax error, as
+/// the replacement character is not JSON either.
+fn replace_invalid_utf8(data: Vec<u8>) -> Vec<u8> {
+    if std::str::from_utf8(&data).is_ok() {
+        return data;
+    }
+    let mut out = Vec::with_capacity(data.len() + 16);
+    let mut rest = &data[..];
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(valid) => {
+                out.extend_from_slice(valid.as_bytes());
+                return out;
+            }
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                out.extend_from_slice(valid);
+                let bad = e.error_len().unwrap_or(after.len());
+                for _ in 0..bad {
+                    out.extend_from_slice("\u{FFFD}".as_bytes());
+                }
+                rest = &after[bad..];
+            }
+        }
+    }
 }
 
 #[derive(Serialize)]

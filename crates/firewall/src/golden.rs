@@ -12,5 +12,7 @@ pub fn golden(name: &str, actual: &Value) {
         std::fs::write(&path, &rendered).unwrap();
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert_eq!(rendered, expected, "{name} differs from {path}");
+    // Compared as JSON: nft reads objects by key, so key order is not part of what is golden.
+    let expected: Value = serde_json::from_str(&expected).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(actual, &expected, "{name} differs from {path}:\n{rendered}");
 }

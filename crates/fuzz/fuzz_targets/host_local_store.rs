@@ -190,7 +190,7 @@ fn plant(dir: &Path, files: &[Planted], sets: usize) -> bool {
             Content::Ips(list) => list.iter().map(|i| format!("{}\n", ip(*i))).collect::<String>().into(),
             Content::Ip(i) => pick(&IPS, *i).into(),
             Content::CleanState | Content::CleanStateWith(_) => {
-                let mut state = "host-local-index v1 clean\n".to_string();
+                let mut state = "host-local-index v2 clean\n".to_string();
                 for n in 0..sets {
                     let last = std::fs::read_to_string(dir.join(format!("last_reserved_ip.{n}"))).ok();
                     let last =
@@ -204,7 +204,7 @@ fn plant(dir: &Path, files: &[Planted], sets: usize) -> bool {
             }
             Content::StateEntries(entries) => {
                 let lines: String = entries.iter().map(|(n, i)| format!("{n} {}\n", pick(&IPS, *i))).collect();
-                format!("host-local-index v1 clean\n{lines}").into()
+                format!("host-local-index v2 clean\n{lines}").into()
             }
         };
         if std::fs::create_dir_all(&parent).is_err() {

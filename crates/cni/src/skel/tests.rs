@@ -105,7 +105,6 @@ type Case = (Vec<(&'static str, &'static str)>, String, u64);
 #[test]
 fn errors_are_spec_json_with_codes() {
     let cases: Vec<Case> = vec![
-        (vec![("CNI_COMMAND", "")], conf("1.0.0"), 4),
         (vec![("CNI_COMMAND", "BOGUS")], conf("1.0.0"), 4),
         (vec![("CNI_COMMAND", "ADD"), ("CNI_NETNS", "")], conf("1.0.0"), 4),
         (vec![("CNI_COMMAND", "ADD"), ("CNI_IFNAME", "bad/name")], conf("1.0.0"), 4),
@@ -150,6 +149,73 @@ fn a_panic_becomes_code_999() {
     assert_eq!(code, 1);
     assert_eq!(v["code"], 999);
     assert!(v["msg"].as_str().unwrap().contains("asked to panic"));
+}
+
+#[test]
+fn the_about_run_names_the_plugin_and_succeeds() {
+    // No CNI_COMMAND at all, or an empty one: a human (or nerdctl, parsing the version).
+    for env in [vec![("CNI_COMMAND", "")], vec![]] {
+        let mut vars: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        vars.remove("CNI_CONTAINERID");
+        let out = dispatch(&Fake, |k| vars.get(k).cloned(), &b""[..]);
+        assert_eq!((out.exit_code, out.stdout.len()), (0, 0), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    let line = about("firewall");
+    let version = line.strip_prefix("CNI firewall plugin v").expect("the reference's about line");
+    let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
+    assert!(parts.len() == 3 && parts >= vec![1, 1, 0], "nerdctl needs at least v1.1.0: {line}");
+}
+
+#[test]
+fn version_reads_stdin_to_the_end() {
+    struct Counting<'a>(&'a std::cell::Cell<usize>, usize);
+    impl Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.1);
+            self.1 -= n;
+            self.0.set(self.0.get() + n);
+            Ok(n)
+        }
+    }
+    let read = std::cell::Cell::new(0);
+    let env: HashMap<&str, &str> = [("CNI_COMMAND", "VERSION")].into();
+    let out = dispatch(&Fake, |k| env.get(k).map(|s| s.to_string()), Counting(&read, 100_000));
+    assert_eq!(out.exit_code, 0);
+    assert_eq!(read.get(), 100_000, "VERSION left the writer's data unread");
+}
+
+#[test]
+fn del_and_gc_read_configs_of_any_size() {
+    let big = format!(r#"{{"cniVersion":"1.1.0","name":"n","type":"fake","pad":"{}"}}"#, "x".repeat(MAX_STDIN));
+    for verb in ["DEL", "GC"] {
+        let (v, code) = invoke(verb, &big);
+        assert_eq!((v, code), (Value::Null, 0), "{verb}");
+    }
+}
+
+#[test]
+fn invalid_utf8_in_strings_becomes_the_replacement_character_as_in_go() {
+    let mut stdin = br#"{"cniVersion":"1.0.0","name":"n","type":"fake","note":"a"#.to_vec();
+    stdin.extend_from_slice(&[0xff, 0xe2, 0x82, b'b']);
+    stdin.extend_from_slice(br#""}"#);
+    assert_eq!(
+        replace_invalid_utf8(stdin.clone()).windows(9).filter(|w| *w == "\u{FFFD}\u{FFFD}\u{FFFD}".as_bytes()).count(),
+        1
+    );
+    let env: HashMap<&str, &str> =
+        [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c"), ("CNI_NETNS", "/x"), ("CNI_IFNAME", "eth0")].into();
+    let out = dispatch(&Fake, |k| env.get(k).map(|s| s.to_string()), &stdin[..]);
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stdout));
+    // Outside a string it stays a syntax error.
+    let out = dispatch(&Fake, |k| env.get(k).map(|s| s.to_string()), &b"{\xff}"[..]);
+    assert_eq!(out.exit_code, 1);
+}
+
+#[test]
+fn a_bad_prev_result_fails_add_but_not_del() {
+    let stdin = r#"{"cniVersion":"1.0.0","name":"n","type":"fake","prevResult":{"cniVersion":"1.0.0","interfaces":"garbage","ips":[{"address":"not-an-ip"}]}}"#;
+    assert_eq!(invoke("ADD", stdin).0["code"], 6);
+    assert_eq!(invoke("DEL", stdin), (Value::Null, 0));
 }
 
 #[test]

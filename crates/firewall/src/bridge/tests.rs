@@ -85,7 +85,12 @@ fn repair_of_intact_tables_adds_nothing_but_replaces_stale_elements() {
     // A flushed base chain is rewritten.
     let mut damaged = inet.clone();
     damaged["nftables"].as_array_mut().unwrap().retain(|o| o["rule"]["chain"] != POSTROUTING);
-    let repair = repair_batch(&a, Some(&damaged), Some(&bridge)).to_json().to_string();
-    assert!(repair.contains(r#""flush":{"chain":{"family":"inet","name":"postrouting""#), "{repair}");
-    assert_eq!(repair.matches(BASE_COMMENT).count(), 4);
+    let repair = repair_batch(&a, Some(&damaged), Some(&bridge)).to_json();
+    let flushed = repair["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["flush"]["chain"]["family"] == "inet" && c["flush"]["chain"]["name"] == POSTROUTING);
+    assert!(flushed, "{repair}");
+    assert_eq!(repair.to_string().matches(BASE_COMMENT).count(), 4);
 }

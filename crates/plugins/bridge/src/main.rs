@@ -3,16 +3,17 @@
 //! user-defined bridge networks, in CNI form).
 //!
 //! ADD reads top to bottom: validate, bridge, veth, IPAM, container side, gateway, firewall,
-//! report. Every step after the veth pair registers how to undo itself, and a failure undoes them
-//! in reverse order, the IPAM allocation included. DEL removes the firewall entries first (found by
-//! the attachment's identity, so no netns or prevResult is needed), then the interface, then the
-//! allocation; whatever is already gone is success.
+//! report. Every step from the veth pair on registers its undo with a [`Rollback`], which takes
+//! them back in reverse order, the IPAM allocation included, when the ADD fails or panics. DEL
+//! removes the firewall entries first (found by the attachment's identity, so no netns or
+//! prevResult is needed, and whatever the config's flags say now), then the interface, then the
+//! allocation; whatever is already gone is success, and every step is tried.
 
 mod config;
 mod host;
 
 use anyhow::Context;
-use cni::{CniResult, Command, Interface, Plugin, Request, delegate};
+use cni::{CniResult, Command, Failures, Interface, Plugin, Request, Rollback, delegate};
 use config::{BridgeConf, MasqBackend};
 use firewall::bridge::{Attachment, Known};
 use firewall::{Identity, Nft, iptables};
@@ -22,37 +23,6 @@ use netkit::{Family, NetNs, Rtnl, sysctl};
 use std::net::IpAddr;
 
 struct Bridge;
-
-/// What a failed ADD must take back, newest last.
-enum Undo {
-    HostVeth(String),
-    Ipam,
-    Firewall(Attachment, MasqBackend),
-}
-
-fn undo(req: &Request, host: &mut Rtnl, done: Vec<Undo>) {
-    for step in done.into_iter().rev() {
-        let outcome = match step {
-            Undo::HostVeth(name) => host
-                .link_by_name(&name)
-                .map_err(anyhow::Error::from)
-                .and_then(|l| l.map(|l| host.delete_link(l.index)).transpose().map_err(Into::into))
-                .map(|_| ()),
-            Undo::Ipam => delegate::ipam(req, Command::Del).map(|_| ()),
-            Undo::Firewall(a, backend) => remove_firewall(
-                None,
-                &a.id,
-                backend,
-                !a.masquerade.is_empty(),
-                a.spoof_check.is_some(),
-                &Known::default(),
-            ),
-        };
-        if let Err(e) = outcome {
-            eprintln!("bridge: undoing a failed ADD: {e:#}");
-        }
-    }
-}
 
 /// The gateway of each address (the subnet's first address when IPAM gave none and the bridge is
 /// the gateway), and default routes through them for `isDefaultGateway`, as the reference's
@@ -107,37 +77,60 @@ fn install_firewall(a: &Attachment, backend: MasqBackend) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Removes an attachment's masquerade (if `masq`) and spoof-check (if `spoof`) entries, through
-/// `nft` (opened here when `None`).
-fn remove_firewall(
-    nft: Option<&Nft>,
-    id: &Identity,
-    backend: MasqBackend,
-    masq: bool,
-    spoof: bool,
-    known: &Known,
-) -> anyhow::Result<()> {
-    let masq_nft = masq && backend == MasqBackend::Nftables;
-    if masq && backend == MasqBackend::Iptables {
-        iptables::masq_del(&id.network, &id.container_id)?;
+/// Removes whatever masquerade and spoof-check entries the attachment has, whichever backend and
+/// flags installed them: nftables always (through `nft`, opened here when `None`), the iptables
+/// chain when the config names that backend (it costs an `iptables-restore`).
+fn remove_firewall(nft: Option<&Nft>, id: &Identity, backend: MasqBackend, known: &Known) -> anyhow::Result<()> {
+    let mut failures = Failures::new();
+    if backend == MasqBackend::Iptables {
+        failures.check("removing iptables masquerade", iptables::masq_del(&id.network, &id.container_id));
     }
-    if masq_nft || spoof {
-        match nft {
-            Some(nft) => firewall::bridge::del(nft, id, known, masq_nft, spoof)?,
-            None => firewall::bridge::del(&Nft::locate()?, id, known, masq_nft, spoof)?,
+    let located;
+    let nft = match nft {
+        Some(nft) => nft,
+        None => {
+            located = Nft::locate()?;
+            &located
         }
+    };
+    failures.check("removing nftables entries", remove_nft_entries(nft, id, known));
+    failures.finish()
+}
+
+/// The masquerade and the spoof-check entries go in separate one-transaction DELs, each of which
+/// fails with ENOENT exactly when the attachment's chain of that kind is absent (a chain that a map
+/// element points at cannot be deleted, so no element of ours can exist without it): then there
+/// is nothing of that kind to remove. Anything else (an address prevResult did not name, no
+/// prevResult) takes the listing path.
+fn remove_nft_entries(nft: &Nft, id: &Identity, known: &Known) -> anyhow::Result<()> {
+    let mut listing_needed = false;
+    for (masq, spoof, possible) in
+        [(true, false, !known.addresses.is_empty()), (false, true, known.spoof_port.is_some())]
+    {
+        if !possible {
+            listing_needed = true;
+            continue;
+        }
+        match nft.apply(&firewall::bridge::del_batch(id, known, masq, spoof).to_json()) {
+            Ok(()) => {}
+            Err(e) if e.downcast_ref::<firewall::NftError>().is_some_and(firewall::NftError::is_not_found) => {}
+            Err(_) => listing_needed = true,
+        }
+    }
+    if listing_needed {
+        firewall::bridge::del(nft, id, &Known::default(), true, true)?;
     }
     Ok(())
 }
 
 impl Bridge {
-    fn add_attachment(
+    fn add_attachment<'a>(
         &self,
-        req: &Request,
+        req: &'a Request,
         conf: &BridgeConf,
         container: &NetNs,
         host: &mut Rtnl,
-        done: &mut Vec<Undo>,
+        undo: &mut Rollback<'a>,
     ) -> anyhow::Result<CniResult> {
         let ifname = req.env.ifname.as_str();
         let mut inside = Rtnl::open_in(container)?;
@@ -149,7 +142,14 @@ impl Bridge {
         let bridge = host::ensure_bridge(host, conf)?;
         cni::trace::mark("bridge ready");
         let host_veth = host::create_veth(host, container, ifname, conf.mtu, conf.mac)?;
-        done.push(Undo::HostVeth(host_veth.clone()));
+        let name = host_veth.clone();
+        undo.push(format!("host veth {host_veth}"), move || {
+            let mut host = Rtnl::open()?;
+            if let Some(link) = host.link_by_name(&name)? {
+                host.delete_link(link.index)?;
+            }
+            Ok(())
+        });
         cni::trace::mark("veth created");
         let port = host.link_by_name(&host_veth)?.context("host veth vanished after creation")?;
         host::setup_port(host, conf, &port, &bridge)?;
@@ -172,8 +172,9 @@ impl Bridge {
 
         // Addresses from IPAM, configured in the container.
         let gateways = if req.config.ipam_type.is_some() {
-            let allocated = delegate::ipam(req, Command::Add)?.context("IPAM returned no result")?;
-            done.push(Undo::Ipam);
+            let allocated = delegate::ipam(req, Command::Add)?;
+            undo.push("the IPAM allocation", move || delegate::ipam(req, Command::Del).map(|_| ()));
+            let allocated = allocated.context("IPAM returned no result")?;
             anyhow::ensure!(!allocated.ips.is_empty(), "IPAM plugin returned missing IP config");
             result.ips = allocated.ips;
             result.routes = allocated.routes;
@@ -230,9 +231,16 @@ impl Bridge {
             isolation: conf.isolation.then(|| conf.bridge.clone()),
         };
         cni::trace::mark("gateway set");
+        // Registered first: a transaction that failed left nothing, but the iptables backend's
+        // chain may be half made.
+        let (id, backend) = (attachment.id.clone(), conf.masq_backend);
+        let known = Known {
+            addresses: attachment.masquerade.iter().map(|n| n.ip()).collect(),
+            spoof_port: attachment.spoof_check.as_ref().map(|(port, _)| port.clone()),
+        };
+        undo.push("firewall entries", move || remove_firewall(None, &id, backend, &known));
         install_firewall(&attachment, conf.masq_backend).context("setting up the firewall")?;
         cni::trace::mark("firewall installed");
-        done.push(Undo::Firewall(attachment, conf.masq_backend));
 
         if !conf.disable_container_interface {
             let port = host::wait_port_up(host, &host_veth)?;
@@ -260,21 +268,20 @@ impl Plugin for Bridge {
         let conf = BridgeConf::parse(req)?;
         let container = NetNs::open(&req.env.netns)?;
         let mut host = Rtnl::open()?;
-        let mut done = Vec::new();
-        let result = self.add_attachment(req, &conf, &container, &mut host, &mut done);
-        if result.is_err() {
-            undo(req, &mut host, done);
-        }
-        result
+        let mut undo = Rollback::new("bridge");
+        let result = self.add_attachment(req, &conf, &container, &mut host, &mut undo)?;
+        undo.commit();
+        Ok(result)
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         let conf = BridgeConf::parse(req)?;
         let prev = req.config.prev_result.as_ref();
         let host_veth = prev.and_then(|p| p.interfaces.get(1)).map(|i| i.name.clone());
-        let mut failures: Vec<anyhow::Error> = Vec::new();
+        let mut failures = Failures::new();
 
-        // Firewall entries first, by identity: they must go even without a netns or prevResult.
+        // Firewall entries first, by identity: they must go even without a netns or prevResult,
+        // and whatever ipMasq or macspoofchk say now (they may have been switched off since ADD).
         // The nftables socket stays open until DEL returns: closing it right after a deletion
         // waits out an RCU grace period, which the veth's removal below waits out anyway.
         let known = Known {
@@ -282,45 +289,29 @@ impl Plugin for Bridge {
             spoof_port: host_veth.clone().filter(|p| !p.is_empty()),
         };
         let nft = Nft::locate().ok();
-        let removed = remove_firewall(
-            nft.as_ref(),
-            &identity(req),
-            conf.masq_backend,
-            conf.ip_masq,
-            conf.mac_spoof_check,
-            &known,
-        );
-        if let Err(e) = removed {
-            failures.push(e.context("removing firewall entries"));
-        }
+        let removed = remove_firewall(nft.as_ref(), &identity(req), conf.masq_backend, &known);
+        failures.check("removing firewall entries", removed);
         cni::trace::mark("firewall removed");
 
         // The interface: deleting the container end removes the pair. Without the namespace, a
         // host end that is still there (the namespace outlived its path) goes instead.
-        let removed = match NetNs::open_if_exists(&req.env.netns)? {
+        let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
             Some(ns) => ns.run(|| -> anyhow::Result<()> {
                 let mut rtnl = Rtnl::open()?;
                 if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
                     rtnl.delete_link(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
                 }
                 Ok(())
-            }),
-            None => Ok(host_veth.as_deref().map_or(Ok(()), |name| delete_stale_host_veth(name, &conf.bridge))),
-        };
-        if let Err(e) = removed.and_then(|r| r) {
-            failures.push(e);
-        }
+            })?,
+            None => host_veth.as_deref().map_or(Ok(()), |name| delete_stale_host_veth(name, &conf.bridge)),
+        });
+        failures.check("removing the interface", removed);
         cni::trace::mark("interface removed");
 
-        if req.config.ipam_type.is_some()
-            && let Err(e) = delegate::ipam(req, Command::Del)
-        {
-            failures.push(e);
+        if req.config.ipam_type.is_some() {
+            failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
         }
-        match failures.into_iter().next() {
-            Some(first) => Err(first),
-            None => Ok(()),
-        }
+        failures.finish()
     }
 
     fn check(&self, req: &Request) -> anyhow::Result<()> {
@@ -373,14 +364,21 @@ impl Plugin for Bridge {
             Ok(link)
         })??;
 
-        // The host end: a veth on the bridge whose peer is the container's interface.
-        let host_veth = host
-            .links()?
-            .into_iter()
-            .find(|l| l.is_kind("veth") && l.master == Some(bridge.index) && l.peer_index == Some(container_link.index))
-            .with_context(|| format!("CNI veth created for bridge {} was not found", conf.bridge))?;
+        // The host end: the container interface's own peer (IFLA_LINK is an index in the peer's
+        // namespace, which IFLA_LINK_NETNSID says is another one), a veth on the bridge that
+        // points back. Indexes are per namespace, so two containers' eth0 often share one: the
+        // search must start from the container side.
+        let missing = || format!("CNI veth created for bridge {} was not found", conf.bridge);
+        let peer = container_link.peer_index.filter(|_| container_link.link_netnsid.is_some()).with_context(missing)?;
+        let host_veth = host.link_by_index(peer)?.with_context(missing)?;
         anyhow::ensure!(
-            container_link.peer_index == Some(host_veth.index),
+            host_veth.is_kind("veth") && host_veth.master == Some(bridge.index),
+            "the peer of container interface {ifname} ({}) is not a port of bridge {}",
+            host_veth.name,
+            conf.bridge
+        );
+        anyhow::ensure!(
+            host_veth.peer_index == Some(container_link.index) && host_veth.link_netnsid.is_some(),
             "container interface {ifname} has another peer"
         );
 
@@ -428,33 +426,24 @@ impl Plugin for Bridge {
     }
 
     fn gc(&self, req: &Request) -> anyhow::Result<()> {
-        let mut failures = Vec::new();
+        let mut failures = Failures::new();
         if let Some(valid) = &req.config.valid_attachments {
             let ids: Vec<Identity> =
                 valid.iter().map(|a| Identity::new(&req.config.name, &a.container_id, &a.ifname)).collect();
-            if let Ok(nft) = Nft::locate()
-                && let Err(e) = firewall::bridge::gc(&nft, &req.config.name, &ids)
-            {
-                failures.push(e);
+            if let Ok(nft) = Nft::locate() {
+                failures.check("collecting nftables entries", firewall::bridge::gc(&nft, &req.config.name, &ids));
             }
             // Masquerade rules the iptables backend (ours or the reference's) left behind.
             if iptables::Iptables::locate(false).is_ok() {
                 let containers = valid.iter().map(|a| a.container_id.clone()).collect();
-                if let Err(e) = iptables::masq_gc(&req.config.name, &containers) {
-                    failures.push(e);
-                }
+                failures.check("collecting iptables rules", iptables::masq_gc(&req.config.name, &containers));
             }
         }
         // The spec requires GC to be passed on to the delegated IPAM plugin.
-        if req.config.ipam_type.is_some()
-            && let Err(e) = delegate::ipam(req, Command::Gc)
-        {
-            failures.push(e);
+        if req.config.ipam_type.is_some() {
+            failures.check("IPAM GC", delegate::ipam(req, Command::Gc).map(|_| ()));
         }
-        match failures.into_iter().next() {
-            Some(first) => Err(first),
-            None => Ok(()),
-        }
+        failures.finish()
     }
 }
 

@@ -13,7 +13,7 @@ mod device;
 mod sysfs;
 
 use anyhow::Context;
-use cni::{CniResult, Code, Command, Interface, Plugin, Request, delegate, fault};
+use cni::{CniResult, Code, Command, Failures, Interface, Plugin, Request, Rollback, delegate, fault};
 use config::{HostDeviceConf, Selector};
 use device::MovedOut;
 use netkit::iface::{self, Dad};
@@ -22,76 +22,19 @@ use sysfs::Sysfs;
 
 struct HostDevice;
 
-/// What a failed ADD must take back, newest last.
-enum Undo {
-    /// The interface is in the container as `CNI_IFNAME`; in the host it was up if `was_up`, and
-    /// had the alias `alias`.
-    Device {
-        host_name: String,
-        was_up: bool,
-        alias: String,
-    },
-    Ipam,
-}
-
-/// The undo steps of one ADD. Dropped while armed (a failure, or a panic unwinding), it undoes them.
-struct Rollback<'a> {
-    req: &'a Request,
-    container: &'a NetNs,
-    steps: Vec<Undo>,
-    armed: bool,
-}
-
-impl Drop for Rollback<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        for step in std::mem::take(&mut self.steps).into_iter().rev() {
-            let outcome = match step {
-                Undo::Device { host_name, was_up, alias } => (|| -> anyhow::Result<()> {
-                    device::move_out(&NetNs::current()?, self.container, &self.req.env.ifname, None)?;
-                    let mut host = Rtnl::open()?;
-                    if let Some(link) = host.link_by_name(&host_name)? {
-                        if !alias.is_empty() {
-                            host.set_alias(link.index, &alias)?;
-                        }
-                        if was_up {
-                            host.set_up(link.index)?;
-                        }
-                    }
-                    Ok(())
-                })(),
-                Undo::Ipam => delegate::ipam(self.req, Command::Del).map(|_| ()),
-            };
-            if let Err(e) = outcome {
-                eprintln!("host-device: undoing a failed ADD: {e:#}");
-            }
-        }
-    }
-}
-
 /// Whether the configured PCI device (if any) is bound to a userspace (DPDK) driver. As in the
 /// reference this is decided by `pciBusID` / a PCI `deviceID` even when another selector wins.
 fn userspace_bound(conf: &HostDeviceConf, sysfs: &Sysfs) -> bool {
     sysfs.pci_of_conf(conf).is_some_and(|id| sysfs.userspace_driver(&Selector::Pci(id)).is_some())
 }
 
-/// One error for several: the first keeps its code, the others are named after it.
-fn first_of(failures: Vec<anyhow::Error>) -> anyhow::Result<()> {
-    let mut failures = failures.into_iter();
-    let Some(first) = failures.next() else { return Ok(()) };
-    let rest: Vec<String> = failures.map(|e| format!("{e:#}")).collect();
-    if rest.is_empty() { Err(first) } else { Err(first.context(format!("(also: {})", rest.join("; ")))) }
-}
-
 impl HostDevice {
-    fn attach(
+    fn attach<'a>(
         &self,
-        req: &Request,
+        req: &'a Request,
         conf: &HostDeviceConf,
-        container: &NetNs,
-        undo: &mut Vec<Undo>,
+        container: &'a NetNs,
+        undo: &mut Rollback<'a>,
     ) -> anyhow::Result<CniResult> {
         let ifname = req.env.ifname.as_str();
         let sysfs = Sysfs::system();
@@ -116,7 +59,20 @@ impl HostDevice {
             }
             let moved = device::move_in(&mut host, &host_dev, &host_name, container, ifname)?;
             let alias = host_dev.alias.clone().unwrap_or_default();
-            undo.push(Undo::Device { host_name, was_up: host_dev.up, alias });
+            let was_up = host_dev.up;
+            undo.push(format!("moving {ifname} back to the host as {host_name}"), move || {
+                device::move_out(&NetNs::current()?, container, &req.env.ifname, None)?;
+                let mut host = Rtnl::open()?;
+                if let Some(link) = host.link_by_name(&host_name)? {
+                    if !alias.is_empty() {
+                        host.set_alias(link.index, &alias)?;
+                    }
+                    if was_up {
+                        host.set_up(link.index)?;
+                    }
+                }
+                Ok(())
+            });
             interface.mac = moved.mac_string();
         }
 
@@ -124,7 +80,7 @@ impl HostDevice {
         let mut ours = CniResult { interfaces: vec![interface], ..CniResult::default() };
         if req.config.ipam_type.is_some() {
             // Before the call: an allocation whose result cannot be read must be released too.
-            undo.push(Undo::Ipam);
+            undo.push("the IPAM allocation", move || delegate::ipam(req, Command::Del).map(|_| ()));
             let allocated = delegate::ipam(req, Command::Add)?.context("IPAM returned no result")?;
             fault::point("host-device:ipam-added")?;
             anyhow::ensure!(!allocated.ips.is_empty(), "IPAM plugin returned missing IP config");
@@ -185,15 +141,15 @@ impl Plugin for HostDevice {
     fn add(&self, req: &Request) -> anyhow::Result<CniResult> {
         let conf = HostDeviceConf::parse(req)?;
         let container = NetNs::open(&req.env.netns)?;
-        let mut rollback = Rollback { req, container: &container, steps: Vec::new(), armed: true };
-        let result = self.attach(req, &conf, &container, &mut rollback.steps);
-        rollback.armed = result.is_err();
-        result
+        let mut undo = Rollback::new("host-device");
+        let result = self.attach(req, &conf, &container, &mut undo)?;
+        undo.commit();
+        Ok(result)
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         let conf = HostDeviceConf::parse_for_teardown(req)?;
-        let mut failures: Vec<anyhow::Error> = Vec::new();
+        let mut failures = Failures::new();
 
         if !userspace_bound(&conf, &Sysfs::system()) {
             // The MAC the previous result reported for our interface, to tell it apart from a
@@ -228,12 +184,10 @@ impl Plugin for HostDevice {
         }
 
         // Released in every case, unlike the reference, which skips it without a netns.
-        if req.config.ipam_type.is_some()
-            && let Err(e) = delegate::ipam(req, Command::Del)
-        {
-            failures.push(e);
+        if req.config.ipam_type.is_some() {
+            failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
         }
-        first_of(failures)
+        failures.finish()
     }
 
     fn check(&self, req: &Request) -> anyhow::Result<()> {
@@ -306,19 +260,16 @@ impl Plugin for HostDevice {
 
     fn gc(&self, req: &Request) -> anyhow::Result<()> {
         let conf = HostDeviceConf::parse_for_teardown(req)?;
-        let mut failures = Vec::new();
-        if let Some(name) = &conf.device
-            && let Err(e) = Rtnl::open().map_err(Into::into).and_then(|mut h| device::reclaim_returned(&mut h, name))
-        {
-            failures.push(e);
+        let mut failures = Failures::new();
+        if let Some(name) = &conf.device {
+            let reclaimed = Rtnl::open().map_err(Into::into).and_then(|mut h| device::reclaim_returned(&mut h, name));
+            failures.check("reclaiming a returned device", reclaimed);
         }
         // The spec requires GC to be passed on to the delegated IPAM plugin.
-        if req.config.ipam_type.is_some()
-            && let Err(e) = delegate::ipam(req, Command::Gc)
-        {
-            failures.push(e);
+        if req.config.ipam_type.is_some() {
+            failures.check("IPAM GC", delegate::ipam(req, Command::Gc).map(|_| ()));
         }
-        first_of(failures)
+        failures.finish()
     }
 }
 

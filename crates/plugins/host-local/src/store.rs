@@ -59,11 +59,14 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 const INDEX: &str = ".attachments";
 const STATE: &str = ":state";
 /// The first line of `:state` after a completed change; anything else means "rebuild".
-const CLEAN: &str = "host-local-index v1 clean";
-const DIRTY: &str = "host-local-index v1 dirty";
+const CLEAN: &str = "host-local-index v2 clean";
+const DIRTY: &str = "host-local-index v2 dirty";
 /// Index entries for files that name a container but no interface (written by old versions).
 const LEGACY: &str = ":legacy";
 const LAST_RESERVED: &str = "last_reserved_ip.";
+/// The line of `:state` holding the network directory's stamp after our last change (see
+/// [`Store::dir_stamp`]).
+const DIR_STAMP: &str = "dir ";
 
 /// Who holds an address, as its file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,6 +272,10 @@ impl Store {
         }
         if recorded.is_none_or(|r| store.current_state() != r) {
             store.rebuild()?;
+        } else if store.read_dir_stamp() != Some(store.dir_stamp()) {
+            // Someone else created or removed a file in the directory since our last change (an
+            // old host-local writing a container-ID-only lease, an operator restoring a backup).
+            store.rebuild()?;
         }
         Ok(store)
     }
@@ -418,6 +425,7 @@ impl Store {
             return None;
         }
         let state: BTreeMap<usize, String> = lines
+            .filter(|line| !line.starts_with(DIR_STAMP))
             .map(|line| {
                 let (n, ip) = line.split_once(' ')?;
                 Some((n.parse().ok()?, ip.to_string()))
@@ -436,7 +444,23 @@ impl Store {
     fn write_state(&self) -> anyhow::Result<()> {
         let state = self.current_state();
         let entries: String = state.iter().map(|(n, ip)| format!("{n} {ip}\n")).collect();
-        write_replacing(&self.index.join(STATE), &format!("{CLEAN}\n{entries}"))
+        // The state file lives in the index, so writing it leaves the directory's stamp alone.
+        write_replacing(&self.index.join(STATE), &format!("{CLEAN}\n{entries}{DIR_STAMP}{}\n", self.dir_stamp()))
+    }
+
+    /// The network directory's change time and inode, which every file created, renamed or
+    /// removed in it moves on. A change by a writer that does not know the index (whatever it
+    /// writes) is seen by this one `stat`, without reading the directory.
+    fn dir_stamp(&self) -> String {
+        match fs::symlink_metadata(&self.dir) {
+            Ok(m) => format!("{} {} {} {}", m.ino(), m.ctime(), m.ctime_nsec(), m.nlink()),
+            Err(_) => String::new(),
+        }
+    }
+
+    fn read_dir_stamp(&self) -> Option<String> {
+        let text = read_nofollow(&self.index.join(STATE)).ok()?;
+        text.lines().find_map(|l| l.strip_prefix(DIR_STAMP)).map(str::to_string)
     }
 
     /// Rebuilds the index from the `<ip>` files. Empty files are crash leftovers of writers that

@@ -397,3 +397,32 @@ fn switching_binaries_keeps_allocations_both_ways() {
     net.run("DEL", "ref-2").ok();
     assert!(net.allocated().is_empty());
 }
+
+#[test]
+fn old_format_leases_in_a_store_we_already_use_are_released_by_del_and_seen_by_gc() {
+    let net = Net::v4();
+    net.add("current");
+    // host-local before v0.7 wrote the container ID alone; here it appears after our last change.
+    std::fs::write(net.store().join("10.1.0.77"), "old-ctr").unwrap();
+    std::fs::write(net.store().join("10.1.0.78"), "old-ctr-2").unwrap();
+    let check = net.run("CHECK", "old-ctr");
+    assert!(check.success(), "CHECK finds the old lease: {}", check.stdout);
+    assert!(net.run("DEL", "old-ctr").success());
+    assert!(!net.allocated().contains("10.1.0.77"), "{:?}", net.allocated());
+    // GC with only "current" valid releases the other old lease, and keeps "current".
+    assert!(
+        gc(&net, Some(("cni.dev/valid-attachments", json!([{"containerID": "current", "ifname": "eth0"}])))).success()
+    );
+    assert_eq!(net.allocated().len(), 1, "{:?}", net.allocated());
+}
+
+#[test]
+fn unsupported_versions_are_code_1_for_every_verb() {
+    let net = Net::v4();
+    for version in ["2.0.0", "0.4.1", "1.0", "v1.0.0"] {
+        for verb in ["ADD", "DEL", "CHECK", "STATUS", "GC"] {
+            let out = net.invoke(verb, "c", &net.with("cniVersion", json!(version))).run_here(&bin());
+            assert_eq!(out.err_code(), 1, "{version} {verb}: {}", out.stdout);
+        }
+    }
+}

@@ -454,6 +454,8 @@ fn an_add_that_cannot_write_its_state_leaves_no_reservation() {
     assert!(sb.allocated().is_empty(), "reserved and left: {:?}", sb.allocated());
     // The same for the index written after every reservation succeeded.
     std::fs::remove_dir_all(&last).unwrap();
+    // Someone changed the directory: the next open rebuilds the index, so let a DEL do that first.
+    sb.run("DEL", "nobody");
     let index = sb.store().join(".attachments/c1:eth0");
     std::fs::create_dir_all(index.join("blocker")).unwrap();
     let out = sb.run("ADD", "c1");
