@@ -115,15 +115,24 @@ mod tests {
         let log = RefCell::new(Vec::new());
         {
             let mut rb = Rollback::new("t");
-            rb.push("a", || Ok(log.borrow_mut().push("a")));
+            rb.push("a", || {
+                log.borrow_mut().push("a");
+                Ok(())
+            });
             rb.push("b", || anyhow::bail!("b fails"));
             rb.push("c", || -> anyhow::Result<()> { panic!("c panics") });
-            rb.push("d", || Ok(log.borrow_mut().push("d")));
+            rb.push("d", || {
+                log.borrow_mut().push("d");
+                Ok(())
+            });
         }
         assert_eq!(*log.borrow(), ["d", "a"], "every step is tried, newest first");
 
         let mut rb = Rollback::new("t");
-        rb.push("x", || Ok(log.borrow_mut().push("x")));
+        rb.push("x", || {
+            log.borrow_mut().push("x");
+            Ok(())
+        });
         rb.commit();
         assert_eq!(log.borrow().len(), 2);
     }
@@ -133,7 +142,10 @@ mod tests {
         let log = RefCell::new(Vec::new());
         let r = catch_unwind(AssertUnwindSafe(|| {
             let mut rb = Rollback::new("t");
-            rb.push("a", || Ok(log.borrow_mut().push("a")));
+            rb.push("a", || {
+                log.borrow_mut().push("a");
+                Ok(())
+            });
             panic!("step two panics");
         }));
         assert!(r.is_err());

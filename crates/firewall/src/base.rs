@@ -116,3 +116,66 @@ pub fn remove_if_ours(b: &mut Batch, family: &str, table: &str, map: &str, key: 
     b.add(elements(family, table, map, vec![json!([key.clone(), verdict])]));
     b.delete(elements(family, table, map, vec![key]));
 }
+
+/// Whether a failed apply means something in the batch was already gone (ENOENT): a concurrent
+/// DEL or GC removed it between our listing and our transaction.
+pub fn already_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<crate::nft::NftError>().is_some_and(crate::nft::NftError::is_not_found))
+}
+
+/// How often a GC lists again after a concurrent change made its transaction fail.
+const RELIST_ATTEMPTS: usize = 3;
+
+/// Garbage collection of one table that a concurrent DEL cannot break: `plan` turns a fresh
+/// listing into the repair and removal batch and the chains it removes; when the transaction
+/// fails because something in it is already gone, the table is listed again (a bounded number
+/// of times). If it still fails, each doomed chain goes in a transaction of its own, so one
+/// attachment whose removal fails cannot keep the others: the result lists what was left.
+pub fn collect(
+    nft: &crate::Nft,
+    family: &str,
+    table: &str,
+    maps: &[&str],
+    repair: &dyn Fn(&Value) -> Batch,
+    doomed: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    for _ in 0..RELIST_ATTEMPTS {
+        let Some(listing) = nft.list(&["table", family, table])? else { return Ok(()) };
+        let mut batch = repair(&listing);
+        batch.extend(remove_chains(&listing, family, table, maps, doomed));
+        if crate::fault_enabled("gc-race") {
+            // The test of this function: a DEL removes one of the doomed chains right now.
+            if let Some(chain) = nft::chain_names(&listing).into_iter().find(|c| doomed(c)) {
+                let one = remove_chains(&listing, family, table, maps, &|c| c == chain);
+                nft.apply(&one.to_json())?;
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match nft.apply(&batch.to_json()) {
+            Ok(()) => return Ok(()),
+            Err(e) if already_gone(&e) => {}
+            Err(_) => break,
+        }
+    }
+    // One transaction per attachment chain; "already gone" is success.
+    let Some(listing) = nft.list(&["table", family, table])? else { return Ok(()) };
+    let mut left = Vec::new();
+    let repaired = repair(&listing);
+    if !repaired.is_empty()
+        && let Err(e) = nft.apply(&repaired.to_json())
+    {
+        left.push(format!("repairing base chains: {e:#}"));
+    }
+    for chain in nft::chain_names(&listing).into_iter().filter(|c| doomed(c)) {
+        let one = remove_chains(&listing, family, table, maps, &|c| c == chain);
+        match nft.apply(&one.to_json()) {
+            Ok(()) => {}
+            Err(e) if already_gone(&e) => {}
+            Err(e) => left.push(format!("{chain}: {e:#}")),
+        }
+    }
+    anyhow::ensure!(left.is_empty(), "left in table {family} {table}: {}", left.join("; "));
+    Ok(())
+}

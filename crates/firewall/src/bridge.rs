@@ -289,33 +289,28 @@ pub fn del(nft: &Nft, id: &Identity, known: &Known, masquerade: bool, spoof_chec
 /// Removes the attachment chains selected by `doomed` (and the map elements that point at them)
 /// from both tables, in one transaction.
 fn remove_chains(nft: &Nft, doomed: &dyn Fn(&str) -> bool) -> anyhow::Result<()> {
-    let mut b = Batch::new();
     for (family, maps) in [(INET, &[MASQ_V4, MASQ_V6][..]), (BRIDGE, &[SPOOF_PORTS][..])] {
-        if let Some(listing) = nft.list(&["table", family, TABLE])? {
-            b.extend(base::remove_chains(&listing, family, TABLE, maps, doomed));
-        }
+        base::collect(nft, family, TABLE, maps, &|_| Batch::new(), doomed)?;
     }
-    if b.is_empty() { Ok(()) } else { nft.apply(&b.to_json()) }
+    Ok(())
 }
 
 /// Removes every attachment chain of `network` whose attachment is not in `valid`, and repairs
 /// the base chains of whichever of our tables exist if someone removed or edited them (GC). A
 /// table that vanished entirely is recreated by the next ADD.
 pub fn gc(nft: &Nft, network: &str, valid: &[Identity]) -> anyhow::Result<()> {
-    let mut repair = Batch::new();
-    for base in [inet_base(), bridge_base()] {
-        if let Some(listing) = nft.list(&["table", base.family, TABLE])? {
-            repair.extend(base.repair(Some(&listing)));
-        }
-    }
-    if !repair.is_empty() {
-        nft.apply(&repair.to_json()).context("repairing the base chains of the cni_bridge tables")?;
-    }
     let keep: BTreeSet<String> = valid.iter().flat_map(|id| [id.chain("masq"), id.chain("spoof")]).collect();
     let net = network_hash(network);
     let prefixes = [format!("masq-{net}-"), format!("spoof-{net}-")];
-    remove_chains(nft, &|chain| prefixes.iter().any(|p| chain.starts_with(p.as_str())) && !keep.contains(chain))
-        .with_context(|| format!("collecting stale firewall entries of network {network}"))
+    let doomed = |chain: &str| prefixes.iter().any(|p| chain.starts_with(p.as_str())) && !keep.contains(chain);
+    let mut left = Vec::new();
+    for (base, maps) in [(inet_base(), &[MASQ_V4, MASQ_V6][..]), (bridge_base(), &[SPOOF_PORTS][..])] {
+        if let Err(e) = base::collect(nft, base.family, TABLE, maps, &|l| base.repair(Some(l)), &doomed) {
+            left.push(format!("{e:#}"));
+        }
+    }
+    anyhow::ensure!(left.is_empty(), "collecting stale firewall entries of network {network}: {}", left.join("; "));
+    Ok(())
 }
 
 /// Whether `map` in `listing` has `key` pointing at `chain`.

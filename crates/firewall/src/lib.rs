@@ -32,3 +32,8 @@ pub(crate) fn schema() -> &'static native::Schema {
     })
 }
 pub use nft::{Nft, NftError};
+
+/// A test's condition at a point of this crate's work (debug builds; see [`cni::fault`]).
+pub(crate) fn fault_enabled(name: &str) -> bool {
+    cni::fault::enabled(&format!("firewall:{name}"))
+}

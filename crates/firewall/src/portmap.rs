@@ -329,20 +329,13 @@ pub fn del(nft: &Nft, a: &Attachment) -> anyhow::Result<Vec<u16>> {
     let mut ports = udp_ports_in(&listing, &chain);
     ports.extend(udp_ports(a));
     let masq_chain = a.masq_chain();
-    let batch = removal(&listing, &|c| c == chain || c == masq_chain);
-    if !batch.is_empty() {
-        nft.apply(&batch.to_json()).context("removing published ports")?;
-    }
+    base::collect(nft, INET, TABLE, MAPS, &|_| Batch::new(), &|c| c == chain || c == masq_chain)
+        .context("removing published ports")?;
     Ok(ports)
 }
 
 fn udp_ports(a: &Attachment) -> Vec<u16> {
     a.mappings.iter().filter(|m| m.protocol == Protocol::Udp).map(|m| m.host_port).collect()
-}
-
-/// Deletes the chains selected by `doomed` and the elements that jump to them.
-fn removal(listing: &Value, doomed: &dyn Fn(&str) -> bool) -> Batch {
-    base::remove_chains(listing, INET, TABLE, MAPS, doomed)
 }
 
 /// Removes every attachment of `network` that is not in `valid`, and repairs the base objects if
@@ -356,11 +349,8 @@ pub fn gc(nft: &Nft, network: &str, valid: &[Identity]) -> anyhow::Result<Vec<u1
         |c: &str| (c.starts_with(dnat_prefix.as_str()) || c.starts_with(masq_prefix.as_str())) && !keep.contains(c);
     let ports: Vec<u16> =
         nft::chain_names(&listing).iter().filter(|c| doomed(c)).flat_map(|c| udp_ports_in(&listing, c)).collect();
-    let mut batch = base_table().repair(Some(&listing));
-    batch.extend(removal(&listing, &doomed));
-    if !batch.is_empty() {
-        nft.apply(&batch.to_json()).with_context(|| format!("collecting stale port mappings of network {network}"))?;
-    }
+    base::collect(nft, INET, TABLE, MAPS, &|l| base_table().repair(Some(l)), &doomed)
+        .with_context(|| format!("collecting stale port mappings of network {network}"))?;
     Ok(ports)
 }
 

@@ -111,6 +111,12 @@ fn mapping(raw: &RawMapping, i: usize) -> Result<Mapping, Error> {
             let ip: IpAddr = text
                 .parse()
                 .map_err(|_| Error::config(format!("portMappings[{i}].hostIP: invalid IP address {text:?}")))?;
+            // `::ffff:10.71.0.1` is how some tools spell an IPv4 address; packets to it arrive as
+            // IPv4, so it is published as IPv4 (as the reference does, Go's To4()).
+            let ip = match ip {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                v4 => v4,
+            };
             (!ip.is_unspecified()).then_some(ip)
         }
     };
@@ -250,6 +256,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.mappings.len(), 4);
         assert_eq!(c.mappings[0].host_ip, Some("127.0.0.1".parse().unwrap()));
+        let mapped = json!([{"hostPort": 80, "containerPort": 80, "hostIP": "::ffff:10.71.0.1"}]);
+        let m = parse(maps(mapped)).unwrap();
+        assert_eq!(m.mappings[0].host_ip, Some("10.71.0.1".parse().unwrap()));
         assert_eq!(c.mappings[1].protocol, Protocol::Udp);
         assert_eq!((c.mappings[2].protocol, c.mappings[2].host_ip), (Protocol::Tcp, None));
         assert_eq!(c.mappings[3].host_ip, None);

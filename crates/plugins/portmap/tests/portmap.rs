@@ -360,3 +360,48 @@ fn iptables_backend_publishes_with_the_reference_layout() {
     assert!(!saved.contains(&chain), "{saved}");
     assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")), None);
 }
+
+/// A DEL that removes an attachment's chain between GC's listing and its transaction (staged by
+/// `firewall:gc-race`) must not fail the GC: "already gone" is success, and the rest still goes.
+#[test]
+fn gc_is_not_broken_by_a_concurrent_del() {
+    let mut h = Host::new();
+    let a = h.container();
+    let b = h.container();
+    let c = h.container();
+    for (x, port) in [(&a, 8080), (&b, 9090), (&c, 9191)] {
+        h.run(
+            "ADD",
+            x,
+            "eth0",
+            &Host::conf("net1", &x.prev, json!([{"hostPort": port, "containerPort": 80}]), json!({})),
+        )
+        .ok();
+    }
+    let gc = json!({"cniVersion": "1.1.0", "name": "net1", "type": "portmap",
+                    "cni.dev/valid-attachments": [{"containerID": a.id, "ifname": "eth0"}]});
+    let out = Invocation::new("GC", "", "", "", &gc.to_string())
+        .var("CNI_CONTAINERID", None)
+        .var("CNI_NETNS", None)
+        .var("CNI_IFNAME", None)
+        .var("CNI_RS_FAULT", Some("firewall:gc-race=on"))
+        .run(&bin(), &h.ns);
+    assert!(out.success(), "{}", out.stdout);
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).is_some());
+    for port in [9090, 9191] {
+        assert!(tcp_ask(&h.outside, sock(&format!("198.51.100.1:{port}"))).is_none(), "{port}");
+    }
+    let rules = nft_ruleset(&h.ns);
+    assert_eq!((rules.matches("chain pm-").count(), rules.matches("chain pms-").count()), (1, 1), "{rules}");
+}
+
+/// `hostIP: "::ffff:198.51.100.1"` is the IPv4 address: the port answers there (it refused
+/// connections when it was published as an IPv6 address no packet carries).
+#[test]
+fn an_ipv4_mapped_host_ip_is_published_as_ipv4() {
+    let mut h = Host::new();
+    let a = h.container();
+    let mappings = json!([{"hostPort": 8082, "containerPort": 80, "protocol": "tcp", "hostIP": "::ffff:198.51.100.1"}]);
+    h.run("ADD", &a, "eth0", &Host::conf("net1", &a.prev, mappings, json!({}))).ok();
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:8082")).is_some());
+}
