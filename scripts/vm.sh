@@ -12,7 +12,8 @@
 # /tmp and /run). The command runs there as root, in the same directory as here, with the same
 # paths: target/debug and its test executables are where they are on the host. Its output and
 # exit status come back through a second, writable share (target/vm/runs/<id>). Environment
-# passed in: PATH, RUST_*, CNI_*, PLUGIN_DIR, CNITOOL, REFERENCE_DIR, and every --env.
+# passed in: RUST_*, CNI_*, PLUGIN_DIR, CNITOOL, REFERENCE_DIR, and every --env; PATH is Debian's
+# default (so the tools are Debian's, not a shim of the calling shell) unless --env sets it.
 #
 # The kernel is fetched once with apt-get (`linux-image-amd64`'s current dependency), unpacked
 # under target/vm/<kernel version>/ with its modules and an initramfs (busybox-static), and kept.
@@ -112,6 +113,9 @@ for d in tmp run; do mount -t tmpfs -o mode=1777 $d /root/$d; done
 mount -t proc proc /root/proc
 mount -t sysfs sys /root/sys
 mount -t devtmpfs dev /root/dev
+# What udev would add: nft -f /dev/stdin, bash's process substitution.
+ln -s /proc/self/fd /root/dev/fd
+for i in 0:stdin 1:stdout 2:stderr; do ln -s /proc/self/fd/${i%:*} /root/dev/${i#*:}; done
 mkdir -p /root/dev/pts /root/dev/shm
 mount -t devpts devpts /root/dev/pts
 mount -t tmpfs shm /root/dev/shm
@@ -135,6 +139,7 @@ init_hash=$(sha256sum < "${BASH_SOURCE[0]}" | cut -c1-16)
 initrd=$cache/initramfs-$init_hash.gz
 if [[ ! -e $initrd ]]; then
   say "building $initrd"
+  rm -f "$cache"/initramfs-*.gz
   stage=$(mktemp -d)
   mkdir -p "$stage"/{bin,proc,sys,dev,lib/boot}
   cp /bin/busybox "$stage/bin/"
@@ -161,10 +166,10 @@ run=$(mktemp -d "$vmdir/runs/run.XXXXXX")
 trap 'rm -rf "$run"' EXIT
 {
   echo "# written by scripts/vm.sh for one guest run"
-  echo "export HOME=/root"
+  echo "export HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
   while IFS='=' read -r -d '' name value; do
     case $name in
-      PATH | RUST_* | CNI_* | PLUGIN_DIR | CNITOOL | REFERENCE_DIR) printf 'export %s=%q\n' "$name" "$value" ;;
+      RUST_* | CNI_* | PLUGIN_DIR | CNITOOL | REFERENCE_DIR) printf 'export %s=%q\n' "$name" "$value" ;;
     esac
   done < /proc/self/environ
   for kv in "${extra_env[@]}"; do printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"; done
