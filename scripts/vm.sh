@@ -194,6 +194,8 @@ qemu=$!
 # The output file is written through the share as the command runs: show it live.
 tail -n +1 -F --pid="$qemu" "$run/output" 2>/dev/null &
 tailer=$!
+# Interrupted: stop the guest (timeout passes the signal on to qemu) and the tail, then clean up.
+trap 'kill "$qemu" "$tailer" 2>/dev/null; wait "$qemu" 2>/dev/null; exit 130' INT TERM
 qemu_rc=0
 wait "$qemu" || qemu_rc=$?
 wait "$tailer" 2>/dev/null || true
