@@ -8,7 +8,7 @@ DESTDIR ?=
 BINDIR  ?= /opt/cni/bin
 CNITOOL := target/tools/cnitool
 
-.PHONY: all build release deps cnitool demo test unit conformance e2e soak soak-short fuzz bench profile lint install clean
+.PHONY: all build release deps cnitool demo test test-vm unit conformance e2e soak soak-short fuzz bench profile lint install clean
 
 all: release
 
@@ -33,7 +33,12 @@ cnitool: deps $(CNITOOL)
 demo: cnitool release
 	scripts/demo.sh
 
-test: cnitool unit conformance e2e soak-short
+test: cnitool unit conformance e2e soak-short test-vm
+
+# The kernel tests and conformance scenarios again on a second kernel, Debian's 6.1 LTS under
+# qemu (scripts/vm.sh fetches and caches it under target/vm/); about 4 minutes.
+test-vm: cnitool build
+	scripts/test-vm.sh
 
 # Unit tests and kernel tests (the latter run the built binaries in throwaway namespaces).
 unit:

@@ -27,7 +27,8 @@ class H(http.server.BaseHTTPRequestHandler):
 socketserver.TCPServer.allow_reuse_address = True
 socketserver.TCPServer(("0.0.0.0", 80), H).serve_forever()' &
 server=$!
-sleep 0.3
+# Until it listens (python takes a second to start under emulation, in the VM lane); at most 10 s.
+for _ in $(seq 100); do ip netns exec web ss -Hltn 'sport = :80' | grep -q . && break; sleep 0.1; done
 fetch() { ip netns exec "$1" python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())" "$2"; }
 check "portmap: the world fetches the page through hostPort 8080" bash -c "$(declare -f fetch); fetch world http://198.51.100.1:8080/ | grep -q 'you are 198.51.100.2'"
 check "portmap: the host fetches it on 127.0.0.1:8080" \
