@@ -109,7 +109,8 @@ mkdir -p /upper/data /upper/work
 mount -t overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work root /root \
   || die "mounting the overlay"
 mount -t 9p -o $opts results /root$results || die "mounting the results share"
-for d in tmp run; do mount -t tmpfs -o mode=1777 $d /root/$d; done
+# /run starts empty as on a booted machine; /tmp stays the overlay's, so a checkout under /tmp is seen.
+mount -t tmpfs -o mode=0755 run /root/run
 mount -t proc proc /root/proc
 mount -t sysfs sys /root/sys
 mount -t devtmpfs dev /root/dev
