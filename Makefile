@@ -33,7 +33,7 @@ cnitool: deps $(CNITOOL)
 demo: cnitool release
 	scripts/demo.sh
 
-test: cnitool unit conformance e2e soak-short
+test: cnitool unit conformance e2e soak-short test-vm
 
 # The kernel tests and conformance scenarios again on a second kernel, Debian's 6.1 LTS under
 # qemu (scripts/vm.sh fetches and caches it under target/vm/); about 4 minutes.

@@ -28,7 +28,7 @@ excluded=(faults security fuzz_regressions host_local injection delegate)
 # Tests known to fail in the guest for a reason that is not the kernel's, each with that reason;
 # they are skipped there, and listed.
 known_skips=(
-  "loopback del_succeeds_without_netns_or_after_it_is_gone testkit's Netns::remove returns when the thread is joined, before its /proc/<pid>/task/<tid> path is gone; the guest's slower exits show the path for a moment (a race in testkit, not a kernel difference)"
+  # "<package> <test name> <reason>"; none at present.
 )
 
 if [[ ${1:-} == --guest ]]; then

@@ -50,6 +50,13 @@ impl Netns {
         self.stop.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+            // join() returns when the thread's function does; the kernel reaps the task (and its
+            // /proc/<pid>/task/<tid> entry) a moment later. Callers test "the netns is gone" by
+            // that path, so wait for it, bounded.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while Path::new(&self.path).exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
         }
     }
 }
