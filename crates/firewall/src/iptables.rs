@@ -32,7 +32,28 @@ fn locate(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Which x_tables implementation: `iptables-nft` (rules in nf_tables tables) or the legacy one.
+/// A node may have state in both (Docker or kube-proxy on one, the plugins on the other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Nft,
+    Legacy,
+}
+
 impl Iptables {
+    /// The tools of one variant (`iptables-nft-save`, `iptables-legacy-restore`, ...), if installed.
+    pub fn variant(ipv6: bool, variant: Variant) -> Option<Iptables> {
+        let prefix = if ipv6 { "ip6tables" } else { "iptables" };
+        let kind = match variant {
+            Variant::Nft => "nft",
+            Variant::Legacy => "legacy",
+        };
+        Some(Iptables {
+            restore: locate(&format!("{prefix}-{kind}-restore"))?,
+            save: locate(&format!("{prefix}-{kind}-save"))?,
+        })
+    }
+
     /// The tools for IPv4 (`ipv6 == false`) or IPv6.
     pub fn locate(ipv6: bool) -> anyhow::Result<Iptables> {
         let prefix = if ipv6 { "ip6tables" } else { "iptables" };
@@ -198,17 +219,22 @@ pub fn masq_check(network: &str, container_id: &str, addresses: &[IpNetwork]) ->
 /// reference's iptables rules name the container but not the interface.
 pub fn masq_gc(network: &str, valid_containers: &BTreeSet<String>) -> anyhow::Result<()> {
     for ipv6 in [false, true] {
-        let tools = Iptables::locate(ipv6)?;
-        let saved = tools.save_nat()?;
-        let stale: BTreeSet<String> = masq_chains_of_network(&saved, network)
-            .into_iter()
-            .filter(|(_, id)| !valid_containers.contains(id))
-            .map(|(chain, _)| chain)
-            .collect();
-        let batch = remove_chains_batch(&saved, &stale);
-        if !batch.is_empty() {
-            tools.restore(&batch)?;
-        }
+        masq_gc_with(&Iptables::locate(ipv6)?, network, valid_containers)?;
+    }
+    Ok(())
+}
+
+/// [`masq_gc`] in one family, with the given tools.
+pub fn masq_gc_with(tools: &Iptables, network: &str, valid_containers: &BTreeSet<String>) -> anyhow::Result<()> {
+    let saved = tools.save_nat()?;
+    let stale: BTreeSet<String> = masq_chains_of_network(&saved, network)
+        .into_iter()
+        .filter(|(_, id)| !valid_containers.contains(id))
+        .map(|(chain, _)| chain)
+        .collect();
+    let batch = remove_chains_batch(&saved, &stale);
+    if !batch.is_empty() {
+        tools.restore(&batch)?;
     }
     Ok(())
 }

@@ -244,7 +244,7 @@ pub fn add(r: &Rules) -> anyhow::Result<()> {
 }
 
 /// UDP ports a saved DN chain publishes.
-fn udp_ports_of(saved: &str, chain: &str) -> Vec<u16> {
+pub(crate) fn udp_ports_of(saved: &str, chain: &str) -> Vec<u16> {
     let head = format!("-A {chain} ");
     saved
         .lines()
@@ -292,28 +292,34 @@ pub fn check(r: &Rules) -> anyhow::Result<()> {
 /// Removes the mappings of `network` whose container is not in `valid_containers` (GC); returns
 /// their UDP ports. The reference's rules name the container but not the interface.
 pub fn gc(network: &str, valid_containers: &BTreeSet<String>) -> anyhow::Result<Vec<u16>> {
-    let marker = format!("dnat name: \\\"{}\\\" id: \\\"", network.replace('"', ""));
     let mut udp = Vec::new();
     for ipv6 in [false, true] {
-        let tools = Iptables::locate(ipv6)?;
-        let saved = tools.save_nat()?;
-        let mut doomed = BTreeSet::new();
-        for line in saved.lines().filter(|l| l.starts_with(&format!("-A {TOP_DNAT} "))) {
-            let Some(at) = line.find(&marker) else { continue };
-            let id = line[at + marker.len()..].split("\\\"").next().unwrap_or("");
-            if let Some(target) = line.rsplit_once(" -j ").map(|(_, t)| t.trim())
-                && !valid_containers.contains(id)
-            {
-                doomed.insert(target.to_string());
-            }
+        udp.extend(gc_with(&Iptables::locate(ipv6)?, network, valid_containers)?);
+    }
+    Ok(udp)
+}
+
+/// [`gc`] in one family, with the given tools.
+pub fn gc_with(tools: &Iptables, network: &str, valid_containers: &BTreeSet<String>) -> anyhow::Result<Vec<u16>> {
+    let marker = format!("dnat name: \\\"{}\\\" id: \\\"", network.replace('"', ""));
+    let saved = tools.save_nat()?;
+    let mut doomed = BTreeSet::new();
+    for line in saved.lines().filter(|l| l.starts_with(&format!("-A {TOP_DNAT} "))) {
+        let Some(at) = line.find(&marker) else { continue };
+        let id = line[at + marker.len()..].split("\\\"").next().unwrap_or("");
+        if let Some(target) = line.rsplit_once(" -j ").map(|(_, t)| t.trim())
+            && !valid_containers.contains(id)
+        {
+            doomed.insert(target.to_string());
         }
-        for chain in &doomed {
-            udp.extend(udp_ports_of(&saved, chain));
-        }
-        let batch = remove_chains_batch(&saved, &doomed);
-        if !batch.is_empty() {
-            tools.restore(&batch)?;
-        }
+    }
+    let mut udp = Vec::new();
+    for chain in &doomed {
+        udp.extend(udp_ports_of(&saved, chain));
+    }
+    let batch = remove_chains_batch(&saved, &doomed);
+    if !batch.is_empty() {
+        tools.restore(&batch)?;
     }
     Ok(udp)
 }

@@ -17,6 +17,7 @@ pub mod json;
 pub mod native;
 pub mod nft;
 pub mod portmap;
+pub mod reference;
 
 pub use identity::Identity;
 

@@ -80,11 +80,12 @@ fn install_firewall(a: &Attachment, backend: MasqBackend) -> anyhow::Result<()> 
 /// Removes whatever masquerade and spoof-check entries the attachment has, whichever backend and
 /// flags installed them: nftables always (through `nft`, opened here when `None`), the iptables
 /// chain when the config names that backend (it costs an `iptables-restore`).
-fn remove_firewall(nft: Option<&Nft>, id: &Identity, backend: MasqBackend, known: &Known) -> anyhow::Result<()> {
+fn remove_firewall(nft: Option<&Nft>, id: &Identity, known: &Known) -> anyhow::Result<()> {
     let mut failures = Failures::new();
-    if backend == MasqBackend::Iptables {
-        failures.check("removing iptables masquerade", iptables::masq_del(&id.network, &id.container_id));
-    }
+    // The iptables backend's chains are the reference's own, so removing the reference's state of
+    // this attachment (in whichever backend it used, found without running a program when there
+    // is none) removes ours too.
+    failures.check("removing the reference plugin's entries", firewall::reference::bridge_del(id));
     let located;
     let nft = match nft {
         Some(nft) => nft,
@@ -233,12 +234,12 @@ impl Bridge {
         cni::trace::mark("gateway set");
         // Registered first: a transaction that failed left nothing, but the iptables backend's
         // chain may be half made.
-        let (id, backend) = (attachment.id.clone(), conf.masq_backend);
+        let id = attachment.id.clone();
         let known = Known {
             addresses: attachment.masquerade.iter().map(|n| n.ip()).collect(),
             spoof_port: attachment.spoof_check.as_ref().map(|(port, _)| port.clone()),
         };
-        undo.push("firewall entries", move || remove_firewall(None, &id, backend, &known));
+        undo.push("firewall entries", move || remove_firewall(None, &id, &known));
         install_firewall(&attachment, conf.masq_backend).context("setting up the firewall")?;
         cni::trace::mark("firewall installed");
 
@@ -289,7 +290,7 @@ impl Plugin for Bridge {
             spoof_port: host_veth.clone().filter(|p| !p.is_empty()),
         };
         let nft = Nft::locate().ok();
-        let removed = remove_firewall(nft.as_ref(), &identity(req), conf.masq_backend, &known);
+        let removed = remove_firewall(nft.as_ref(), &identity(req), &known);
         failures.check("removing firewall entries", removed);
         cni::trace::mark("firewall removed");
 
@@ -434,10 +435,10 @@ impl Plugin for Bridge {
                 failures.check("collecting nftables entries", firewall::bridge::gc(&nft, &req.config.name, &ids));
             }
             // Masquerade rules the iptables backend (ours or the reference's) left behind.
-            if iptables::Iptables::locate(false).is_ok() {
-                let containers = valid.iter().map(|a| a.container_id.clone()).collect();
-                failures.check("collecting iptables rules", iptables::masq_gc(&req.config.name, &containers));
-            }
+            failures.check(
+                "collecting the reference plugin's entries",
+                firewall::reference::bridge_gc(&req.config.name, &ids),
+            );
         }
         // The spec requires GC to be passed on to the delegated IPAM plugin.
         if req.config.ipam_type.is_some() {

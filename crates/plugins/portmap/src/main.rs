@@ -9,11 +9,11 @@
 mod config;
 
 use anyhow::Context;
-use cni::{CniResult, Code, Plugin, Request};
+use cni::{CniResult, Code, Failures, Plugin, Request};
 use config::{Backend, PortmapConf};
 use firewall::iptables_portmap::{self, Rules};
 use firewall::portmap::{self, Attachment};
-use firewall::{Identity, Nft};
+use firewall::{Identity, Nft, reference};
 use ipnetwork::IpNetwork;
 use netkit::{Family, Rtnl, conntrack, sysctl};
 use std::collections::BTreeSet;
@@ -109,18 +109,30 @@ fn publish(req: &Request, conf: &PortmapConf, a: &Attachment) -> anyhow::Result<
     Ok(())
 }
 
-fn unpublish(req: &Request, conf: &PortmapConf, a: &Attachment) -> anyhow::Result<Vec<u16>> {
-    match conf.backend {
-        Backend::Nftables => {
-            let nft = Nft::locate()?;
-            let removed = portmap::del(&nft, a);
-            cni::trace::mark("nftables unpublished");
-            drop(nft);
-            cni::trace::mark("nftables socket closed");
-            removed
+/// Removes the attachment's published ports, whichever backend published them (the config may
+/// have changed since ADD): our nftables entries, and the reference's state of the attachment,
+/// which is also what the iptables backend writes. Returns the UDP host ports that were published.
+fn unpublish(conf: &PortmapConf, a: &Attachment) -> anyhow::Result<Vec<u16>> {
+    let mut failures = Failures::new();
+    let mut udp = Vec::new();
+    let nft = match (Nft::locate(), conf.backend) {
+        (Ok(nft), _) => Some(nft),
+        (Err(e), Backend::Nftables) => {
+            failures.push(e.context("removing published ports"));
+            None
         }
-        Backend::Iptables => iptables_portmap::del(&req.config.name, &req.env.container_id),
+        (Err(_), Backend::Iptables) => None,
+    };
+    if let Some(nft) = nft {
+        udp.extend(failures.check("removing published ports", portmap::del(&nft, a)).unwrap_or_default());
+        cni::trace::mark("nftables unpublished");
+        drop(nft);
+        cni::trace::mark("nftables socket closed");
     }
+    // Found without running a program when there is none.
+    let reference = reference::portmap_del(&a.id);
+    udp.extend(failures.check("removing the reference plugin's port mappings", reference).unwrap_or_default());
+    failures.finish().map(|()| udp)
 }
 
 impl Plugin for Portmap {
@@ -144,7 +156,7 @@ impl Plugin for Portmap {
         }
         if let Err(e) = publish(req, &conf, &a) {
             // Take back whatever part went in.
-            if let Err(undo) = unpublish(req, &conf, &a) {
+            if let Err(undo) = unpublish(&conf, &a) {
                 eprintln!("portmap: undoing a failed ADD: {undo:#}");
             }
             return Err(e);
@@ -163,7 +175,7 @@ impl Plugin for Portmap {
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         let conf = PortmapConf::parse(req)?;
         let a = attachment(req, &conf, req.config.prev_result.as_ref());
-        let udp = unpublish(req, &conf, &a)?;
+        let udp = unpublish(&conf, &a)?;
         flush_udp_flows(&udp, &[Family::V4, Family::V6]);
         Ok(())
     }
@@ -191,23 +203,19 @@ impl Plugin for Portmap {
         let ids: Vec<Identity> =
             valid.iter().map(|a| Identity::new(&req.config.name, &a.container_id, &a.ifname)).collect();
         let mut udp = Vec::new();
-        let mut failures = Vec::new();
+        let mut failures = Failures::new();
         // Both backends: entries of either kind may have been left by this plugin or the reference.
         if let Ok(nft) = Nft::locate() {
-            match portmap::gc(&nft, &req.config.name, &ids) {
-                Ok(ports) => udp.extend(ports),
-                Err(e) => failures.push(e),
-            }
+            udp.extend(
+                failures
+                    .check("collecting port mappings", portmap::gc(&nft, &req.config.name, &ids))
+                    .unwrap_or_default(),
+            );
         }
-        if firewall::iptables::Iptables::locate(false).is_ok() {
-            let containers = valid.iter().map(|a| a.container_id.clone()).collect();
-            match iptables_portmap::gc(&req.config.name, &containers) {
-                Ok(ports) => udp.extend(ports),
-                Err(e) => failures.push(e),
-            }
-        }
+        let reference = reference::portmap_gc(&req.config.name, &ids);
+        udp.extend(failures.check("collecting the reference plugin's port mappings", reference).unwrap_or_default());
         flush_udp_flows(&udp, &[Family::V4, Family::V6]);
-        failures.into_iter().next().map_or(Ok(()), Err)
+        failures.finish()
     }
 
     fn status(&self, req: &Request) -> anyhow::Result<()> {
