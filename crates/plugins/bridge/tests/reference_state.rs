@@ -95,7 +95,7 @@ fn conf(plugin: &str, network: &str) -> String {
 
 /// A DEL as runtimes send it after a reboot or for a container whose netns is gone: no netns, no
 /// prevResult, no capability arguments.
-fn del(host: &Netns, plugin: &PathBuf, name: &str, network: &str, cid: &str) {
+fn del(host: &Netns, plugin: &std::path::Path, name: &str, network: &str, cid: &str) {
     let out = Invocation::new("DEL", cid, "", "eth0", &conf(name, network)).run(plugin, host);
     assert!(out.success(), "{name} DEL of {cid}: {}", out.stderr);
 }
