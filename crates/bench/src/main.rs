@@ -136,6 +136,17 @@ fn main() -> anyhow::Result<()> {
     table.row("floor: cnitool + loopback DEL, median", floors.cnitool_del.median(), None);
     table.row("floor: ip veth pair create, median", floors.veth_add.median(), None);
     table.row("floor: ip veth pair delete, median", floors.veth_del.median(), None);
+    // What DEL pays to look for the reference plugins' state of an attachment when there is none
+    // (the common case once a node has switched): netlink probes only, no program.
+    let mut sweep = Samples::default();
+    for i in 0..opts.rounds.max(1) * 10 {
+        let id = firewall::Identity::new("bench-sweep", &format!("sweep-{i}"), "eth0");
+        let started = std::time::Instant::now();
+        firewall::reference::bridge_del(&id)?;
+        firewall::reference::portmap_del(&id)?;
+        sweep.push(started.elapsed());
+    }
+    table.row("DEL, no reference state: bridge + portmap probes, median", sweep.median(), None);
     targets(&mut table, &our_results, r, floors.add(), floors.del());
 
     let rendered = format!("{}\n{}", machine::describe(&opts.reference), table.render());
