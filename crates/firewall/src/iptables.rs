@@ -86,6 +86,18 @@ impl Iptables {
         Ok(())
     }
 
+    /// Removes `chains` and every jump to them from the nat table in one restore batch (none when
+    /// there is nothing to remove); returns the table as it was saved, for what callers read from
+    /// the removed chains.
+    pub fn remove_chains(&self, chains: &BTreeSet<String>) -> anyhow::Result<String> {
+        let saved = self.save_nat()?;
+        let batch = remove_chains_batch(&saved, chains);
+        if !batch.is_empty() {
+            self.restore(&batch)?;
+        }
+        Ok(saved)
+    }
+
     /// The nat table as `iptables-save` prints it.
     pub fn save_nat(&self) -> anyhow::Result<String> {
         let out = Command::new(&self.save)
@@ -185,15 +197,15 @@ pub fn masq_add(network: &str, container_id: &str, addresses: &[IpNetwork]) -> a
 /// Removes a container's masquerade rules in both families, whether this plugin or the reference
 /// added them; nothing to remove is success.
 pub fn masq_del(network: &str, container_id: &str) -> anyhow::Result<()> {
-    let chains = BTreeSet::from([iptables_chain("", network, container_id)]);
     for ipv6 in [false, true] {
-        let tools = Iptables::locate(ipv6)?;
-        let batch = remove_chains_batch(&tools.save_nat()?, &chains);
-        if !batch.is_empty() {
-            tools.restore(&batch)?;
-        }
+        masq_del_with(&Iptables::locate(ipv6)?, network, container_id)?;
     }
     Ok(())
+}
+
+/// [`masq_del`] in one family, with the given tools.
+pub fn masq_del_with(tools: &Iptables, network: &str, container_id: &str) -> anyhow::Result<()> {
+    tools.remove_chains(&BTreeSet::from([iptables_chain("", network, container_id)])).map(|_| ())
 }
 
 /// Confirms each address jumps to the container's masquerade chain (CHECK).

@@ -128,7 +128,7 @@ pub fn dnat_chain(network: &str, container_id: &str) -> String {
     iptables_chain("DN-", network, container_id)
 }
 
-fn old_snat_chain(network: &str, container_id: &str) -> String {
+pub(crate) fn old_snat_chain(network: &str, container_id: &str) -> String {
     iptables_chain("SN-", network, container_id)
 }
 
@@ -244,7 +244,7 @@ pub fn add(r: &Rules) -> anyhow::Result<()> {
 }
 
 /// UDP ports a saved DN chain publishes.
-pub(crate) fn udp_ports_of(saved: &str, chain: &str) -> Vec<u16> {
+fn udp_ports_of(saved: &str, chain: &str) -> Vec<u16> {
     let head = format!("-A {chain} ");
     saved
         .lines()
@@ -253,22 +253,22 @@ pub(crate) fn udp_ports_of(saved: &str, chain: &str) -> Vec<u16> {
         .collect()
 }
 
-/// Removes a container's mappings in both families, with the reference's legacy SNAT chain
-/// (`CNI-SN-<hash>`, jumped to from `CNI-HOSTPORT-SNAT`);
-/// returns the UDP ports that were published. Nothing to remove is success.
+/// Removes a container's mappings in both families ([`del_with`] for each).
 pub fn del(network: &str, container_id: &str) -> anyhow::Result<Vec<u16>> {
-    let doomed = BTreeSet::from([dnat_chain(network, container_id), old_snat_chain(network, container_id)]);
     let mut udp = Vec::new();
     for ipv6 in [false, true] {
-        let tools = Iptables::locate(ipv6)?;
-        let saved = tools.save_nat()?;
-        udp.extend(udp_ports_of(&saved, &dnat_chain(network, container_id)));
-        let batch = remove_chains_batch(&saved, &doomed);
-        if !batch.is_empty() {
-            tools.restore(&batch)?;
-        }
+        udp.extend(del_with(&Iptables::locate(ipv6)?, network, container_id)?);
     }
     Ok(udp)
+}
+
+/// Removes a container's mappings in one family (the tools'), with the reference's legacy SNAT
+/// chain (`CNI-SN-<hash>`, jumped to from `CNI-HOSTPORT-SNAT`); returns the UDP ports that were
+/// published. Nothing to remove is success.
+pub fn del_with(tools: &Iptables, network: &str, container_id: &str) -> anyhow::Result<Vec<u16>> {
+    let dnat = dnat_chain(network, container_id);
+    let saved = tools.remove_chains(&BTreeSet::from([dnat.clone(), old_snat_chain(network, container_id)]))?;
+    Ok(udp_ports_of(&saved, &dnat))
 }
 
 /// Confirms every mapping's DNAT rule is in place for this family (CHECK).

@@ -20,7 +20,7 @@
 //! and `nft` run only for state that is there.
 
 use crate::identity::{Identity, iptables_chain};
-use crate::iptables::{Iptables, Variant, remove_chains_batch};
+use crate::iptables::{Iptables, Variant};
 use crate::native::msg::{Attrs, NLM_F_ACK, NLM_F_REQUEST, k, message, nft_type};
 use crate::nft::{self, Nft};
 use anyhow::Context;
@@ -40,21 +40,7 @@ struct Probe {
 
 impl Probe {
     fn open() -> std::io::Result<Probe> {
-        let mut sock = netlink_sys::Socket::new(netlink_sys::constants::NETLINK_NETFILTER)?;
-        sock.bind_auto()?;
-        sock.connect(&netlink_sys::SocketAddr::new(0, 0))?;
-        let timeout = nix::libc::timeval { tv_sec: 10, tv_usec: 0 };
-        // SAFETY: a valid socket and a timeval of the size given.
-        unsafe {
-            nix::libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                nix::libc::SOL_SOCKET,
-                nix::libc::SO_RCVTIMEO,
-                (&timeout as *const nix::libc::timeval).cast(),
-                std::mem::size_of::<nix::libc::timeval>() as nix::libc::socklen_t,
-            );
-        }
-        Ok(Probe { sock, seq: std::process::id().wrapping_shl(12) })
+        Ok(Probe { sock: crate::native::socket()?, seq: std::process::id().wrapping_shl(12) })
     }
 
     fn exists(&mut self, kind: u16, family: u8, attrs: Attrs) -> std::io::Result<bool> {
@@ -167,18 +153,6 @@ fn probe(chains: &[String], tables: &[(&'static str, &'static str)], spoof: &[St
     present
 }
 
-/// Removes `chains` (and every jump to them) from one family's nat table, returning the saved
-/// table as it was (callers read ports from it).
-fn remove_xtables_chains(ipv6: bool, variant: Variant, chains: &BTreeSet<String>) -> anyhow::Result<String> {
-    let Some(tools) = Iptables::variant(ipv6, variant) else { return Ok(String::new()) };
-    let saved = tools.save_nat()?;
-    let batch = remove_chains_batch(&saved, chains);
-    if !batch.is_empty() {
-        tools.restore(&batch)?;
-    }
-    Ok(saved)
-}
-
 /// Deletes, by handle, the rules of `family table chain` that `doomed` picks by their comment.
 fn remove_commented_rules(
     nft: &Nft,
@@ -224,7 +198,8 @@ pub fn bridge_del(id: &Identity) -> anyhow::Result<()> {
     let present = probe(std::slice::from_ref(&chain), &[MASQ_TABLE], std::slice::from_ref(&spoof));
     let mut failures = cni::Failures::new();
     for (ipv6, variant) in present.xtables {
-        let removed = remove_xtables_chains(ipv6, variant, &BTreeSet::from([chain.clone()]));
+        let removed = Iptables::variant(ipv6, variant)
+            .map_or(Ok(()), |tools| crate::iptables::masq_del_with(&tools, &id.network, &id.container_id));
         failures.check("removing the reference's iptables masquerade", removed);
     }
     if !present.nft_tables.is_empty() {
@@ -260,15 +235,18 @@ fn remove_spoof_check(nft: &Nft, chain: &str) -> anyhow::Result<()> {
         }
     }
     let mac = format!("{chain}-mac");
+    let mut present = Vec::new();
     for c in [chain, mac.as_str()] {
         if nft.list(&["chain", "bridge", "nat", c])?.is_some() {
-            batch.push(json!({"flush": {"chain": {"family": "bridge", "table": "nat", "name": c}}}));
+            present.push(c);
         }
     }
-    for c in [chain, mac.as_str()] {
-        if nft.list(&["chain", "bridge", "nat", c])?.is_some() {
-            batch.push(json!({"delete": {"chain": {"family": "bridge", "table": "nat", "name": c}}}));
-        }
+    // All flushes first: the interface chain's rule jumps to the -mac chain.
+    for c in &present {
+        batch.push(json!({"flush": {"chain": {"family": "bridge", "table": "nat", "name": c}}}));
+    }
+    for c in &present {
+        batch.push(json!({"delete": {"chain": {"family": "bridge", "table": "nat", "name": c}}}));
     }
     if batch.is_empty() {
         return Ok(());
@@ -306,14 +284,15 @@ pub fn bridge_gc(network: &str, valid: &[Identity]) -> anyhow::Result<()> {
 /// reference's own DEL does.
 pub fn portmap_del(id: &Identity) -> anyhow::Result<Vec<u16>> {
     let dnat = crate::iptables_portmap::dnat_chain(&id.network, &id.container_id);
-    let snat = iptables_chain("SN-", &id.network, &id.container_id);
-    let present = probe(&[dnat.clone(), snat.clone()], &HOSTPORT_TABLES, &[]);
+    let snat = crate::iptables_portmap::old_snat_chain(&id.network, &id.container_id);
+    let present = probe(&[dnat, snat], &HOSTPORT_TABLES, &[]);
     let mut failures = cni::Failures::new();
     let mut udp = Vec::new();
     for (ipv6, variant) in present.xtables {
-        let removed = remove_xtables_chains(ipv6, variant, &BTreeSet::from([dnat.clone(), snat.clone()]));
-        if let Some(saved) = failures.check("removing the reference's iptables port mappings", removed) {
-            udp.extend(crate::iptables_portmap::udp_ports_of(&saved, &dnat));
+        let removed = Iptables::variant(ipv6, variant)
+            .map_or(Ok(Vec::new()), |tools| crate::iptables_portmap::del_with(&tools, &id.network, &id.container_id));
+        if let Some(ports) = failures.check("removing the reference's iptables port mappings", removed) {
+            udp.extend(ports);
         }
     }
     if !present.nft_tables.is_empty() {

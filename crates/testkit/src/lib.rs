@@ -268,7 +268,25 @@ impl Invocation {
 
     /// Starts `plugin` without waiting for it, for tests that run many at once or kill it.
     pub fn spawn(&self, plugin: &Path, host: Option<&NetNs>) -> std::process::Child {
-        let mut cmd = Command::new(plugin);
+        self.spawn_under(&[], plugin, host)
+    }
+
+    /// [`Invocation::spawn`], with `plugin` run by `wrapper` (its program and arguments, as
+    /// `strace -f -o FILE`): the wrapper gets the invocation's environment, namespace and stdin.
+    pub fn spawn_under(
+        &self,
+        wrapper: &[&std::ffi::OsStr],
+        plugin: &Path,
+        host: Option<&NetNs>,
+    ) -> std::process::Child {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(plugin);
+                cmd
+            }
+            None => Command::new(plugin),
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

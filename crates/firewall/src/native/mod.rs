@@ -238,6 +238,28 @@ fn element_attrs(a: &mut Attrs, spec: &SetSpec, element: &Value, with_data: bool
     Ok(())
 }
 
+/// An nfnetlink socket in the calling thread's network namespace, with extended acks and a
+/// receive timeout: the kernel answers at once, and a silent one must not hang a plugin forever.
+pub(crate) fn socket() -> std::io::Result<netlink_sys::Socket> {
+    let mut sock = netlink_sys::Socket::new(netlink_sys::constants::NETLINK_NETFILTER)?;
+    sock.bind_auto()?;
+    sock.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    let _ = sock.set_ext_ack(true);
+    let _ = sock.set_cap_ack(true);
+    let timeout = nix::libc::timeval { tv_sec: 10, tv_usec: 0 };
+    // SAFETY: a valid socket and a timeval of the size given.
+    unsafe {
+        nix::libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_RCVTIMEO,
+            (&timeout as *const nix::libc::timeval).cast(),
+            std::mem::size_of::<nix::libc::timeval>() as nix::libc::socklen_t,
+        );
+    }
+    Ok(sock)
+}
+
 /// An nfnetlink socket for nf_tables transactions.
 pub struct Native {
     sock: netlink_sys::Socket,
@@ -250,23 +272,7 @@ const MAX_BATCH: usize = 128 * 1024;
 impl Native {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> std::io::Result<Native> {
-        let mut sock = netlink_sys::Socket::new(netlink_sys::constants::NETLINK_NETFILTER)?;
-        sock.bind_auto()?;
-        sock.connect(&netlink_sys::SocketAddr::new(0, 0))?;
-        let _ = sock.set_ext_ack(true);
-        let _ = sock.set_cap_ack(true);
-        // A transaction is answered at once; a silent kernel must not hang a plugin forever.
-        let timeout = nix::libc::timeval { tv_sec: 10, tv_usec: 0 };
-        // SAFETY: a valid socket and a timeval of the size given.
-        unsafe {
-            nix::libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                nix::libc::SOL_SOCKET,
-                nix::libc::SO_RCVTIMEO,
-                (&timeout as *const nix::libc::timeval).cast(),
-                std::mem::size_of::<nix::libc::timeval>() as nix::libc::socklen_t,
-            );
-        }
+        let sock = socket()?;
         let seq = std::process::id().wrapping_shl(12);
         Ok(Native { sock, seq })
     }

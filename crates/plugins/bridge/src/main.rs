@@ -78,8 +78,8 @@ fn install_firewall(a: &Attachment, backend: MasqBackend) -> anyhow::Result<()> 
 }
 
 /// Removes whatever masquerade and spoof-check entries the attachment has, whichever backend and
-/// flags installed them: nftables always (through `nft`, opened here when `None`), the iptables
-/// chain when the config names that backend (it costs an `iptables-restore`).
+/// flags installed them, and whichever implementation: ours in nftables (through `nft`, opened
+/// here when `None`), and the reference's, which includes our iptables backend's.
 fn remove_firewall(nft: Option<&Nft>, id: &Identity, known: &Known) -> anyhow::Result<()> {
     let mut failures = Failures::new();
     // The iptables backend's chains are the reference's own, so removing the reference's state of

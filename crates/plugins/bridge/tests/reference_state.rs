@@ -6,6 +6,7 @@
 //! plugins/meta/portmap/portmap_nftables.go).
 
 use serde_json::json;
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -162,17 +163,12 @@ fn del_runs_no_iptables_program_when_the_reference_left_nothing() {
         let plugin = if name == "bridge" { bridge() } else { testkit::plugin("portmap") };
         let trace = tempfile_path(name);
         let inv = Invocation::new("DEL", "ctr-z", "", "eth0", &c.to_string());
-        let mut cmd = Command::new("strace");
-        cmd.args(["-f", "-qq", "-e", "trace=execve", "-o"]).arg(&trace).arg(&plugin);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(inv.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = in_netns(&mut cmd, &host).spawn().expect("running strace");
-        child.stdin.take().unwrap().write_all(inv.stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let wrapper: Vec<&OsStr> = ["strace", "-f", "-qq", "-e", "trace=execve", "-o"]
+            .iter()
+            .map(OsStr::new)
+            .chain([trace.as_os_str()])
+            .collect();
+        let out = inv.spawn_under(&wrapper, &plugin, Some(&host)).wait_with_output().unwrap();
         assert!(out.status.success(), "{name} DEL: {}", String::from_utf8_lossy(&out.stderr));
         let execs = std::fs::read_to_string(&trace).unwrap();
         let _ = std::fs::remove_file(&trace);
