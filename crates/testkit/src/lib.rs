@@ -407,6 +407,18 @@ pub fn serve_peer_address(ns: &NetNs, addr: std::net::SocketAddr) {
     });
 }
 
+/// A TCP server in `ns` that answers every connection with `text`, so a test can tell which of
+/// several servers a connection reached. It stops when the test process ends.
+pub fn serve_text(ns: &NetNs, addr: std::net::SocketAddr, text: &str) {
+    let listener = ns.run(|| std::net::TcpListener::bind(addr)).expect("entering ns").expect("binding");
+    let text = text.to_string();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.write_all(text.as_bytes());
+        }
+    });
+}
+
 /// Connects from `ns` to `addr` and returns what the server sent, or `None` if it could not
 /// connect within a second.
 pub fn tcp_ask(ns: &NetNs, addr: std::net::SocketAddr) -> Option<String> {
