@@ -178,6 +178,34 @@ fn del_without_mappings_or_prev_result_removes_everything() {
 }
 
 #[test]
+fn del_without_mappings_reads_only_the_attachments_own_chains() {
+    // Runtimes send DEL without portMappings for every pod; its cost must not grow with the ports
+    // the node publishes, so it reads the attachment's two chains by name and never lists the table.
+    let mut h = Host::new();
+    let others: Vec<Container> = (0..3).map(|_| h.container()).collect();
+    for (i, c) in others.iter().enumerate() {
+        let m = json!([{"hostPort": 9000 + i, "containerPort": 80}, {"hostPort": 9100 + i, "containerPort": 53, "protocol": "udp"}]);
+        h.run("ADD", c, "eth0", &Host::conf("net1", &c.prev, m, json!({}))).ok();
+    }
+    let a = h.container();
+    h.run("ADD", &a, "eth0", &Host::conf("net1", &a.prev, web(), json!({}))).ok();
+    let bare = json!({"cniVersion": "1.0.0", "name": "net1", "type": "portmap"});
+    // One that published ports, and one that never did.
+    let never = h.container();
+    for who in [&a, &never] {
+        let out = Invocation::new("DEL", &who.id, who.ns.path(), "eth0", &bare.to_string())
+            .var("CNI_RS_TRACE", Some("1"))
+            .run(&bin(), &h.ns);
+        assert!(out.success(), "{}", out.stderr);
+        assert!(out.stderr.contains("portmap chains read"), "{}", out.stderr);
+        assert!(!out.stderr.contains("portmap table listed"), "DEL listed the whole table: {}", out.stderr);
+    }
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")), None);
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:9000")).is_some(), "another container's port went");
+    assert!(!nft_ruleset(&h.ns).contains(&a.id), "{}", nft_ruleset(&h.ns));
+}
+
+#[test]
 fn two_networks_on_one_container_are_separate() {
     let mut h = Host::new();
     let a = h.container();
