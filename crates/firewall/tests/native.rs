@@ -171,3 +171,46 @@ fn refusals_name_the_command_and_roll_back() {
     let set = json!({"nftables": [{"add": {"set": {"family": "inet", "table": "cni_portmap", "name": "x", "type": "ipv4_addr"}}}]});
     assert!(matches!(native(&b, &set), Err(NativeError::Unsupported(_))));
 }
+
+#[test]
+fn a_chain_that_holds_rules_nobody_planned_for_is_not_deleted() {
+    // A key chain's last holder deletes its jump and the chain in one transaction; a holder that
+    // joined since the listing must make that fail, not vanish with the chain.
+    let (_, b) = pair();
+    let chain = |name: &str| json!({"chain": {"family": "inet", "table": "cni_portmap", "name": name}});
+    let rule =
+        json!({"rule": {"family": "inet", "table": "cni_portmap", "chain": "key-x", "expr": [{"accept": null}]}});
+    native(&b, &json!({"nftables": [{"add": chain("key-x")}, {"add": rule}]})).unwrap();
+    let err = native(&b, &json!({"nftables": [{"delete": chain("key-x")}]})).unwrap_err();
+    assert!(err.to_string().contains("busy"), "{err}");
+    assert!(kernel_view(&b, "inet", "cni_portmap").contains("key-x"));
+    // Flushed first, in the same transaction, it goes.
+    native(&b, &json!({"nftables": [{"flush": chain("key-x")}, {"delete": chain("key-x")}]})).unwrap();
+    assert!(!kernel_view(&b, "inet", "cni_portmap").contains("key-x"));
+}
+
+#[test]
+fn a_rule_is_deleted_by_its_handle_and_a_gone_one_is_enoent() {
+    let (a, b) = pair();
+    let add = json!({"nftables": [
+        {"add": {"chain": {"family": "inet", "table": "cni_portmap", "name": "key-y"}}},
+        {"add": {"rule": {"family": "inet", "table": "cni_portmap", "chain": "key-y", "expr": [{"accept": null}]}}},
+        {"add": {"rule": {"family": "inet", "table": "cni_portmap", "chain": "key-y", "expr": [{"drop": null}]}}}
+    ]});
+    for ns in [&a, &b] {
+        native(ns, &add).unwrap();
+    }
+    let listing: Value =
+        serde_json::from_str(&nft(&a, &["-j", "list", "chain", "inet", "cni_portmap", "key-y"], None)).unwrap();
+    let handle = listing["nftables"].as_array().unwrap().iter().find_map(|o| {
+        let r = o.get("rule")?;
+        r["expr"][0].get("accept").map(|_| r["handle"].clone())
+    });
+    let del = json!({"nftables": [{"delete": {"rule": {"family": "inet", "table": "cni_portmap", "chain": "key-y", "handle": handle.unwrap()}}}]});
+    nft(&a, &["-j", "-f"], Some(&del));
+    native(&b, &del).unwrap();
+    // Same handles in both (the same commands in the same order): the same rule went.
+    same_tables(&a, &b);
+    let again = native(&b, &del).unwrap_err();
+    assert!(again.to_string().contains("No such file"), "{again}");
+}

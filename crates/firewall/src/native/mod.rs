@@ -17,7 +17,7 @@ mod expr;
 pub mod msg;
 pub mod value;
 
-use msg::{Attrs, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, k, message, nft_type};
+use msg::{Attrs, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_NONREC, NLM_F_REQUEST, k, message, nft_type};
 use serde_json::Value;
 use std::collections::HashMap;
 use value::SetSpec;
@@ -152,11 +152,21 @@ fn compile_one(command: &Value, schema: &Schema) -> Result<Command, Unsupported>
             (k::NFT_MSG_NEWCHAIN, NLM_F_CREATE)
         }
         ("delete", "chain") => {
+            // Not recursive: a chain that still holds rules is refused (EBUSY), so a transaction
+            // planned from a listing never deletes a rule added since (a key chain's new holder).
+            // Every batch of ours flushes a chain it means to empty first.
             a.str(k::NFTA_CHAIN_TABLE, text(body, "table")?).str(k::NFTA_CHAIN_NAME, text(body, "name")?);
-            (k::NFT_MSG_DELCHAIN, 0)
+            (k::NFT_MSG_DELCHAIN, NLM_F_NONREC)
         }
         ("flush", "chain") => {
             a.str(k::NFTA_RULE_TABLE, text(body, "table")?).str(k::NFTA_RULE_CHAIN, text(body, "name")?);
+            (k::NFT_MSG_DELRULE, 0)
+        }
+        ("delete", "rule") => {
+            // One rule, by the handle a listing showed (a holder's jump in a key chain).
+            let handle = body["handle"].as_u64().ok_or_else(|| Unsupported(format!("rule without handle {body}")))?;
+            a.str(k::NFTA_RULE_TABLE, text(body, "table")?).str(k::NFTA_RULE_CHAIN, text(body, "chain")?);
+            a.be64(k::NFTA_RULE_HANDLE, handle);
             (k::NFT_MSG_DELRULE, 0)
         }
         ("add", "rule") => {

@@ -19,6 +19,7 @@ pub mod k {
     pub const NFTA_CHAIN_NAME: u16 = 3;
     pub const NFTA_RULE_TABLE: u16 = 1;
     pub const NFTA_RULE_CHAIN: u16 = 2;
+    pub const NFTA_RULE_HANDLE: u16 = 3;
     pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
     pub const NFTA_RULE_USERDATA: u16 = 7;
     pub const NFTA_LIST_ELEM: u16 = 1;
@@ -116,6 +117,8 @@ const NLA_F_NESTED: u16 = 0x8000;
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_APPEND: u16 = 0x800;
+/// On a delete: fail (EBUSY) rather than delete what the object holds.
+pub const NLM_F_NONREC: u16 = 0x100;
 pub const NLM_F_CREATE: u16 = 0x400;
 
 /// An attribute stream: values are appended, nests are opened and closed around them.
