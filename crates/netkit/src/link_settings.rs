@@ -138,7 +138,9 @@ mod tests {
         assert_eq!(parse_hwaddr("0a-58-0a-01-00-05"), Some(vec![0x0a, 0x58, 0x0a, 0x01, 0x00, 0x05]));
         assert_eq!(parse_hwaddr("0a58.0a01.0005"), Some(vec![0x0a, 0x58, 0x0a, 0x01, 0x00, 0x05]));
         assert_eq!(parse_hwaddr("02:00:5e:10:00:00:00:01").map(|b| b.len()), Some(8));
-        for bad in ["", "0a:58:0a:01:00", "0a:58:0a:01:00:5", "zz:58:0a:01:00:05", "0a:58-0a:01:00:05", "0a5.80a01.0005"] {
+        for bad in
+            ["", "0a:58:0a:01:00", "0a:58:0a:01:00:5", "zz:58:0a:01:00:05", "0a:58-0a:01:00:05", "0a5.80a01.0005"]
+        {
             assert_eq!(parse_hwaddr(bad), None, "{bad}");
         }
     }

@@ -252,9 +252,8 @@ fn check_allowlist(file: &Path, sysctls: &[Sysctl]) -> Result<(), Error> {
     let patterns = lines
         .iter()
         .map(|l| {
-            regex::Regex::new(l).map_err(|e| {
-                Error::config(format!("sysctl allowlist {}: invalid pattern {l:?}: {e}", file.display()))
-            })
+            regex::Regex::new(l)
+                .map_err(|e| Error::config(format!("sysctl allowlist {}: invalid pattern {l:?}: {e}", file.display())))
         })
         .collect::<Result<Vec<_>, Error>>()?;
     for s in sysctls {
@@ -364,7 +363,11 @@ mod tests {
     use serde_json::json;
 
     fn parse(conf: Value, cni_args: &str) -> Result<TuningConf, Error> {
-        let conf = json!({"cniVersion": "1.0.0", "name": "n", "type": "tuning"}).as_object().unwrap().clone().into_iter()
+        let conf = json!({"cniVersion": "1.0.0", "name": "n", "type": "tuning"})
+            .as_object()
+            .unwrap()
+            .clone()
+            .into_iter()
             .chain(conf.as_object().unwrap().clone())
             .collect::<Map<String, Value>>();
         TuningConf::parse(&testkit::request(cni::Command::Add, &Value::Object(conf), cni_args), None)
@@ -399,8 +402,11 @@ mod tests {
     fn overrides_follow_the_reference_order() {
         let c = parse(json!({"mac": "02:00:00:00:00:01"}), "IgnoreUnknown=1;MAC=02:00:00:00:00:02").unwrap();
         assert_eq!(c.mac.unwrap().source, "CNI_ARGS MAC");
-        let c = parse(json!({"mac": "02:00:00:00:00:01", "runtimeConfig": {"mac": "02:00:00:00:00:03"}}), "MAC=02:00:00:00:00:02")
-            .unwrap();
+        let c = parse(
+            json!({"mac": "02:00:00:00:00:01", "runtimeConfig": {"mac": "02:00:00:00:00:03"}}),
+            "MAC=02:00:00:00:00:02",
+        )
+        .unwrap();
         assert_eq!(c.mac.unwrap().text(), "02:00:00:00:00:03");
         let c = parse(
             json!({"mac": "02:00:00:00:00:01", "mtu": 1400, "promisc": true, "sysctl": {"net.core.somaxconn": "1"},
@@ -448,7 +454,8 @@ mod tests {
 
     #[test]
     fn duplicate_sysctl_keys_are_refused() {
-        let stdin = br#"{"cniVersion":"1.0.0","name":"n","type":"tuning","sysctl":{"net.a":"1","net.b":"2","net.a":"3"}}"#;
+        let stdin =
+            br#"{"cniVersion":"1.0.0","name":"n","type":"tuning","sysctl":{"net.a":"1","net.b":"2","net.a":"3"}}"#;
         assert_eq!(duplicate_sysctl_key(stdin).as_deref(), Some("net.a"));
         assert_eq!(duplicate_sysctl_key(br#"{"sysctl":{"net.a":"1","net.b":"2"},"x":{"net.a":1}}"#), None);
         assert_eq!(duplicate_sysctl_key(br#"{"sysctl":null}"#), None);
@@ -459,7 +466,10 @@ mod tests {
 
     #[test]
     fn sysctl_paths() {
-        assert_eq!(sysctl_path("net.ipv4.conf.IFNAME.rp_filter", "eth0.100").unwrap(), "net/ipv4/conf/eth0.100/rp_filter");
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.IFNAME.rp_filter", "eth0.100").unwrap(),
+            "net/ipv4/conf/eth0.100/rp_filter"
+        );
         assert_eq!(sysctl_path("/net//ipv4/./ip_forward", "e").unwrap(), "net/ipv4/ip_forward");
         assert_eq!(sysctl_path("net.IFNAME.IFNAME", "e").unwrap(), "net/e/IFNAME");
         for bad in ["net", "kernel.x", "netfilter.x", "", "a\0"] {

@@ -18,10 +18,10 @@ mod saved;
 
 use anyhow::Context;
 use cni::{CniResult, Failures, Plugin, Request, Rollback};
-use config::{TuningConf, Sysctl};
+use config::{Sysctl, TuningConf};
 use netkit::{LinkSettings, NetNs, Rtnl, sysctl};
-use saved::Saved;
 use nix::libc;
+use saved::Saved;
 use std::path::Path;
 
 struct Tuning;
@@ -190,9 +190,7 @@ fn verify(req: &Request, conf: &TuningConf) -> anyhow::Result<()> {
             s.value
         );
     }
-    let link = Rtnl::open()?
-        .link_settings(ifname)?
-        .with_context(|| format!("Cannot find container link {ifname}"))?;
+    let link = Rtnl::open()?.link_settings(ifname)?.with_context(|| format!("Cannot find container link {ifname}"))?;
     if let Some(mac) = &conf.mac {
         anyhow::ensure!(
             mac.bytes == link.mac,
@@ -209,7 +207,11 @@ fn verify(req: &Request, conf: &TuningConf) -> anyhow::Result<()> {
         link.promisc
     );
     if let Some(mtu) = conf.mtu {
-        anyhow::ensure!(mtu == link.mtu, "Error: Tuning configured MTU of {ifname} is {mtu}, current value is {}", link.mtu);
+        anyhow::ensure!(
+            mtu == link.mtu,
+            "Error: Tuning configured MTU of {ifname} is {mtu}, current value is {}",
+            link.mtu
+        );
     }
     if let Some(on) = conf.allmulti {
         anyhow::ensure!(

@@ -62,7 +62,8 @@ impl Saved {
     /// The bytes the reference would write: one-space indentation, no final newline.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut ser = serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b" "));
+        let mut ser =
+            serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b" "));
         // Plain strings, numbers and booleans: serialization cannot fail.
         let _ = self.serialize(&mut ser);
         out
