@@ -277,12 +277,11 @@ impl Plugin for Tuning {
         let conf = TuningConf::parse(req, Some(Path::new(config::ALLOWLIST)))?;
         let mut result =
             req.config.prev_result.clone().ok_or_else(|| cni::Error::config("Required prevResult missing"))?;
+        let ns = NetNs::open(&req.env.netns)?;
         if conf.sysctls.is_empty() && !conf.changes_link() {
-            // Podman's and nerdctl's bare {"type": "tuning"}: nothing to change, no namespace to enter.
-            NetNs::open(&req.env.netns)?;
+            // Podman's and nerdctl's bare {"type": "tuning"}: nothing to change.
             return Ok(result);
         }
-        let ns = NetNs::open(&req.env.netns)?;
         ns.run(|| tune(req, &conf))??;
         if let Some(mac) = &conf.mac {
             for i in result.interfaces.iter_mut().filter(|i| i.name == req.env.ifname) {
