@@ -95,10 +95,12 @@ impl Pod {
     /// What tuning can change, seen from outside: the link as `ip -d` shows it and the sysctls.
     fn snapshot(&self) -> (Value, Vec<String>) {
         let mut l = ip_link_details(&self.ctr, "eth0");
-        // Counters and operational state move by themselves.
+        // Counters and operational state move by themselves (carrier comes a moment after the
+        // veth is up, later still under emulation in the VM lane).
         for k in ["stats64", "operstate", "linkmode"] {
             l.as_object_mut().unwrap().remove(k);
         }
+        l["flags"] = json!(flags(&l).into_iter().filter(|f| f != "NO-CARRIER" && f != "LOWER_UP").collect::<Vec<_>>());
         let sysctls = ["net/ipv4/conf/eth0/arp_filter", "net/ipv4/conf/eth0/rp_filter", "net/core/somaxconn"]
             .iter()
             .map(|p| self.sysctl(p))
