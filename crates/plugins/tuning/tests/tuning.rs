@@ -466,3 +466,44 @@ fn ours_del_after_reference_add(
     assert_eq!(pod.eth0()["mtu"], 1500);
     assert!(!file.exists());
 }
+
+#[test]
+fn cni_args_runtime_config_and_args_cni_override_as_in_the_reference() {
+    let pod = Pod::new();
+    let before = pod.snapshot();
+    let conf = pod.conf(json!({"mac": "02:00:00:00:00:01", "mtu": 1400,
+                               "args": {"cni": {"mtu": 1350, "allmulti": true}}}));
+    let mut plugins = vec![ours()];
+    plugins.extend(reference());
+    for plugin in &plugins {
+        // CNI_ARGS MAC= wins over the config's mac; args.cni over the top-level keys.
+        let inv = pod
+            .invocation("ADD", &conf)
+            .var("CNI_ARGS", Some("IgnoreUnknown=1;K8S_POD_NAME=web;MAC=02:00:00:00:00:02"));
+        let result = inv.run(plugin, &pod.host).ok();
+        assert_eq!(result["interfaces"][1]["mac"], "02:00:00:00:00:02", "{}", plugin.display());
+        let l = ip_link_details(&pod.ctr, "eth0");
+        assert_eq!(
+            (l["address"].clone(), l["mtu"].clone()),
+            (json!("02:00:00:00:00:02"), json!(1350)),
+            "{}",
+            plugin.display()
+        );
+        assert!(flags(&l).contains(&"ALLMULTI".to_string()));
+        pod.run(plugin, "DEL", &conf).ok();
+        assert_eq!(pod.snapshot(), before, "{}", plugin.display());
+
+        // runtimeConfig.mac (the `mac` capability) wins over CNI_ARGS.
+        let mut rc = conf.clone();
+        rc["runtimeConfig"] = json!({"mac": "02:00:00:00:00:03"});
+        let inv = pod.invocation("ADD", &rc).var("CNI_ARGS", Some("IgnoreUnknown=1;MAC=02:00:00:00:00:02"));
+        inv.run(plugin, &pod.host).ok();
+        assert_eq!(pod.eth0()["address"], "02:00:00:00:00:03", "{}", plugin.display());
+        pod.run(plugin, "DEL", &rc).ok();
+        assert_eq!(pod.snapshot(), before, "{}", plugin.display());
+    }
+    // Unknown CNI_ARGS keys without IgnoreUnknown are refused, as by libcni's LoadArgs.
+    let out = pod.invocation("ADD", &conf).var("CNI_ARGS", Some("K8S_POD_NAME=web")).run(&ours(), &pod.host);
+    assert_eq!(out.err_code(), 4);
+    assert_eq!(pod.snapshot(), before);
+}
