@@ -3,10 +3,11 @@
 //! reference plugin (v1.9.1): the same keys, overrides, result and saved-settings files.
 //!
 //! ADD reads top to bottom: check every value (the config's, then the kernel's view of them:
-//! does each sysctl exist, does the link take this MAC and MTU), then inside the container write
-//! the sysctls, save the originals in `<dataDir>/<containerID>_<ifname>.json`, and change the link:
-//! MAC, promiscuous mode, MTU, all-multicast mode, transmit queue length, in the reference's
-//! order. A failure (or a panic) undoes every step before it. The result is `prevResult`, with the
+//! does each sysctl exist, does the link take this MAC and MTU), then inside the container save
+//! the originals in `<dataDir>/<containerID>_<ifname>.json`, write the sysctls, and change the
+//! link: MAC, promiscuous mode, MTU, all-multicast mode, transmit queue length, in the reference's
+//! order (which writes the file after the sysctls; ours comes first, so a kill at any point
+//! leaves what DEL needs). A failure (or a panic) undoes every step before it. The result is `prevResult`, with the
 //! new MAC in the entry of the tuned interface.
 //!
 //! DEL puts back what the file says and removes it; a missing file, namespace or interface is
@@ -18,7 +19,7 @@ mod saved;
 
 use anyhow::Context;
 use cni::{CniResult, Failures, Plugin, Request, Rollback};
-use config::{Sysctl, TuningConf};
+use config::TuningConf;
 use netkit::{LinkSettings, NetNs, Rtnl, sysctl};
 use nix::libc;
 use saved::Saved;
@@ -83,13 +84,6 @@ fn check_against_kernel(req: &Request, conf: &TuningConf, rtnl: &mut Rtnl) -> an
     Ok(Some(link))
 }
 
-/// Writes one sysctl; returns the value it had, when it could be read (some are write-only).
-fn write_sysctl(s: &Sysctl) -> anyhow::Result<Option<String>> {
-    let old = sysctl::read(&s.path).ok();
-    refused(&format!("sysctl {:?}", s.key), format!("{:?}", s.value), sysctl::write(&s.path, &s.value))?;
-    Ok(old)
-}
-
 /// ADD's changes, made on a thread inside the container's namespace (sysctls under
 /// `/proc/sys/net` are those of the namespace of the thread that opens them).
 fn tune(req: &Request, conf: &TuningConf) -> anyhow::Result<()> {
@@ -97,19 +91,16 @@ fn tune(req: &Request, conf: &TuningConf) -> anyhow::Result<()> {
     let mut rtnl = Rtnl::open()?;
     let link = check_against_kernel(req, conf, &mut rtnl)?;
 
-    let mut undo = Rollback::new("tuning");
+    // The originals first, on disk before the first change: a plugin killed at any later point
+    // leaves a file from which DEL puts back what was changed. Some sysctls are write-only;
+    // theirs is not known.
+    let originals: Vec<Option<String>> = conf.sysctls.iter().map(|s| sysctl::read(&s.path).ok()).collect();
     let mut saved = Saved::default();
-    for s in &conf.sysctls {
-        let old = write_sysctl(s)?;
-        if let Some(old) = old {
-            if s.per_interface {
-                saved.sysctl.insert(s.path.clone(), old.clone().into());
-            }
-            let path = s.path.clone();
-            undo.push(format!("sysctl {}", s.key), move || sysctl::write(&path, &old));
+    for (s, old) in conf.sysctls.iter().zip(&originals) {
+        if let (true, Some(old)) = (s.per_interface, old) {
+            saved.sysctl.insert(s.path.clone(), old.clone().into());
         }
     }
-
     if let Some(link) = &link {
         if conf.mac.is_some() {
             saved.mac = link.mac_text();
@@ -127,6 +118,8 @@ fn tune(req: &Request, conf: &TuningConf) -> anyhow::Result<()> {
             saved.txqlen = Some(link.txqlen);
         }
     }
+
+    let mut undo = Rollback::new("tuning");
     // Written whenever the link changes, as the reference does, so its DEL finds the file too.
     if !saved.is_empty() || link.is_some() {
         let file = saved::file_path(&conf.data_dir, &req.env.container_id, ifname);
@@ -141,6 +134,15 @@ fn tune(req: &Request, conf: &TuningConf) -> anyhow::Result<()> {
             None => saved::remove(&file),
         });
     }
+
+    for (s, old) in conf.sysctls.iter().zip(originals) {
+        refused(&format!("sysctl {:?}", s.key), format!("{:?}", s.value), sysctl::write(&s.path, &s.value))?;
+        if let Some(old) = old {
+            let path = s.path.clone();
+            undo.push(format!("sysctl {}", s.key), move || sysctl::write(&path, &old));
+        }
+    }
+    cni::fault::point("tuning:sysctls-written")?;
 
     let Some(link) = link else {
         undo.commit();

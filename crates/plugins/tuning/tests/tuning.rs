@@ -507,3 +507,57 @@ fn cni_args_runtime_config_and_args_cni_override_as_in_the_reference() {
     assert_eq!(out.err_code(), 4);
     assert_eq!(pod.snapshot(), before);
 }
+
+#[test]
+fn del_after_a_kill_at_any_step_puts_everything_back() {
+    let conf_keys = json!({"sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1", "net.ipv4.conf.eth0.rp_filter": "2"},
+                           "mac": "02:00:00:00:99:99", "mtu": 1300, "promisc": true, "allmulti": true, "txQLen": 9});
+    for point in ["tuning:sysctls-written", "tuning:applied"] {
+        let pod = Pod::new();
+        let before = pod.snapshot();
+        let conf = pod.conf(conf_keys.clone());
+        let out =
+            pod.invocation("ADD", &conf).var("CNI_RS_FAULT", Some(&format!("{point}=kill"))).run(&ours(), &pod.host);
+        assert_eq!(out.exit_code, -1, "{point}: killed by SIGKILL: {}", out.stdout);
+        assert_ne!(pod.snapshot(), before, "{point}: the kill left changes behind");
+        assert!(pod.saved_file().exists(), "{point}: the originals were saved before the first change");
+        // The runtime's DEL after the failed ADD.
+        pod.run(&ours(), "DEL", &conf).ok();
+        assert_eq!(pod.snapshot(), before, "{point}");
+        assert!(!pod.saved_file().exists(), "{point}");
+    }
+}
+
+#[test]
+fn concurrent_adds_and_dels_share_a_data_dir() {
+    let data = TempDir::new("tuning-shared");
+    let pods: Vec<Pod> = (0..6).map(|_| Pod::new()).collect();
+    let befores: Vec<_> = pods.iter().map(Pod::snapshot).collect();
+    let confs: Vec<Value> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.conf(json!({"dataDir": data.path(), "mtu": 1300 + i, "mac": format!("02:00:00:00:aa:{i:02x}"),
+                          "sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1"}}))
+        })
+        .collect();
+    let invocation = |i: usize, command: &str| {
+        Invocation::new(command, &format!("ctr-{i}"), pods[i].ctr.path(), "eth0", &confs[i].to_string())
+    };
+    let children: Vec<_> = (0..pods.len()).map(|i| invocation(i, "ADD").spawn(&ours(), Some(&pods[i].host))).collect();
+    for c in children {
+        assert!(c.wait_with_output().unwrap().status.success());
+    }
+    for (i, pod) in pods.iter().enumerate() {
+        assert_eq!(pod.eth0()["mtu"], 1300 + i);
+        assert!(data.path().join(format!("ctr-{i}_eth0.json")).is_file());
+    }
+    let children: Vec<_> = (0..pods.len()).map(|i| invocation(i, "DEL").spawn(&ours(), Some(&pods[i].host))).collect();
+    for c in children {
+        assert!(c.wait_with_output().unwrap().status.success());
+    }
+    for (pod, before) in pods.iter().zip(&befores) {
+        assert_eq!(&pod.snapshot(), before);
+    }
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0, "no saved file and no temporary file left");
+}
