@@ -13,7 +13,9 @@
 //! destruction first), so a plugin that deletes and then does other slow work (removing a veth)
 //! should keep it open until the end, when the grace period has passed.
 
+pub mod decode;
 mod expr;
+mod list;
 pub mod msg;
 pub mod value;
 
