@@ -90,6 +90,28 @@ impl Native {
         })
     }
 
+    /// Whether a table exists: one GETTABLE, answered ENOENT when there is none.
+    pub fn has_table(&mut self, family: u8, name: &str) -> Result<bool, NativeError> {
+        let mut a = Attrs::default();
+        a.str(k::NFTA_TABLE_NAME, name);
+        self.exists(k::NFT_MSG_GETTABLE, family, a)
+    }
+
+    /// Whether a chain exists: one GETCHAIN.
+    pub fn has_chain(&mut self, family: u8, table: &str, chain: &str) -> Result<bool, NativeError> {
+        let mut a = Attrs::default();
+        a.str(k::NFTA_CHAIN_TABLE, table).str(k::NFTA_CHAIN_NAME, chain);
+        self.exists(k::NFT_MSG_GETCHAIN, family, a)
+    }
+
+    fn exists(&mut self, kind: u16, family: u8, attrs: Attrs) -> Result<bool, NativeError> {
+        match self.get(kind, false, family, attrs)? {
+            Ok(found) => Ok(!found.is_empty()),
+            Err(ENOENT) => Ok(false),
+            Err(errno) => Err(NativeError::Kernel { command: "probe".into(), errno, ext_ack: None }),
+        }
+    }
+
     fn generation(&mut self) -> Result<u32, NativeError> {
         let replies = self.get_all(k::NFT_MSG_GETGEN, false, 0, Attrs::default())?;
         Ok(replies.iter().find_map(|(_, a)| msg::get_be32(a, k::NFTA_GEN_ID)).unwrap_or(0))

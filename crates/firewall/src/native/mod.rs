@@ -1,12 +1,14 @@
-//! nf_tables over netlink, without the `nft` program, for the batches plugins apply on every ADD
-//! and DEL: chains, rules, and elements of the sets and maps this crate declares.
+//! nf_tables over netlink, without the `nft` program: every batch the plugins apply (tables,
+//! base and regular chains, set and map declarations, rules, elements) and the listings they read
+//! back (`Native::list`: one table, one chain, the table names, in `nft -j`'s JSON shape).
 //!
 //! Starting `nft` costs a process, its shared libraries and a read of the ruleset, several
-//! milliseconds per invocation; this sends the same transaction from the plugin's own process. It
-//! compiles nft's JSON (the same documents the golden tests pin down) the way libnftables does, and
-//! a test compares the result with what `nft` itself installs, expression by expression. Anything
-//! it does not know (base chains, set declarations, rarer matches) makes the whole batch
-//! [`Unsupported`], and the caller hands it to `nft` instead: never a partial or guessed rule.
+//! milliseconds per invocation, and some hosts (Talos, Bottlerocket, minimal images) have no
+//! `nft` at all. This compiles nft's JSON (the same documents the golden tests pin down) the way
+//! libnftables does; tests compare the result with what `nft` itself installs, expression by
+//! expression, and our listings with nft's. Anything it does not know (rarer matches, from
+//! portmap's conditions) makes the whole batch [`Unsupported`], and the caller hands it to `nft`
+//! instead: never a partial or guessed rule.
 //!
 //! The socket stays open as long as the [`Native`] value. Closing an nfnetlink socket right after
 //! a transaction that deleted objects waits for an RCU grace period (the kernel flushes pending
