@@ -271,7 +271,8 @@ mod tests {
 
     #[test]
     fn a_batch_with_a_nul_is_refused_before_anything_runs() {
-        let nft = Nft { binary: Some(PathBuf::from("/nonexistent/nft")), native: std::sync::Mutex::new(NativeState::Off) };
+        let nft =
+            Nft { binary: Some(PathBuf::from("/nonexistent/nft")), native: std::sync::Mutex::new(NativeState::Off) };
         let batch = json!({"nftables": [{"add": {"table": {"family": "inet", "name": "a\u{0}b"}}}]});
         let err = nft.apply(&batch).unwrap_err().to_string();
         assert!(err.contains("NUL"), "{err}");

@@ -85,8 +85,10 @@ fn same_tables(a: &Netns, b: &Netns) {
         assert_eq!(by_nft, by_native, "{family} {table} differs\n--- nft ---\n{by_nft}\n--- native ---\n{by_native}");
         // What nft makes of both (set types and flags, base chain hooks, comments), handles included:
         // the same commands in the same order get the same handles.
-        let (by_nft, by_native) =
-            (nft(a, &["-j", "list", "table", family, table], None), nft(b, &["-j", "list", "table", family, table], None));
+        let (by_nft, by_native) = (
+            nft(a, &["-j", "list", "table", family, table], None),
+            nft(b, &["-j", "list", "table", family, table], None),
+        );
         assert_eq!(by_nft, by_native, "{family} {table} lists differently");
     }
 }

@@ -14,7 +14,8 @@ use std::process::Command;
 use testkit::{Netns, in_netns, new_netns};
 
 fn nft_apply(ns: &Netns, batch: &Value) {
-    let path = std::env::temp_dir().join(format!("native-list-{}-{:?}.json", std::process::id(), std::thread::current().id()));
+    let path =
+        std::env::temp_dir().join(format!("native-list-{}-{:?}.json", std::process::id(), std::thread::current().id()));
     std::fs::write(&path, batch.to_string()).unwrap();
     let out = in_netns(Command::new("nft").args(["-j", "-f"]).arg(&path), ns).output().unwrap();
     let _ = std::fs::remove_file(&path);
@@ -130,7 +131,11 @@ fn tables_list_as_nft_lists_them() {
         let (by_nft, native) = (nft_list(&ns, &what).unwrap(), native_list(&ns, &what).unwrap());
         same(&native, &by_nft, &format!("{family} {table}"));
     }
-    for what in [&["chain", "inet", "cni_portmap", "prerouting"][..], &["chain", "bridge", "cni_bridge", "prerouting"], &["tables"]] {
+    for what in [
+        &["chain", "inet", "cni_portmap", "prerouting"][..],
+        &["chain", "bridge", "cni_bridge", "prerouting"],
+        &["tables"],
+    ] {
         assert_eq!(native_list(&ns, what), nft_list(&ns, what), "{what:?}");
     }
     // What the readers get out of it.

@@ -71,7 +71,13 @@ impl Native {
                 match kind {
                     NLMSG_ERROR if body.len() >= 4 => {
                         let errno = -i32::from_ne_bytes(body[..4].try_into().expect("4 bytes"));
-                        return Ok(if errno != 0 { Err(errno) } else if interrupted { Err(EINTR) } else { Ok(out) });
+                        return Ok(if errno != 0 {
+                            Err(errno)
+                        } else if interrupted {
+                            Err(EINTR)
+                        } else {
+                            Ok(out)
+                        });
                     }
                     NLMSG_DONE => return Ok(if interrupted { Err(EINTR) } else { Ok(out) }),
                     _ if body.len() >= 4 => out.push((body[0], body[4..].to_vec())),
@@ -155,7 +161,13 @@ impl Native {
         let table = match self.get(k::NFT_MSG_GETTABLE, false, fam, a)? {
             Ok(replies) => replies,
             Err(ENOENT) => return Ok(None),
-            Err(errno) => return Err(NativeError::Kernel { command: format!("list table {family} {name}"), errno, ext_ack: None }),
+            Err(errno) => {
+                return Err(NativeError::Kernel {
+                    command: format!("list table {family} {name}"),
+                    errno,
+                    ext_ack: None,
+                });
+            }
         };
         let mut objects = vec![metainfo()];
         objects.extend(table.iter().map(|(_, attrs)| table_json(family, attrs)));
@@ -208,7 +220,11 @@ impl Native {
             Ok(replies) => replies,
             Err(ENOENT) => return Ok(None),
             Err(errno) => {
-                return Err(NativeError::Kernel { command: format!("list chain {family} {table} {name}"), errno, ext_ack: None });
+                return Err(NativeError::Kernel {
+                    command: format!("list chain {family} {table} {name}"),
+                    errno,
+                    ext_ack: None,
+                });
             }
         };
         let mut objects = vec![metainfo()];
@@ -300,11 +316,12 @@ fn set_json(family: &str, a: &[u8], elements: &[Reply]) -> Value {
             None => Value::Null,
         };
     }
-    let named: Vec<&str> = [(k::NFT_SET_CONSTANT, "constant"), (k::NFT_SET_INTERVAL, "interval"), (k::NFT_SET_TIMEOUT, "timeout")]
-        .iter()
-        .filter(|(bit, _)| flags & bit != 0)
-        .map(|(_, n)| *n)
-        .collect();
+    let named: Vec<&str> =
+        [(k::NFT_SET_CONSTANT, "constant"), (k::NFT_SET_INTERVAL, "interval"), (k::NFT_SET_TIMEOUT, "timeout")]
+            .iter()
+            .filter(|(bit, _)| flags & bit != 0)
+            .map(|(_, n)| *n)
+            .collect();
     if !named.is_empty() {
         s["flags"] = json!(named);
     }
@@ -368,8 +385,7 @@ fn element(fields: Option<&[Kind]>, is_map: bool, e: &[u8]) -> Option<Value> {
         return Some(value);
     }
     let data = msg::find(e, k::NFTA_SET_ELEM_DATA)?;
-    let data = decode::verdict_data(data)
-        .or_else(|| msg::find(data, k::NFTA_DATA_VALUE).map(hex))
-        .unwrap_or(Value::Null);
+    let data =
+        decode::verdict_data(data).or_else(|| msg::find(data, k::NFTA_DATA_VALUE).map(hex)).unwrap_or(Value::Null);
     Some(json!([value, data]))
 }

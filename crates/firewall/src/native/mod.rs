@@ -136,7 +136,9 @@ fn hook(name: &str) -> Result<u32, Unsupported> {
 fn chain_attrs(a: &mut Attrs, fam: u8, body: &Value) -> Result<(), Unsupported> {
     a.str(k::NFTA_CHAIN_TABLE, text(body, "table")?).str(k::NFTA_CHAIN_NAME, text(body, "name")?);
     let keys: Vec<&str> = body.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
-    if let Some(extra) = keys.iter().find(|key| !matches!(**key, "family" | "table" | "name" | "type" | "hook" | "prio" | "policy")) {
+    if let Some(extra) =
+        keys.iter().find(|key| !matches!(**key, "family" | "table" | "name" | "type" | "hook" | "prio" | "policy"))
+    {
         return Err(Unsupported(format!("chain option {extra}")));
     }
     if !keys.iter().any(|key| matches!(*key, "type" | "hook" | "prio" | "policy")) {
@@ -172,7 +174,9 @@ fn chain_attrs(a: &mut Attrs, fam: u8, body: &Value) -> Result<(), Unsupported> 
 /// A set or map declaration as nft 1.0.6 sends it (see [`SetSpec::udata`]).
 fn set_attrs(a: &mut Attrs, body: &Value, is_map: bool, id: u32) -> Result<(), Unsupported> {
     let keys: Vec<&str> = body.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
-    if let Some(extra) = keys.iter().find(|key| !matches!(**key, "family" | "table" | "name" | "type" | "map" | "flags")) {
+    if let Some(extra) =
+        keys.iter().find(|key| !matches!(**key, "family" | "table" | "name" | "type" | "map" | "flags"))
+    {
         return Err(Unsupported(format!("set option {extra}")));
     }
     if let Some(flag) = body["flags"].as_array().into_iter().flatten().find(|f| *f != "interval") {
@@ -232,7 +236,9 @@ fn compile_one(command: &Value, schema: &Schema, id: u32) -> Result<Command, Uns
     );
     let (msg, flags) = match (verb.as_str(), kind.as_str()) {
         ("add", "table") => {
-            if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|key| !matches!(key.as_str(), "family" | "name"))) {
+            if let Some(extra) =
+                body.as_object().and_then(|o| o.keys().find(|key| !matches!(key.as_str(), "family" | "name")))
+            {
                 return Err(Unsupported(format!("table option {extra}")));
             }
             a.str(k::NFTA_TABLE_NAME, text(body, "name")?).be32(k::NFTA_TABLE_FLAGS, 0);

@@ -117,9 +117,9 @@ impl Kind {
                 10 => Value::from("ipv6"),
                 n => Value::from(n),
             },
-            Kind::Ether => Value::from(
-                bytes.get(..6)?.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
-            ),
+            Kind::Ether => {
+                Value::from(bytes.get(..6)?.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+            }
             Kind::Mark => Value::from(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?)),
         })
     }

@@ -54,7 +54,9 @@ impl Host {
     }
 
     fn run(&self, plugin: &str, verb: &str, id: &str, c: &Netns, conf: &Value) -> Output {
-        Invocation::new(verb, id, c.path(), "eth0", &conf.to_string()).hide_nft().run(&testkit::plugin(plugin), &self.ns)
+        Invocation::new(verb, id, c.path(), "eth0", &conf.to_string())
+            .hide_nft()
+            .run(&testkit::plugin(plugin), &self.ns)
     }
 
     /// ADD through bridge and portmap; returns portmap's result (the chain's final result).
