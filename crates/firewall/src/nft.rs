@@ -43,7 +43,8 @@ impl NftError {
 /// for what the native encoder cannot do (rules with rarer matches, from portmap's conditions),
 /// or for everything when `CNI_RS_NFT=binary`.
 pub struct Nft {
-    binary: Option<PathBuf>,
+    /// Looked for only when needed: a batch or listing over netlink needs no program.
+    binary: std::sync::OnceLock<Option<PathBuf>>,
     native: std::sync::Mutex<NativeState>,
 }
 
@@ -78,20 +79,29 @@ impl Nft {
     /// `nft` (Talos, Bottlerocket, minimal images) get everything the plugins do over netlink; it
     /// fails only when `CNI_RS_NFT=binary` asks for a program that is not there.
     pub fn locate() -> anyhow::Result<Nft> {
-        let from_path = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join("nft")).collect::<Vec<_>>())
-            .unwrap_or_default();
-        let binary = from_path
-            .into_iter()
-            .chain([PathBuf::from("/usr/sbin/nft"), PathBuf::from("/sbin/nft")])
-            .find(|p| p.is_file());
-        anyhow::ensure!(binary.is_some() || !binary_forced(), "CNI_RS_NFT=binary: {NOT_FOUND}");
-        Ok(Nft { binary, native: std::sync::Mutex::new(NativeState::Unopened) })
+        let nft = Nft { binary: std::sync::OnceLock::new(), native: std::sync::Mutex::new(NativeState::Unopened) };
+        anyhow::ensure!(!binary_forced() || nft.found().is_some(), "CNI_RS_NFT=binary: {NOT_FOUND}");
+        Ok(nft)
+    }
+
+    /// The program, searched for on first use.
+    fn found(&self) -> Option<&Path> {
+        self.binary
+            .get_or_init(|| {
+                let from_path = std::env::var_os("PATH")
+                    .map(|p| std::env::split_paths(&p).map(|d| d.join("nft")).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                from_path
+                    .into_iter()
+                    .chain([PathBuf::from("/usr/sbin/nft"), PathBuf::from("/sbin/nft")])
+                    .find(|p| p.is_file())
+            })
+            .as_deref()
     }
 
     /// The `nft` program's path (`nft` when none was found).
     pub fn binary(&self) -> &Path {
-        self.binary.as_deref().unwrap_or(Path::new("nft"))
+        self.found().unwrap_or(Path::new("nft"))
     }
 
     /// Applies `batch` (an nftables JSON document) as one transaction.
@@ -140,7 +150,7 @@ impl Nft {
 
     /// Fails with what needed the program when there is none.
     fn need_binary(&self, why: &NativeError) -> anyhow::Result<()> {
-        if self.binary.is_some() {
+        if self.found().is_some() {
             return Ok(());
         }
         let what = match why {
@@ -271,8 +281,10 @@ mod tests {
 
     #[test]
     fn a_batch_with_a_nul_is_refused_before_anything_runs() {
-        let nft =
-            Nft { binary: Some(PathBuf::from("/nonexistent/nft")), native: std::sync::Mutex::new(NativeState::Off) };
+        let nft = Nft {
+            binary: Some(PathBuf::from("/nonexistent/nft")).into(),
+            native: std::sync::Mutex::new(NativeState::Off),
+        };
         let batch = json!({"nftables": [{"add": {"table": {"family": "inet", "name": "a\u{0}b"}}}]});
         let err = nft.apply(&batch).unwrap_err().to_string();
         assert!(err.contains("NUL"), "{err}");
@@ -280,7 +292,7 @@ mod tests {
 
     #[test]
     fn without_the_program_the_error_names_what_needed_it() {
-        let nft = Nft { binary: None, native: std::sync::Mutex::new(NativeState::Off) };
+        let nft = Nft { binary: std::sync::OnceLock::from(None), native: std::sync::Mutex::new(NativeState::Off) };
         let batch = json!({"nftables": [{"add": {"table": {"family": "inet", "name": "t"}}}]});
         let err = nft.apply(&batch).unwrap_err().to_string();
         assert!(err.contains("the nft program is needed for no nfnetlink socket"), "{err}");
