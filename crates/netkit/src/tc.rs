@@ -18,10 +18,10 @@ use crate::rtnl::Rtnl;
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, Nla};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+pub use netlink_packet_route::tc::TcHandle;
 use netlink_packet_route::tc::{
-    TcAction, TcActionAttribute, TcActionMirrorOption, TcActionOption, TcActionType, TcAttribute,
-    TcFilterU32Option, TcHandle, TcHeader, TcMessage, TcMirror, TcMirrorActionType, TcOption, TcU32Key,
-    TcU32Selector, TcU32SelectorFlags,
+    TcAction, TcActionAttribute, TcActionMirrorOption, TcActionOption, TcActionType, TcAttribute, TcFilterU32Option,
+    TcHeader, TcMessage, TcMirror, TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
 };
 
 /// `1:`, the handle of the root tbf (the reference's `MakeHandle(1, 0)`).
@@ -192,13 +192,8 @@ pub struct Filter {
 }
 
 fn tc_message(index: u32, parent: TcHandle, handle: TcHandle, info: u32) -> TcMessage {
-    let header = TcHeader {
-        index: i32::try_from(index).unwrap_or(i32::MAX),
-        handle,
-        parent,
-        info,
-        ..TcHeader::default()
-    };
+    let header =
+        TcHeader { index: i32::try_from(index).unwrap_or(i32::MAX), handle, parent, info, ..TcHeader::default() };
     TcMessage::from_parts(header, Vec::new())
 }
 
@@ -261,7 +256,9 @@ impl Rtnl {
 
     /// The qdiscs of link `index` (the kernel's default ones included).
     pub fn qdiscs(&mut self, index: u32) -> Result<Vec<Qdisc>, NlError> {
-        let replies = self.sock.dump(|| RouteNetlinkMessage::GetQueueDiscipline(tc_message(index, TcHandle::UNSPEC, TcHandle::UNSPEC, 0)))?;
+        let replies = self.sock.dump(|| {
+            RouteNetlinkMessage::GetQueueDiscipline(tc_message(index, TcHandle::UNSPEC, TcHandle::UNSPEC, 0))
+        })?;
         Ok(replies
             .into_iter()
             .filter_map(|m| match m {
@@ -357,5 +354,193 @@ mod tests {
     fn psched_gives_a_tick() {
         let tick = tick_in_usec();
         assert!(tick > 0.0 && tick < 1000.0, "{tick}");
+    }
+}
+
+/// Which address of a packet a subnet filter looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    Source,
+    Destination,
+}
+
+/// How one direction is limited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// Everything through one token bucket.
+    Tbf(Tbf),
+    /// An htb root (`1:`) with a shaped class (`1:48`, the bucket's rate and buffer) and an
+    /// unshaped one (`1:1`, 100 Gbit/s), and u32 filters sending `subnets` to the unshaped class
+    /// (`exclude`) or to the shaped one; the rest goes to the other class.
+    Htb { tbf: Tbf, subnets: Vec<ipnetwork::IpNetwork>, exclude: bool },
+}
+
+/// The shaped and unshaped classes' minor numbers, as the reference's v1.5.0.
+pub const SHAPED_CLASS: TcHandle = TcHandle { major: 1, minor: 48 };
+pub const UNSHAPED_CLASS: TcHandle = TcHandle { major: 1, minor: 1 };
+/// 100 Gbit/s in bytes: "unlimited" for the unshaped class.
+const UNCAPPED_RATE: u64 = 12_500_000_000;
+const TCA_HTB_PARMS: u16 = 1;
+const TCA_HTB_INIT: u16 = 2;
+const TCA_HTB_RATE64: u16 = 6;
+const TCA_HTB_CEIL64: u16 = 7;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+
+/// `struct tc_htb_opt` (rate, ceil, buffer, cbuffer, quantum, level, prio) and the 64-bit rates
+/// when the 32-bit fields cannot hold them.
+fn htb_class_options(rate: u64, buffer: u32) -> Vec<TcOption> {
+    let mut opt = [0u8; 44];
+    let rate32 = u32::try_from(rate).unwrap_or(u32::MAX);
+    opt[8..12].copy_from_slice(&rate32.to_ne_bytes());
+    opt[20..24].copy_from_slice(&rate32.to_ne_bytes());
+    opt[24..28].copy_from_slice(&buffer.to_ne_bytes());
+    opt[28..32].copy_from_slice(&buffer.to_ne_bytes());
+    let mut options = vec![TcOption::Other(DefaultNla::new(TCA_HTB_PARMS, opt.to_vec()))];
+    if rate > u64::from(u32::MAX) {
+        options.push(TcOption::Other(DefaultNla::new(TCA_HTB_RATE64, rate.to_ne_bytes().to_vec())));
+        options.push(TcOption::Other(DefaultNla::new(TCA_HTB_CEIL64, rate.to_ne_bytes().to_vec())));
+    }
+    options
+}
+
+/// The u32 keys matching `net` at the source or destination address of an IPv4 or IPv6 header:
+/// one 32-bit word per key, words the prefix does not reach left out (none at all for `/0`,
+/// which then matches every packet of the family).
+fn subnet_keys(net: ipnetwork::IpNetwork, at: Match) -> Vec<TcU32Key> {
+    let (bytes, mask, offset): (Vec<u8>, Vec<u8>, i32) = match net {
+        ipnetwork::IpNetwork::V4(n) => {
+            (n.network().octets().to_vec(), n.mask().octets().to_vec(), if at == Match::Source { 12 } else { 16 })
+        }
+        ipnetwork::IpNetwork::V6(n) => {
+            (n.network().octets().to_vec(), n.mask().octets().to_vec(), if at == Match::Source { 8 } else { 24 })
+        }
+    };
+    let mut keys = Vec::new();
+    for (i, (word, mask)) in bytes.chunks(4).zip(mask.chunks(4)).enumerate() {
+        let mask = u32::from_be_bytes(mask.try_into().expect("4 bytes"));
+        if mask == 0 {
+            continue;
+        }
+        let mut key = TcU32Key::default();
+        key.mask = mask;
+        key.val = u32::from_be_bytes(word.try_into().expect("4 bytes")) & mask;
+        key.off = offset + 4 * i as i32;
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        keys.push(TcU32Key::default());
+    }
+    keys
+}
+
+impl Rtnl {
+    /// Installs `shape` as the root qdisc of link `index`; htb subnet filters look at the `at`
+    /// address of each packet.
+    pub fn add_shape(&mut self, index: u32, shape: &Shape, at: Match) -> Result<(), NlError> {
+        let (tbf, subnets, exclude) = match shape {
+            Shape::Tbf(tbf) => return self.add_root_tbf(index, tbf),
+            Shape::Htb { tbf, subnets, exclude } => (tbf, subnets, *exclude),
+        };
+        let (default_class, filtered_class) =
+            if exclude { (SHAPED_CLASS, UNSHAPED_CLASS) } else { (UNSHAPED_CLASS, SHAPED_CLASS) };
+        // struct tc_htb_glob: version 3, rate2quantum 10, the default class, debug, direct_pkts.
+        let mut glob = [0u8; 20];
+        glob[0..4].copy_from_slice(&3u32.to_ne_bytes());
+        glob[4..8].copy_from_slice(&10u32.to_ne_bytes());
+        glob[8..12].copy_from_slice(&u32::from(default_class.minor).to_ne_bytes());
+        let mut msg = tc_message(index, TcHandle::ROOT, ROOT_HANDLE, 0);
+        msg.attributes.push(TcAttribute::Kind("htb".to_string()));
+        msg.attributes.push(TcAttribute::Options(vec![TcOption::Other(DefaultNla::new(TCA_HTB_INIT, glob.to_vec()))]));
+        self.sock.execute(RouteNetlinkMessage::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_EXCL)?;
+
+        // One millisecond of the uncapped rate as its bucket: it never waits on it.
+        let uncapped_buffer = (1000.0 * tick_in_usec()) as u32;
+        for (class, rate, buffer) in
+            [(SHAPED_CLASS, tbf.rate, tbf.buffer), (UNSHAPED_CLASS, UNCAPPED_RATE, uncapped_buffer)]
+        {
+            let mut msg = tc_message(index, ROOT_HANDLE, class, 0);
+            msg.attributes.push(TcAttribute::Kind("htb".to_string()));
+            msg.attributes.push(TcAttribute::Options(htb_class_options(rate, buffer)));
+            self.sock.execute(RouteNetlinkMessage::NewTrafficClass(msg), NLM_F_CREATE | NLM_F_EXCL)?;
+        }
+        for net in subnets {
+            // u32 filters of different protocols cannot share a priority.
+            let (protocol, priority) = if net.is_ipv4() { (ETH_P_IP, 16u32) } else { (ETH_P_IPV6, 15) };
+            let keys = subnet_keys(*net, at);
+            let mut selector = TcU32Selector::default();
+            selector.flags = TcU32SelectorFlags::Terminal;
+            selector.nkeys = keys.len() as u8;
+            selector.keys = keys;
+            let info = (priority << 16) | u32::from(protocol.to_be());
+            let mut msg = tc_message(index, ROOT_HANDLE, TcHandle::UNSPEC, info);
+            msg.attributes.push(TcAttribute::Kind("u32".to_string()));
+            msg.attributes.push(TcAttribute::Options(vec![
+                TcOption::U32(TcFilterU32Option::ClassId(filtered_class)),
+                TcOption::U32(TcFilterU32Option::Selector(selector)),
+            ]));
+            self.sock.execute(RouteNetlinkMessage::NewTrafficFilter(msg), NLM_F_CREATE)?;
+        }
+        Ok(())
+    }
+
+    /// The rate (bytes per second) of htb class `class` of link `index`, if it exists.
+    pub fn htb_class_rate(&mut self, index: u32, class: TcHandle) -> Result<Option<u64>, NlError> {
+        let replies = self
+            .sock
+            .dump(|| RouteNetlinkMessage::GetTrafficClass(tc_message(index, TcHandle::UNSPEC, TcHandle::UNSPEC, 0)))?;
+        for reply in replies {
+            let RouteNetlinkMessage::NewTrafficClass(msg) = reply else { continue };
+            if msg.header.index != i32::try_from(index).unwrap_or(-1) || msg.header.handle != class {
+                continue;
+            }
+            let mut rate = None;
+            for attr in msg.attributes {
+                let TcAttribute::Options(opts) = attr else { continue };
+                for opt in opts {
+                    let TcOption::Other(nla) = opt else { continue };
+                    for (kind, value) in nested_attributes(&nla_value(&nla)) {
+                        match kind {
+                            TCA_HTB_PARMS if value.len() >= 12 && rate.is_none() => {
+                                rate = Some(u64::from(u32::from_ne_bytes(value[8..12].try_into().expect("4 bytes"))));
+                            }
+                            TCA_HTB_RATE64 if value.len() >= 8 => {
+                                rate = Some(u64::from_ne_bytes(value[..8].try_into().expect("8 bytes")));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            return Ok(rate);
+        }
+        Ok(None)
+    }
+
+    /// Whether link `index` is shaped as `want` (CHECK). A tbf's buffer is compared as the kernel
+    /// keeps it: in nanoseconds capped to 32 bits, so a burst of more than about 4.3 s at the rate
+    /// reads back smaller than it was asked (the reference's CHECK fails there).
+    pub fn check_shape(&mut self, index: u32, want: &Shape) -> anyhow::Result<()> {
+        let qdiscs = self.qdiscs(index)?;
+        let root = qdiscs
+            .iter()
+            .find(|q| q.is_root() && q.handle == ROOT_HANDLE)
+            .ok_or_else(|| anyhow::anyhow!("Failed to find qdisc"))?;
+        match want {
+            Shape::Tbf(tbf) => {
+                anyhow::ensure!(root.kind == "tbf", "the root qdisc is {}, not tbf", root.kind);
+                let got = root.tbf.ok_or_else(|| anyhow::anyhow!("the tbf qdisc has no parameters"))?;
+                let buffer = ((u64::from(tbf.buffer) << 6).min(u64::from(u32::MAX)) >> 6) as u32;
+                anyhow::ensure!(got.rate == tbf.rate, "Rate doesn't match");
+                anyhow::ensure!(got.limit == tbf.limit, "Limit doesn't match");
+                anyhow::ensure!(got.buffer == buffer, "Buffer doesn't match");
+            }
+            Shape::Htb { tbf, .. } => {
+                anyhow::ensure!(root.kind == "htb", "the root qdisc is {}, not htb", root.kind);
+                let rate = self.htb_class_rate(index, SHAPED_CLASS)?;
+                anyhow::ensure!(rate == Some(tbf.rate), "Rate doesn't match");
+            }
+        }
+        Ok(())
     }
 }

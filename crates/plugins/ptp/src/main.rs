@@ -400,7 +400,9 @@ fn delete_stale_host_veth(prev: &CniResult) -> anyhow::Result<()> {
     let mut host = Rtnl::open()?;
     for listed in prev.interfaces.iter().filter(|i| i.sandbox.is_empty() && !i.name.is_empty()) {
         let Some(link) = host.link_by_name(&listed.name)? else { continue };
-        if link.is_kind("veth") && link.link_netnsid.is_some() && (listed.mac.is_empty() || listed.mac == link.mac_string())
+        if link.is_kind("veth")
+            && link.link_netnsid.is_some()
+            && (listed.mac.is_empty() || listed.mac == link.mac_string())
         {
             host.delete_link(link.index).with_context(|| format!("deleting stale host veth {}", listed.name))?;
         }

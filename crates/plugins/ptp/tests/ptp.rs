@@ -49,7 +49,10 @@ impl Host {
     }
 
     fn allocated(&self, network: &str) -> usize {
-        testkit::host_local_leftovers(&self.ipam.path().join(network)).iter().filter(|l| l.starts_with("address")).count()
+        testkit::host_local_leftovers(&self.ipam.path().join(network))
+            .iter()
+            .filter(|l| l.starts_with("address"))
+            .count()
     }
 
     fn host_veths(&self) -> Vec<String> {
@@ -229,7 +232,8 @@ fn bad_input_is_refused_and_leaves_nothing() {
     assert_eq!(h.allocated("bad"), 0);
 
     // A netns that does not exist: code 3 (after nothing was allocated).
-    let out = h.invoke("ADD", "/proc/self/task/999999999/ns/net", "ctr-x", &h.conf("bad", json!({}))).run(&bin(), &h.ns);
+    let out =
+        h.invoke("ADD", "/proc/self/task/999999999/ns/net", "ctr-x", &h.conf("bad", json!({}))).run(&bin(), &h.ns);
     assert!(!out.success());
     assert_eq!(h.allocated("bad"), 0);
 }
