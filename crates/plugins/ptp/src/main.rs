@@ -312,6 +312,21 @@ impl Plugin for Ptp {
             );
             iface::check_addresses(&mut rtnl, ifname, prev)?;
             iface::check_routes(&mut rtnl, prev)?;
+            // ptp's own routes (beyond the reference): the gateway on the link, the subnet via it.
+            for ip in &prev.ips {
+                let Some(gw) = ip.gateway else { continue };
+                let subnet = IpNetwork::new(ip.address.network(), ip.address.prefix()).expect("same prefix");
+                let routes = rtnl.routes(Family::of(&gw))?;
+                let on_link = |r: &RouteSpec| r.oif == Some(link.index) && r.table == Some(netkit::route::MAIN_TABLE);
+                anyhow::ensure!(
+                    routes.iter().any(|r| on_link(r) && r.dst == host_net(gw) && r.gw.is_none()),
+                    "route to gateway {gw} dev {ifname} not found"
+                );
+                anyhow::ensure!(
+                    routes.iter().any(|r| on_link(r) && r.dst == subnet && r.gw == Some(gw)),
+                    "route {subnet} via {gw} dev {ifname} not found"
+                );
+            }
             Ok(link)
         })??;
 
@@ -394,17 +409,20 @@ impl Plugin for Ptp {
 }
 
 /// Deletes the host end named in prevResult when the container end could not be reached (the
-/// namespace outlived its path): only a veth whose peer is in another namespace, the only kind
-/// ptp makes.
+/// namespace outlived its path, or is being dismantled: the kernel removes the pair a moment
+/// later, and a DEL that returns before then must not leave it to chance). Only a veth with the
+/// MAC prevResult gave it, or, without one, whose peer is in another namespace.
 fn delete_stale_host_veth(prev: &CniResult) -> anyhow::Result<()> {
     let mut host = Rtnl::open()?;
     for listed in prev.interfaces.iter().filter(|i| i.sandbox.is_empty() && !i.name.is_empty()) {
         let Some(link) = host.link_by_name(&listed.name)? else { continue };
-        if link.is_kind("veth")
-            && link.link_netnsid.is_some()
-            && (listed.mac.is_empty() || listed.mac == link.mac_string())
-        {
-            host.delete_link(link.index).with_context(|| format!("deleting stale host veth {}", listed.name))?;
+        let ours = if listed.mac.is_empty() { link.link_netnsid.is_some() } else { listed.mac == link.mac_string() };
+        if link.is_kind("veth") && ours {
+            match host.delete_link(link.index) {
+                // The kernel's own teardown got there first.
+                Err(e) if e.is(nix::libc::ENODEV) => {}
+                other => other.with_context(|| format!("deleting stale host veth {}", listed.name))?,
+            }
         }
     }
     Ok(())
