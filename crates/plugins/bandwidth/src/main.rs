@@ -181,9 +181,7 @@ impl Plugin for Bandwidth {
         // From the container: redirected to an ifb, shaped at its root.
         if limits.shapes_egress() {
             let name = ifb_name(&req.config.name, &req.env.container_id);
-            host.create_ifb(&name, veth.mtu)
-                .map_err(|e| anyhow::Error::new(e))
-                .with_context(|| format!("adding link {name}"))?;
+            host.create_ifb(&name, veth.mtu).with_context(|| format!("adding link {name}"))?;
             let undo_name = name.clone();
             undo.push(format!("ifb {name}"), move || remove_ifb(&mut Rtnl::open()?, &undo_name, false));
             let ifb = host.link_by_name(&name)?.with_context(|| format!("{name} vanished after creation"))?;

@@ -339,3 +339,30 @@ fn unshaped_subnets_are_not_limited() {
     pod.run("DEL", &check).ok();
     assert!(pod.ifbs().is_empty() && !pod.veth_shaped());
 }
+
+#[test]
+fn results_in_every_version_from_0_3_0_and_older_ones_refused() {
+    for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let pod = Pod::new();
+        let mut conf = pod.conf(json!({"egressRate": 8_000_000, "egressBurst": 80_000}));
+        conf["cniVersion"] = json!(version);
+        conf["prevResult"]["cniVersion"] = json!(version);
+        let r = pod.run("ADD", &conf).ok();
+        assert_eq!(r["cniVersion"], version);
+        assert_eq!(r["interfaces"].as_array().unwrap().len(), 3, "{version}: {r}");
+        if version.starts_with("0.") {
+            assert_eq!(r["ips"][0]["version"], "4", "{version}: {r}");
+        }
+        pod.run("DEL", &conf).ok();
+        assert!(pod.ifbs().is_empty());
+    }
+    let pod = Pod::new();
+    for version in ["0.1.0", "0.2.0"] {
+        let mut conf = pod.conf(json!({}));
+        conf["cniVersion"] = json!(version);
+        conf.as_object_mut().unwrap().remove("prevResult");
+        for command in ["ADD", "DEL"] {
+            assert_eq!(pod.run(command, &conf).err_code(), 1, "{version} {command}");
+        }
+    }
+}
