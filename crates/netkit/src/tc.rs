@@ -436,14 +436,23 @@ fn subnet_keys(net: ipnetwork::IpNetwork, at: Match) -> Vec<TcU32Key> {
 
 impl Rtnl {
     /// Installs `shape` as the root qdisc of link `index`; htb subnet filters look at the `at`
-    /// address of each packet.
+    /// address of each packet. All or nothing: an htb whose classes or filters fail is removed.
     pub fn add_shape(&mut self, index: u32, shape: &Shape, at: Match) -> Result<(), NlError> {
         let (tbf, subnets, exclude) = match shape {
             Shape::Tbf(tbf) => return self.add_root_tbf(index, tbf),
             Shape::Htb { tbf, subnets, exclude } => (tbf, subnets, *exclude),
         };
-        let (default_class, filtered_class) =
-            if exclude { (SHAPED_CLASS, UNSHAPED_CLASS) } else { (UNSHAPED_CLASS, SHAPED_CLASS) };
+        // Packets no filter claims go to the other class.
+        self.add_htb(index, if exclude { SHAPED_CLASS } else { UNSHAPED_CLASS })?;
+        let filled = self.fill_htb(index, tbf, subnets, exclude, at);
+        if filled.is_err() {
+            let _ = self.del_qdisc(index, TcHandle::ROOT);
+        }
+        filled
+    }
+
+    /// The htb root qdisc `1:` alone, sending unclassified packets to `default_class`.
+    fn add_htb(&mut self, index: u32, default_class: TcHandle) -> Result<(), NlError> {
         // struct tc_htb_glob: version 3, rate2quantum 10, the default class, debug, direct_pkts.
         let mut glob = [0u8; 20];
         glob[0..4].copy_from_slice(&3u32.to_ne_bytes());
@@ -452,8 +461,19 @@ impl Rtnl {
         let mut msg = tc_message(index, TcHandle::ROOT, ROOT_HANDLE, 0);
         msg.attributes.push(TcAttribute::Kind("htb".to_string()));
         msg.attributes.push(TcAttribute::Options(vec![TcOption::Other(DefaultNla::new(TCA_HTB_INIT, glob.to_vec()))]));
-        self.sock.execute(RouteNetlinkMessage::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_EXCL)?;
+        self.sock.execute(RouteNetlinkMessage::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_EXCL)
+    }
 
+    /// The htb's two classes and its subnet filters.
+    fn fill_htb(
+        &mut self,
+        index: u32,
+        tbf: &Tbf,
+        subnets: &[ipnetwork::IpNetwork],
+        exclude: bool,
+        at: Match,
+    ) -> Result<(), NlError> {
+        let filtered_class = if exclude { UNSHAPED_CLASS } else { SHAPED_CLASS };
         // One millisecond of the uncapped rate as its bucket: it never waits on it.
         let uncapped_buffer = (1000.0 * tick_in_usec()) as u32;
         for (class, rate, buffer) in

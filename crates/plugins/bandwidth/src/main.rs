@@ -163,6 +163,11 @@ impl Plugin for Bandwidth {
         // Towards the container: the root qdisc of the host veth.
         if limits.shapes_ingress() {
             let shape = shape(limits.ingress_rate, limits.ingress_burst, &limits);
+            // Traffic towards the container leaves the host veth with a remote source, which is
+            // what subnet filters look at in this direction.
+            host.add_shape(veth.index, &shape, tc::Match::Source)
+                .with_context(|| format!("create qdisc on {}", veth.name))?;
+            // Registered only now: a root qdisc that was there already (EEXIST) is not ours.
             let index = veth.index;
             undo.push("the host veth's root qdisc", move || {
                 let mut host = Rtnl::open()?;
@@ -171,10 +176,6 @@ impl Plugin for Bandwidth {
                     other => other.context("deleting the root qdisc"),
                 }
             });
-            // Traffic towards the container leaves the host veth: its destination is the
-            // container's side of the conversation, so subnets match the source.
-            host.add_shape(veth.index, &shape, tc::Match::Source)
-                .with_context(|| format!("create qdisc on {}", veth.name))?;
             cni::trace::mark("ingress shaped");
         }
 
@@ -192,6 +193,7 @@ impl Plugin for Bandwidth {
             }
             host.set_up(ifb.index).with_context(|| format!("setting {name} up"))?;
 
+            host.add_ingress_qdisc(veth.index).context("create ingress qdisc")?;
             let index = veth.index;
             undo.push("the host veth's ingress qdisc", move || {
                 let mut host = Rtnl::open()?;
@@ -200,7 +202,6 @@ impl Plugin for Bandwidth {
                     other => other.context("deleting the ingress qdisc"),
                 }
             });
-            host.add_ingress_qdisc(veth.index).context("create ingress qdisc")?;
             host.add_redirect_filter(veth.index, ifb.index).context("add filter")?;
             let shape = shape(limits.egress_rate, limits.egress_burst, &limits);
             host.add_shape(ifb.index, &shape, tc::Match::Destination).context("create ifb qdisc")?;

@@ -366,3 +366,26 @@ fn results_in_every_version_from_0_3_0_and_older_ones_refused() {
         }
     }
 }
+
+#[test]
+fn a_refused_second_add_leaves_the_first_ones_limits() {
+    let pod = Pod::new();
+    let conf = pod.conf(
+        json!({"ingressRate": 8_000_000, "ingressBurst": 80_000, "egressRate": 8_000_000, "egressBurst": 80_000}),
+    );
+    pod.run("ADD", &conf).ok();
+    // The same attachment again: the qdiscs and the ifb exist, so it fails, and its undo must not
+    // take what the first ADD made.
+    assert!(!pod.run("ADD", &conf).success());
+    assert!(pod.qdiscs("hveth").iter().any(|q| q["kind"] == "tbf"));
+    assert!(pod.qdiscs("hveth").iter().any(|q| q["kind"] == "ingress"));
+    assert_eq!(pod.ifbs().len(), 1);
+    let egress_only = pod.conf(json!({"egressRate": 8_000_000, "egressBurst": 80_000}));
+    let other =
+        Invocation::new("ADD", "ctr-other", pod.ctr.path(), "eth0", &egress_only.to_string()).run(&bin(), &pod.host);
+    assert!(!other.success(), "the veth's ingress qdisc is taken");
+    assert!(pod.qdiscs("hveth").iter().any(|q| q["kind"] == "ingress"));
+    assert_eq!(pod.ifbs().len(), 1, "the failed ADD's own ifb is gone");
+    pod.run("DEL", &conf).ok();
+    assert!(pod.ifbs().is_empty() && !pod.veth_shaped());
+}

@@ -80,6 +80,8 @@ fn tolerate_exists(r: Result<(), netkit::NlError>) -> Result<(), netkit::NlError
 /// Inside the container: the addresses, the IPAM routes, and the kernel's prefix routes replaced
 /// by routes through the gateway (the reference's `setupContainerVeth`).
 fn configure_container(ifname: &str, result: &CniResult) -> anyhow::Result<()> {
+    // The link-local address must not sit tentative either (IPv6 compiled out is fine).
+    let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
     let mut rtnl = Rtnl::open()?;
     iface::configure_interface(&mut rtnl, ifname, result, Dad::Skipped)?;
     let link = rtnl.link_by_name(ifname)?.with_context(|| format!("{ifname} vanished"))?;
