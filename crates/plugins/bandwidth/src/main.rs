@@ -63,17 +63,23 @@ fn check_version(req: &Request) -> Result<(), cni::Error> {
     )))
 }
 
-/// The host end of the container's veth: the peer of `CNI_IFNAME`, which prevResult must list as
-/// a host interface (the reference's `getHostInterface`).
-fn host_interface(req: &Request, prev: &CniResult, container: &NetNs, host: &mut Rtnl) -> anyhow::Result<Link> {
-    anyhow::ensure!(!prev.interfaces.is_empty(), "no interfaces provided");
+/// The host end of the container's veth: the peer of `CNI_IFNAME` in the container (its index in
+/// our namespace, which IFLA_LINK_NETNSID says it is in), if it has one.
+fn veth_peer(req: &Request, container: &NetNs, host: &mut Rtnl) -> anyhow::Result<Option<Link>> {
     let ifname = req.env.ifname.clone();
     let inside = container.run(|| -> anyhow::Result<Option<Link>> { Ok(Rtnl::open()?.link_by_name(&ifname)?) })??;
-    let peer = inside
-        .filter(|l| l.is_kind("veth") && l.link_netnsid.is_some())
-        .and_then(|l| l.peer_index)
-        .with_context(|| format!("container interface {ifname} has no veth peer"))?;
-    let link = host.link_by_index(peer)?.with_context(|| format!("veth peer with index {peer} is not in host ns"))?;
+    match inside.filter(|l| l.is_kind("veth") && l.link_netnsid.is_some()).and_then(|l| l.peer_index) {
+        Some(peer) => Ok(host.link_by_index(peer)?),
+        None => Ok(None),
+    }
+}
+
+/// The host end of the container's veth, which prevResult must list as a host interface (the
+/// reference's `getHostInterface`).
+fn host_interface(req: &Request, prev: &CniResult, container: &NetNs, host: &mut Rtnl) -> anyhow::Result<Link> {
+    anyhow::ensure!(!prev.interfaces.is_empty(), "no interfaces provided");
+    let link = veth_peer(req, container, host)?
+        .with_context(|| format!("container interface {} has no veth peer in the host namespace", req.env.ifname))?;
     anyhow::ensure!(
         prev.interfaces.iter().any(|i| i.sandbox.is_empty() && i.name == link.name),
         "no veth peer of container interface found in host ns"
@@ -185,6 +191,7 @@ impl Plugin for Bandwidth {
             host.create_ifb(&name, veth.mtu).with_context(|| format!("adding link {name}"))?;
             let undo_name = name.clone();
             undo.push(format!("ifb {name}"), move || remove_ifb(&mut Rtnl::open()?, &undo_name, false));
+            cni::trace::mark("ifb created");
             let ifb = host.link_by_name(&name)?.with_context(|| format!("{name} vanished after creation"))?;
             let text = alias(&req.config.name, &req.env.container_id, &veth.name);
             // An alias is at most 255 bytes; without one, DEL still finds the device by name.
@@ -192,6 +199,7 @@ impl Plugin for Bandwidth {
                 host.set_alias(ifb.index, &text).context("naming the ifb's attachment")?;
             }
             host.set_up(ifb.index).with_context(|| format!("setting {name} up"))?;
+            cni::trace::mark("ifb up");
 
             host.add_ingress_qdisc(veth.index).context("create ingress qdisc")?;
             let index = veth.index;
@@ -203,6 +211,7 @@ impl Plugin for Bandwidth {
                 }
             });
             host.add_redirect_filter(veth.index, ifb.index).context("add filter")?;
+            cni::trace::mark("redirected");
             let shape = shape(limits.egress_rate, limits.egress_burst, &limits);
             host.add_shape(ifb.index, &shape, tc::Match::Destination).context("create ifb qdisc")?;
             result.interfaces.push(Interface { name, mac: ifb.mac_string(), ..Interface::default() });
@@ -217,17 +226,19 @@ impl Plugin for Bandwidth {
         Limits::parse(req)?;
         let mut failures = Failures::new();
         let mut host = Rtnl::open()?;
-        // The veth's qdiscs, when the container end can still be reached; the veth usually goes
-        // next (the main plugin's DEL), but a chain without it would keep the limits.
+        // The veth's qdiscs, when the container end can still be reached (no prevResult needed:
+        // an ADD killed half way has none); the veth usually goes next (the main plugin's DEL),
+        // but a chain without it would keep the limits.
         if let Ok(Some(container)) = NetNs::open_if_exists(&req.env.netns)
-            && let Some(prev) = req.config.prev_result.as_ref()
-            && let Ok(veth) = host_interface(req, prev, &container, &mut host)
+            && let Ok(Some(veth)) = veth_peer(req, &container, &mut host)
         {
             failures.check("removing the host veth's qdiscs", unshape_host_veth(&mut host, veth.index));
+            cni::trace::mark("qdiscs removed");
         }
         // The ifb by name, netns or not (and through its alias the veth's qdiscs).
         let name = ifb_name(&req.config.name, &req.env.container_id);
         failures.check("removing the ifb device", remove_ifb(&mut host, &name, true));
+        cni::trace::mark("ifb removed");
         failures.finish()
     }
 
