@@ -389,3 +389,44 @@ fn a_refused_second_add_leaves_the_first_ones_limits() {
     pod.run("DEL", &conf).ok();
     assert!(pod.ifbs().is_empty() && !pod.veth_shaped());
 }
+
+#[test]
+fn many_adds_and_dels_at_once_on_one_host() {
+    let host = new_netns();
+    let n = 10;
+    let ctrs: Vec<Netns> = (0..n).map(|_| new_netns()).collect();
+    let mut confs = Vec::new();
+    for (i, ctr) in ctrs.iter().enumerate() {
+        let hv = format!("hv{i}");
+        testkit::link_namespaces(&host, &hv, &format!("10.40.{i}.1/24"), ctr, "eth0", &format!("10.40.{i}.2/24"));
+        confs.push(json!({"cniVersion": "1.0.0", "name": "busy", "type": "bandwidth",
+            "ingressRate": 8_000_000, "ingressBurst": 80_000, "egressRate": 8_000_000, "egressBurst": 80_000,
+            "prevResult": {"cniVersion": "1.0.0",
+                "interfaces": [{"name": hv}, {"name": "eth0", "sandbox": ctr.path()}],
+                "ips": [{"address": format!("10.40.{i}.2/24"), "interface": 1}]}}));
+    }
+    let spawn = |command: &str, i: usize| {
+        Invocation::new(command, &format!("ctr-{i}"), ctrs[i].path(), "eth0", &confs[i].to_string())
+            .spawn(&bin(), Some(&host))
+    };
+    let children: Vec<_> = (0..n).map(|i| spawn("ADD", i)).collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    let ifbs = ip_json(&host, "link show type ifb").as_array().unwrap().len();
+    assert_eq!(ifbs, n, "one ifb per container");
+    for i in 0..n {
+        let qdiscs = ip_json_tc(&host, &format!("qdisc show dev hv{i}"));
+        assert!(qdiscs.iter().any(|q| q["kind"] == "tbf") && qdiscs.iter().any(|q| q["kind"] == "ingress"), "hv{i}");
+    }
+    let children: Vec<_> = (0..n).map(|i| spawn("DEL", i)).collect();
+    for c in children {
+        assert!(c.wait_with_output().unwrap().status.success());
+    }
+    assert!(ip_json(&host, "link show type ifb").as_array().unwrap().is_empty());
+    for i in 0..n {
+        let qdiscs = ip_json_tc(&host, &format!("qdisc show dev hv{i}"));
+        assert!(!qdiscs.iter().any(|q| q["kind"] == "tbf" || q["kind"] == "ingress"), "hv{i}: {qdiscs:?}");
+    }
+}

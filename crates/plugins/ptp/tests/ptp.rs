@@ -273,3 +273,42 @@ fn status_passes_through_ipam() {
         .run(&bin(), &h.ns)
         .ok();
 }
+
+#[test]
+fn many_adds_and_dels_at_once() {
+    let h = Host::new();
+    let conf = h.conf("busy", json!({"ipMasq": true}));
+    let pods: Vec<Netns> = (0..12).map(|_| new_netns()).collect();
+    let spawn = |command: &str, i: usize, conf: &Value| {
+        h.invoke(command, pods[i].path(), &format!("ctr-{i}"), conf).spawn(&bin(), Some(&h.ns))
+    };
+    let children: Vec<_> = (0..pods.len()).map(|i| spawn("ADD", i, &conf)).collect();
+    let results: Vec<Value> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    let mut addresses: Vec<String> = results.iter().map(|r| addr_of(r, 0)).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), pods.len(), "every container has its own address");
+    assert_eq!(h.host_veths().len(), pods.len());
+    // Every container reaches the first one, and the first reaches the last.
+    for (i, pod) in pods.iter().enumerate().skip(1) {
+        assert!(ping(pod, &addr_of(&results[0], 0)), "container {i}");
+    }
+    assert!(ping(&pods[0], &addr_of(&results[pods.len() - 1], 1)));
+
+    let children: Vec<_> = (0..pods.len()).map(|i| spawn("DEL", i, &with_prev(&conf, &results[i]))).collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(h.host_veths().is_empty());
+    assert_eq!(h.allocated("busy"), 0);
+    assert!(!nft_ruleset(&h.ns).contains("10.20.0."));
+    assert!(!ip(&h.ns, "route show").contains("10.20.0."));
+}
