@@ -4,11 +4,30 @@
 use cni::{Error, Request};
 use serde::Deserialize;
 
-/// How masquerade rules are installed (as the bridge plugin: nftables unless asked otherwise).
+/// How masquerade rules are installed: nftables (as the bridge plugin) unless asked otherwise or
+/// only iptables is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MasqBackend {
     Nftables,
     Iptables,
+    /// No `ipMasqBackend`: nftables when the `nft` program is there, else iptables when it is
+    /// (the reference prefers iptables; a node without `nft` must still masquerade).
+    Auto,
+}
+
+impl MasqBackend {
+    /// The backend this node gets.
+    pub fn resolve(self) -> MasqBackend {
+        match self {
+            MasqBackend::Auto
+                if firewall::Nft::locate().is_err() && firewall::iptables::Iptables::locate(false).is_ok() =>
+            {
+                MasqBackend::Iptables
+            }
+            MasqBackend::Auto => MasqBackend::Nftables,
+            other => other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +58,8 @@ impl PtpConf {
             m => return Err(Error::config(format!("mtu: {m} is out of range (68..65535)"))),
         };
         let masq_backend = match raw.ip_masq_backend.as_deref() {
-            None | Some("") | Some("nftables") => MasqBackend::Nftables,
+            None | Some("") => MasqBackend::Auto,
+            Some("nftables") => MasqBackend::Nftables,
             Some("iptables") => MasqBackend::Iptables,
             Some(other) => {
                 return Err(Error::config(format!("ipMasqBackend: unknown backend {other:?} (iptables or nftables)")));
@@ -69,7 +89,9 @@ mod tests {
     #[test]
     fn keys_and_defaults() {
         let c = parse(json!({})).unwrap();
-        assert_eq!(c, PtpConf { ip_masq: false, masq_backend: MasqBackend::Nftables, mtu: None });
+        assert_eq!(c, PtpConf { ip_masq: false, masq_backend: MasqBackend::Auto, mtu: None });
+        // This machine has nft.
+        assert_eq!(c.masq_backend.resolve(), MasqBackend::Nftables);
         let c = parse(json!({"ipMasq": true, "ipMasqBackend": "iptables", "mtu": 1400})).unwrap();
         assert_eq!(c, PtpConf { ip_masq: true, masq_backend: MasqBackend::Iptables, mtu: Some(1400) });
         // Go's decoder matches keys without regard to case.

@@ -122,9 +122,9 @@ fn configure_host(host: &mut Rtnl, host_veth: &str, result: &CniResult) -> anyho
 }
 
 fn install_masquerade(a: &Attachment, backend: MasqBackend) -> anyhow::Result<()> {
-    match backend {
+    match backend.resolve() {
         MasqBackend::Iptables => iptables::masq_add(&a.id.network, &a.id.container_id, &a.masquerade),
-        MasqBackend::Nftables => firewall::bridge::add(&Nft::locate()?, a),
+        _ => firewall::bridge::add(&Nft::locate()?, a),
     }
 }
 
@@ -362,11 +362,11 @@ impl Plugin for Ptp {
 
         if conf.ip_masq {
             let addresses: Vec<IpNetwork> = prev.ips.iter().map(|ip| ip.address).collect();
-            match conf.masq_backend {
+            match conf.masq_backend.resolve() {
                 MasqBackend::Iptables => {
                     iptables::masq_check(&req.config.name, &req.env.container_id, &addresses)?;
                 }
-                MasqBackend::Nftables => {
+                _ => {
                     let a = Attachment { id: identity(req), masquerade: addresses, spoof_check: None, isolation: None };
                     firewall::bridge::check(&Nft::locate()?, &a)?;
                 }
@@ -379,9 +379,9 @@ impl Plugin for Ptp {
         let conf = PtpConf::parse(req, true)?;
         let unavailable = |msg: String| anyhow::Error::new(cni::Error::new(cni::Code::NotAvailable, msg));
         if conf.ip_masq {
-            let ready = match conf.masq_backend {
-                MasqBackend::Nftables => Nft::locate().map(|_| ()),
+            let ready = match conf.masq_backend.resolve() {
                 MasqBackend::Iptables => iptables::Iptables::locate(false).map(|_| ()),
+                _ => Nft::locate().map(|_| ()),
             };
             if let Err(e) = ready {
                 return Err(unavailable(format!("{e:#}")));
