@@ -130,13 +130,14 @@ fn install_masquerade(a: &Attachment, backend: MasqBackend) -> anyhow::Result<()
 
 /// Removes the attachment's masquerade, whichever backend made it and whether ours or the
 /// reference's (whose chains our iptables backend shares): found by identity, so neither a netns
-/// nor a prevResult is needed.
-fn remove_masquerade(id: &Identity, addresses: Vec<IpAddr>) -> anyhow::Result<()> {
+/// nor a prevResult is needed. `nft` is `None` on a node without the nft program, where ADD could
+/// not have made any (kind's node images may lack it): a DEL there must not fail for it.
+fn remove_masquerade(nft: Option<&Nft>, id: &Identity, addresses: Vec<IpAddr>) -> anyhow::Result<()> {
     let mut failures = Failures::new();
     failures.check("removing the reference plugin's entries", firewall::reference::bridge_del(id));
-    // Without the nft program ADD could not have made any (kind's node images may lack it): a
-    // DEL there must not fail for it.
-    let removed = Nft::locate().map_or(Ok(()), |nft| {
+    // Nothing of ours without our table (a GET: much cheaper than a transaction that fails).
+    let ours_possible = firewall::exists::table("inet", firewall::bridge::TABLE).unwrap_or(true);
+    let removed = nft.filter(|_| ours_possible).map_or(Ok(()), |nft| {
         let known = Known { addresses, spoof_port: None };
         if !known.addresses.is_empty() {
             // One transaction that fails with ENOENT exactly when there is no masquerade chain.
@@ -148,7 +149,7 @@ fn remove_masquerade(id: &Identity, addresses: Vec<IpAddr>) -> anyhow::Result<()
                 Err(_) => {}
             }
         }
-        firewall::bridge::del(&nft, id, &Known::default(), true, false)
+        firewall::bridge::del(nft, id, &Known::default(), true, false)
     });
     failures.check("removing nftables entries", removed);
     failures.finish()
@@ -231,7 +232,7 @@ impl Ptp {
             // Registered first: the iptables backend's chain may be half made when it fails.
             let id = attachment.id.clone();
             let addresses: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
-            undo.push("masquerade", move || remove_masquerade(&id, addresses));
+            undo.push("masquerade", move || remove_masquerade(Nft::locate().ok().as_ref(), &id, addresses));
             install_masquerade(&attachment, conf.masq_backend).context("setting up masquerade")?;
             cni::trace::mark("masquerade installed");
         }
@@ -265,8 +266,11 @@ impl Plugin for Ptp {
 
         // Masquerade first and by identity, whatever ipMasq says now and whether or not the
         // netns, the link or a prevResult is left.
+        // The nftables socket stays open until DEL returns: closing it right after a deletion
+        // waits out an RCU grace period, which the veth's removal below waits out anyway.
         let addresses = prev.map(|p| p.ips.iter().map(|ip| ip.address.ip()).collect()).unwrap_or_default();
-        failures.check("removing masquerade", remove_masquerade(&identity(req), addresses));
+        let nft = Nft::locate().ok();
+        failures.check("removing masquerade", remove_masquerade(nft.as_ref(), &identity(req), addresses));
         cni::trace::mark("masquerade removed");
 
         // Deleting the container end removes the pair, and with it the host routes and gateway
