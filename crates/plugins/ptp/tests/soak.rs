@@ -10,7 +10,6 @@
 
 use serde_json::{Value, json};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use testkit::{Invocation, Netns, TempDir, ip, ip_json, new_netns, nft_ruleset};
@@ -73,7 +72,7 @@ impl Soak {
         conf: &Value,
         kill: Option<Duration>,
     ) -> Option<Value> {
-        let path = PathBuf::from(testkit::plugin_dir()).join(plugin);
+        let path = testkit::plugin(plugin);
         let mut child = Invocation::new(verb, cid, netns, "eth0", &conf.to_string()).spawn(&path, Some(&self.host));
         if let Some(delay) = kill {
             let deadline = Instant::now() + delay;
