@@ -351,6 +351,24 @@ mod tests {
     }
 
     #[test]
+    fn subnet_keys_match_the_right_words() {
+        let keys = |net: &str, at| -> Vec<(u32, u32, i32)> {
+            subnet_keys(net.parse().unwrap(), at).into_iter().map(|k| (k.mask, k.val, k.off)).collect()
+        };
+        // IPv4: the source address is at offset 12 of the header, the destination at 16.
+        assert_eq!(keys("10.99.3.7/16", Match::Source), vec![(0xffff_0000, 0x0a63_0000, 12)]);
+        assert_eq!(keys("192.0.2.0/24", Match::Destination), vec![(0xffff_ff00, 0xc000_0200, 16)]);
+        // IPv6: source at 8, destination at 24; words beyond the prefix are left out.
+        assert_eq!(
+            keys("fd98:1:2:3::/64", Match::Destination),
+            vec![(0xffff_ffff, 0xfd98_0001, 24), (0xffff_ffff, 0x0002_0003, 28)]
+        );
+        assert_eq!(keys("fd98::/20", Match::Source), vec![(0xffff_f000, 0xfd98_0000, 8)]);
+        // /0: one key that matches everything.
+        assert_eq!(keys("0.0.0.0/0", Match::Source), vec![(0, 0, 0)]);
+    }
+
+    #[test]
     fn psched_gives_a_tick() {
         let tick = tick_in_usec();
         assert!(tick > 0.0 && tick < 1000.0, "{tick}");

@@ -430,3 +430,24 @@ fn many_adds_and_dels_at_once_on_one_host() {
         assert!(!qdiscs.iter().any(|q| q["kind"] == "tbf" || q["kind"] == "ingress"), "hv{i}: {qdiscs:?}");
     }
 }
+
+#[test]
+fn shaped_subnets_limit_only_traffic_to_them_over_ipv6() {
+    let pod = Pod::new();
+    ip(&pod.host, "-6 addr add fd30::1/64 dev hveth nodad");
+    ip(&pod.host, "-6 addr add fd98::1/128 dev hveth nodad");
+    ip(&pod.ctr, "-6 addr add fd30::2/64 dev eth0 nodad");
+    ip(&pod.ctr, "-6 route add fd98::1/128 dev eth0");
+    let conf = pod.conf(json!({"egressRate": 2_000_000, "egressBurst": 524_288, "shapedSubnets": ["fd98::/64"]}));
+    let r = pod.run("ADD", &conf).ok();
+    let ifb = r["interfaces"][2]["name"].as_str().unwrap().to_string();
+    assert!(pod.qdiscs(&ifb).iter().any(|q| q["kind"] == "htb"));
+
+    let shaped = throughput(&pod.ctr, &pod.host, "[fd98::1]:5221".parse().unwrap(), 3.0);
+    let free = throughput(&pod.ctr, &pod.host, "[fd30::1]:5222".parse().unwrap(), 1.0);
+    let rs = ratio(shaped, 2e6);
+    assert!((0.5..1.3).contains(&rs), "to the shaped subnet: {shaped} bit/s ({rs:.2}x)");
+    assert!(free > 20e6, "traffic outside the shaped subnet was limited: {free} bit/s");
+    pod.run("DEL", &conf).ok();
+    assert!(pod.ifbs().is_empty() && !pod.veth_shaped());
+}
