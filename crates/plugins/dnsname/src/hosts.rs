@@ -16,7 +16,11 @@ pub type Owner = (String, String);
 /// One line of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
-    Entry { ip: IpAddr, names: Vec<String>, owner: Option<Owner> },
+    Entry {
+        ip: IpAddr,
+        names: Vec<String>,
+        owner: Option<Owner>,
+    },
     /// Anything we do not understand (blank lines, comments): kept as it is.
     Other(String),
 }

@@ -173,11 +173,14 @@ impl Plugin for DnsName {
         let dir = NetworkDir::new(&req.config.name);
         let _lock = dir.lock(false)?.with_context(|| format!("{} does not exist", dir.dir.display()))?;
         if !dir.conf_matches(&bridge, &conf.domain) {
-            anyhow::bail!("{} is missing or not for bridge {bridge} and domain {}", dir.conf_path().display(), conf.domain);
+            anyhow::bail!(
+                "{} is missing or not for bridge {bridge} and domain {}",
+                dir.conf_path().display(),
+                conf.domain
+            );
         }
-        let hosts = Hosts::parse(
-            &dir.read_hosts()?.with_context(|| format!("{} is missing", dir.hosts_path().display()))?,
-        );
+        let hosts =
+            Hosts::parse(&dir.read_hosts()?.with_context(|| format!("{} is missing", dir.hosts_path().display()))?);
         let owner = owner(req);
         for ip in ips {
             let listed = hosts.names_of(&owner, Some(&conf.name), ip);

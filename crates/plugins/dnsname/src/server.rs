@@ -192,14 +192,10 @@ impl NetworkDir {
 
     /// Whether `pid` is alive (not a zombie) and is dnsmasq run with this network's config.
     fn is_our_server(&self, pid: i32) -> bool {
-        let proc = PathBuf::from(format!("/proc/{pid}"));
-        let Ok(stat) = fs::read_to_string(proc.join("stat")) else { return false };
-        // The state follows the command name in parentheses, which may itself hold ") ".
-        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
-        if matches!(state, None | Some('Z' | 'X' | 'x')) {
+        if has_exited(pid) {
             return false;
         }
-        let Ok(cmdline) = fs::read(proc.join("cmdline")) else { return false };
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { return false };
         let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
         let conf_arg = format!("--conf-file={}", self.conf_path().display());
         let is_dnsmasq = args.next().is_some_and(|a| a.rsplit(|b| *b == b'/').next() == Some(b"dnsmasq"));
@@ -275,9 +271,11 @@ impl NetworkDir {
                 Err(nix::errno::Errno::ESRCH) => return Ok(()),
                 Err(e) => return Err(e).with_context(|| format!("sending {signal} to dnsmasq (pid {pid})")),
             }
+            // Not "no longer our server": an exiting process loses its command line before it
+            // closes its sockets, and a new server could not bind while they are open.
             let deadline = Instant::now() + wait;
             while Instant::now() < deadline {
-                if !self.is_our_server(pid.as_raw()) {
+                if has_exited(pid.as_raw()) {
                     return Ok(());
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -295,6 +293,14 @@ impl NetworkDir {
             _ => Ok(()),
         }
     }
+}
+
+/// Whether `pid` is gone or a zombie (its files, sockets included, closed).
+fn has_exited(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
+    // The state follows the command name in parentheses, which may itself hold ") ".
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    matches!(state, None | Some('Z' | 'X' | 'x'))
 }
 
 /// Takes `flock` on `file`, waiting until `deadline`: a blocking flock on a helper thread wakes us
