@@ -91,19 +91,23 @@ fn restore(dir: &NetworkDir, old: Option<&str>) -> anyhow::Result<()> {
 
 /// After DEL or GC took lines out: with no container left the server stops and the directory
 /// goes (as the reference does); otherwise the server re-reads the file. No server is started.
+///
+/// The server gets its SIGHUP even when nothing changed: a DEL killed between writing the file
+/// and signalling left names served that the file no longer lists, and the runtime's next DEL,
+/// finding nothing to remove, must still have them dropped (a signal costs nothing).
 fn settle(dir: &NetworkDir, hosts: &Hosts, changed: bool, failures: &mut Failures) {
     if !hosts.has_entries() {
         if failures.check("stopping the network's dnsmasq", dir.stop()).is_some() {
+            cni::trace::mark("server stopped");
             failures.check("removing the network's directory", dir.remove());
         }
         return;
     }
-    if !changed {
+    if changed && failures.check("writing the network's names", dir.write_hosts(&hosts.render())).is_none() {
         return;
     }
-    if failures.check("writing the network's names", dir.write_hosts(&hosts.render())).is_some()
-        && let Some(pid) = dir.running()
-    {
+    cni::trace::mark("names removed");
+    if let Some(pid) = dir.running() {
         failures.check("reloading the network's dnsmasq", dir.reload(pid));
     }
 }
@@ -123,16 +127,19 @@ impl Plugin for DnsName {
         let owner = owner(req);
         let dir = NetworkDir::new(&req.config.name);
         let _lock = dir.lock(true)?.context("the network's directory vanished")?;
+        cni::trace::mark("locked");
         let old = dir.read_hosts()?;
         let mut rollback = Rollback::new("dnsname");
         // Undoes every step below: the names, and the directory and server if they are new.
         rollback.push("the network's names", || restore(&dir, old.as_deref()));
         let conf_changed = dir.write_conf(&bridge, &conf.domain)?;
+        cni::trace::mark("conf written");
         let mut hosts = Hosts::parse(old.as_deref().unwrap_or_default());
         // A repeated ADD replaces the attachment's lines.
         hosts.retain(|l| !l.belongs_to(&owner, Some(&conf.name)));
         hosts.add(&ips, &conf.name, &conf.aliases, &conf.domain, &owner);
         dir.write_hosts(&hosts.render())?;
+        cni::trace::mark("names written");
 
         match dir.running() {
             Some(pid) if !conf_changed => dir.reload(pid)?,
@@ -145,6 +152,7 @@ impl Plugin for DnsName {
                 dir.start()?;
             }
         }
+        cni::trace::mark("server ready");
         rollback.commit();
 
         let mut result = req.config.prev_result.clone().expect("checked above");

@@ -224,6 +224,7 @@ impl NetworkDir {
             .current_dir("/")
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
+        cni::trace::mark("dnsmasq spawned");
         // dnsmasq reports a failure (a bad config, an address in use) on stderr and in its exit
         // status; the daemon closes its copies of the pipe, so the reader sees the end.
         let mut stderr = child.stderr.take().expect("piped stderr");

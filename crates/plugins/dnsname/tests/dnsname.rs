@@ -71,6 +71,20 @@ impl Net {
             .run(&dnsname(), &self.host)
     }
 
+    /// dnsname's ADD with `CNI_RS_FAULT` set.
+    fn dns_fault(&self, command: &str, c: &Ctr, aliases: &[&str], fault: &str) -> Output {
+        self.invocation(command, &c.ns, &c.id, &c.name, &self.dns_conf(aliases, &c.bridge_result))
+            .var("CNI_RS_FAULT", Some(fault))
+            .run(&dnsname(), &self.host)
+    }
+
+    /// dnsname's DEL as a runtime calls it after a failed ADD: no `prevResult`.
+    fn dns_del_without_result(&self, c: &Ctr, aliases: &[&str]) -> Output {
+        let mut conf = self.dns_conf(aliases, &Value::Null);
+        conf.as_object_mut().unwrap().remove("prevResult");
+        self.invocation("DEL", &c.ns, &c.id, &c.name, &conf).run(&dnsname(), &self.host)
+    }
+
     /// A container attached by bridge only (dnsname not run yet).
     fn attach(&self, id: &str, name: &str) -> Ctr {
         let ns = new_netns();
@@ -370,9 +384,9 @@ fn bad_names_are_code_7_and_nothing_is_written() {
 }
 
 #[test]
-fn twenty_concurrent_adds_start_one_server_and_the_dels_leave_nothing() {
+fn fifty_concurrent_adds_start_one_server_and_the_dels_leave_nothing() {
     let net = Net::new();
-    let ctrs: Vec<Ctr> = (0..20).map(|i| net.attach(&format!("ctr-{i}"), &format!("c{i}"))).collect();
+    let ctrs: Vec<Ctr> = (0..50).map(|i| net.attach(&format!("ctr-{i}"), &format!("c{i}"))).collect();
     let aliases = |i: usize| vec![format!("alias{i}")];
     let spawn = |command: &str| -> Vec<std::process::Child> {
         ctrs.iter()
@@ -397,7 +411,7 @@ fn twenty_concurrent_adds_start_one_server_and_the_dels_leave_nothing() {
         assert!(answers(asker, gw4, &format!("c{i}.dns.podman"), A, &want), "c{i}");
         assert!(answers(asker, gw4, &format!("alias{i}"), A, &want), "alias{i}");
     }
-    assert_eq!(net.hosts().lines().count(), 40, "a line per container and family:\n{}", net.hosts());
+    assert_eq!(net.hosts().lines().count(), 100, "a line per container and family:\n{}", net.hosts());
 
     for (i, child) in spawn("DEL").into_iter().enumerate() {
         let out = child.wait_with_output().unwrap();
@@ -437,5 +451,96 @@ fn gc_drops_the_names_of_attachments_no_longer_valid() {
     assert!(net.servers().is_empty());
     assert!(!net.dir().exists());
     net.del(&a, &["one"]);
+    net.del(&b, &[]);
+}
+
+/// ADD's steps, in order (its trace marks): a kill at any of them, as from a runtime's timeout.
+const ADD_STEPS: [&str; 5] = [
+    "dnsname:locked",
+    "dnsname:conf written",
+    "dnsname:names written",
+    "dnsname:dnsmasq spawned",
+    "dnsname:server ready",
+];
+
+#[test]
+fn a_kill_at_any_step_of_add_on_a_new_network_is_cleaned_up_by_del() {
+    let gw4: IpAddr = GW4.parse().unwrap();
+    for step in ADD_STEPS {
+        let net = Net::new();
+        let c = net.attach("ctr-k", "killed");
+        let out = net.dns_fault("ADD", &c, &["ka"], &format!("{step}=kill"));
+        assert_eq!(out.exit_code, -1, "{step}: killed by SIGKILL: {}", out.stdout);
+        assert!(net.dir().exists(), "{step}: the kill left nothing for DEL to clean");
+        // The runtime's DEL after the failed ADD, with no prevResult.
+        assert!(net.dns_del_without_result(&c, &["ka"]).success(), "{step}: DEL");
+        assert!(net.servers().is_empty(), "{step}: dnsmasq still runs after DEL");
+        assert!(!net.dir().exists(), "{step}: {} is left", net.dir().display());
+        // The next ADD works as on a fresh network.
+        let (d, _) = net.add("ctr-d", "again", &[]);
+        assert_eq!(net.servers(), [net.pidfile()], "{step}");
+        assert!(answers(&d.ns, gw4, "again.dns.podman", A, &[addr_of(&d.bridge_result, 0)]), "{step}");
+        net.del(&d, &[]);
+        assert!(net.servers().is_empty() && !net.dir().exists(), "{step}");
+    }
+}
+
+#[test]
+fn a_kill_at_any_step_of_add_leaves_the_other_containers_served() {
+    let gw4: IpAddr = GW4.parse().unwrap();
+    let net = Net::new();
+    let (first, rfirst) = net.add("ctr-first", "first", &["one"]);
+    let pid = net.pidfile();
+    let before = net.hosts();
+    for step in ADD_STEPS {
+        let c = net.attach(&format!("ctr-{}", step.len()), "killed");
+        let out = net.dns_fault("ADD", &c, &["ka"], &format!("{step}=kill"));
+        if step == "dnsname:dnsmasq spawned" {
+            // A server runs: nothing is spawned, and the ADD goes through.
+            assert!(out.success(), "{step}: {}", out.stdout);
+            assert_eq!(net.servers(), [pid], "{step}: a second server");
+        } else {
+            assert_eq!(out.exit_code, -1, "{step}: killed by SIGKILL: {}", out.stdout);
+        }
+        assert!(net.dns_del_without_result(&c, &["ka"]).success(), "{step}: DEL");
+        assert_eq!(net.servers(), [pid], "{step}: the server was restarted or stopped");
+        assert_eq!(net.hosts(), before, "{step}");
+        assert!(nxdomain(&first.ns, gw4, "killed.dns.podman"), "{step}");
+        assert!(nxdomain(&first.ns, gw4, "ka.dns.podman"), "{step}");
+        assert!(answers(&c.ns, gw4, "one", A, &[addr_of(&rfirst, 0)]), "{step}");
+        net.invocation("DEL", &c.ns, &c.id, &c.name, &net.bridge_conf())
+            .run(&testkit::plugin("bridge"), &net.host)
+            .ok();
+    }
+    net.del(&first, &["one"]);
+    assert!(net.servers().is_empty() && !net.dir().exists());
+}
+
+#[test]
+fn a_kill_during_del_is_finished_by_the_next_del() {
+    let gw4: IpAddr = GW4.parse().unwrap();
+    let net = Net::new();
+    let (a, _) = net.add("ctr-a", "alpha", &["al"]);
+    let (b, rb) = net.add("ctr-b", "beta", &[]);
+    let pid = net.pidfile();
+    assert!(answers(&b.ns, gw4, "al", A, &[addr_of(&a.bridge_result, 0)]));
+    // Killed after writing the file, before the SIGHUP: the server still answers for alpha
+    // until the next DEL, which finds nothing to remove but signals anyway.
+    let out = net.dns_fault("DEL", &a, &["al"], "dnsname:names removed=kill");
+    assert_eq!(out.exit_code, -1, "killed by SIGKILL: {}", out.stdout);
+    assert!(!net.hosts().contains("alpha"));
+    assert!(net.dns_del_without_result(&a, &["al"]).success());
+    assert!(nxdomain(&b.ns, gw4, "alpha.dns.podman"));
+    assert!(nxdomain(&b.ns, gw4, "al.dns.podman"));
+    assert!(answers(&a.ns, gw4, "beta", A, &[addr_of(&rb, 0)]));
+    assert_eq!(net.servers(), [pid]);
+    // The last DEL killed after stopping the server, before removing the directory.
+    let out = net.dns_fault("DEL", &b, &[], "dnsname:server stopped=kill");
+    assert_eq!(out.exit_code, -1, "killed by SIGKILL: {}", out.stdout);
+    assert!(net.servers().is_empty());
+    assert!(net.dir().exists());
+    assert!(net.dns_del_without_result(&b, &[]).success());
+    assert!(!net.dir().exists());
+    net.del(&a, &["al"]);
     net.del(&b, &[]);
 }
