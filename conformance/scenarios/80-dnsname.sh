@@ -69,6 +69,9 @@ stop_servers() {
 }
 trap stop_servers EXIT
 
+# The DNS rules of iptables' filter INPUT chain (the reference inserts one per network).
+input_rules() { local t; t=$(iptables-save -t filter) && grep -- '--dport 53' <<< "$t"; true; }
+
 addr() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ips"][int(sys.argv[2])]["address"].split("/")[0])' "$1" "$2"; }
 
 # side IMPL NET BRIDGE PREFIX4 PREFIX6: one implementation through a container's whole life;
@@ -104,6 +107,8 @@ side() {
     check_fails "dnsname ($impl): CHECK fails (upstream bug: it looks for addnhosts one directory up)" \
       dns "${ref[@]}" check "$net" "$net-web" web www api
   fi
+  check "dnsname ($impl): one INPUT rule opens udp 53 on the bridge" \
+    test "$(input_rules)" = "-A INPUT -i $br -p udp -m udp --dport 53 -j ACCEPT"
   mkdir -p "$SANDBOX_WORK/files-$impl"
   cp "$dir"/* "$SANDBOX_WORK/files-$impl/"
   ls "$dir" > "$SANDBOX_WORK/files-$impl.list"
@@ -118,6 +123,13 @@ side() {
   check "dnsname ($impl): the last DEL succeeds" dns "${ref[@]}" del "$net" "$net-cli" client
   check "dnsname ($impl): ... and stops the server" test -z "$(servers "$dir")"
   check "dnsname ($impl): ... and removes the network's directory" test ! -e "$dir"
+  if [[ $impl == ours ]]; then
+    check "dnsname ($impl): ... and the INPUT rule" test -z "$(input_rules)"
+  else
+    # Upstream never removes it; pinned so that a fixed reference shows up here.
+    check "dnsname ($impl): ... but leaves its INPUT rule behind (upstream)" test -n "$(input_rules)"
+    iptables -D INPUT -i "$br" -p udp -m udp --dport 53 -j ACCEPT
+  fi
   ip netns delete "$net-web"; ip netns delete "$net-cli"
 }
 side ours dnso br-dnso 10.71.0 fd71
@@ -164,6 +176,10 @@ assert [i["name"] for i in a["interfaces"]][2:] == [i["name"] for i in b["interf
   check "dnsname (switch): the reference's DEL removes our lines" dns --reference del dnsm m2 beta
   check "dnsname (switch): ... and, the network empty, stops the server" test -z "$(servers "$dir")"
   check "dnsname (switch): ... and removes the directory" test ! -e "$dir"
+  # The reference's last DEL left the network's INPUT rule; a network ended by ours has none.
+  r1=$(dns --reference add dnsm m1 alpha)
+  check "dnsname (switch): our last DEL after the reference's ADD" dns del dnsm m1 alpha
+  check "dnsname (switch): ... removes the reference's INPUT rule" test -z "$(input_rules)"
   ip netns delete m1; ip netns delete m2
 fi
 stop_servers

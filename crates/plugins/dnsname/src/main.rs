@@ -15,6 +15,7 @@
 
 mod config;
 mod hosts;
+mod input;
 mod server;
 
 use anyhow::Context;
@@ -99,7 +100,14 @@ fn settle(dir: &NetworkDir, hosts: &Hosts, changed: bool, failures: &mut Failure
     if !hosts.has_entries() {
         if failures.check("stopping the network's dnsmasq", dir.stop()).is_some() {
             cni::trace::mark("server stopped");
-            failures.check("removing the network's directory", dir.remove());
+            // The directory goes last: a DEL killed before finds it and does this again.
+            let closed = match dir.conf_bridge() {
+                Some(bridge) => failures.check("removing the INPUT rule for DNS", input::close(&bridge)),
+                None => Some(()),
+            };
+            if closed.is_some() {
+                failures.check("removing the network's directory", dir.remove());
+            }
         }
         return;
     }
@@ -134,6 +142,12 @@ impl Plugin for DnsName {
         rollback.push("the network's names", || restore(&dir, old.as_deref()));
         let conf_changed = dir.write_conf(&bridge, &conf.domain)?;
         cni::trace::mark("conf written");
+        // As the reference, with the config file: open the bridge's port 53 in iptables' INPUT.
+        if conf_changed && input::open(&bridge).context("opening udp port 53 on the bridge in iptables' INPUT")? {
+            let bridge = bridge.clone();
+            rollback.push("the INPUT rule for DNS", move || input::close(&bridge));
+        }
+        cni::trace::mark("input opened");
         let mut hosts = Hosts::parse(old.as_deref().unwrap_or_default());
         // A repeated ADD replaces the attachment's lines.
         hosts.retain(|l| !l.belongs_to(&owner, Some(&conf.name)));

@@ -170,6 +170,14 @@ impl NetworkDir {
         )
     }
 
+    /// The bridge `dnsmasq.conf` names (`interface=`), if the file is there.
+    pub fn conf_bridge(&self) -> Option<String> {
+        let text = fs::read_to_string(self.conf_path()).ok()?;
+        let bridge = text.lines().find_map(|l| l.strip_prefix("interface="))?;
+        // It goes into an iptables rule: only an interface name, whoever edited the file.
+        cni::env::validate_ifname(bridge).ok().map(|()| bridge.to_string())
+    }
+
     /// `addnhosts` as text; empty when there is none.
     pub fn read_hosts(&self) -> anyhow::Result<Option<String>> {
         match fs::read_to_string(self.hosts_path()) {
@@ -264,25 +272,50 @@ impl NetworkDir {
     }
 
     /// Stops the network's server, if one runs: SIGTERM, then SIGKILL if it lingers.
+    ///
+    /// Not only the pid file's: every process run with this network's config, found in /proc. An
+    /// ADD killed right after starting dnsmasq leaves a server that has not written its pid file
+    /// yet (or a first process about to fork it); the runtime's DEL must stop that one too. A
+    /// process, once seen, is waited for until it has exited, not only until its command line is
+    /// gone: an exiting process loses it before it closes its sockets, and a new server could not
+    /// bind while they are open. Only the last DEL of a network pays for the scan.
     pub fn stop(&self) -> anyhow::Result<()> {
-        let Some(pid) = self.running() else { return Ok(()) };
+        let mut seen: Vec<i32> = Vec::new();
         for (signal, wait) in [(Signal::SIGTERM, STOP_TIMEOUT), (Signal::SIGKILL, STOP_TIMEOUT)] {
-            match kill(pid, signal) {
-                Ok(()) => {}
-                Err(nix::errno::Errno::ESRCH) => return Ok(()),
-                Err(e) => return Err(e).with_context(|| format!("sending {signal} to dnsmasq (pid {pid})")),
-            }
-            // Not "no longer our server": an exiting process loses its command line before it
-            // closes its sockets, and a new server could not bind while they are open.
             let deadline = Instant::now() + wait;
-            while Instant::now() < deadline {
-                if has_exited(pid.as_raw()) {
+            loop {
+                for pid in self.running().map(Pid::as_raw).into_iter().chain(self.scan()) {
+                    if !seen.contains(&pid) {
+                        seen.push(pid);
+                    }
+                }
+                seen.retain(|pid| !has_exited(*pid));
+                if seen.is_empty() {
                     return Ok(());
+                }
+                if Instant::now() > deadline {
+                    break;
+                }
+                for pid in &seen {
+                    match kill(Pid::from_raw(*pid), signal) {
+                        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                        Err(e) => return Err(e).with_context(|| format!("sending {signal} to dnsmasq (pid {pid})")),
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        anyhow::bail!("dnsmasq (pid {pid}) is still running after SIGKILL")
+        anyhow::bail!("dnsmasq (pids {seen:?}) still running after SIGKILL")
+    }
+
+    /// The live processes run with this network's config.
+    fn scan(&self) -> Vec<i32> {
+        let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| self.is_our_server(*pid))
+            .collect()
     }
 
     /// Removes the directory with everything in it (the lock holder calls this last).
