@@ -218,7 +218,10 @@ impl NetworkDir {
     /// Starts the network's server and returns its pid once it serves.
     pub fn start(&self) -> anyhow::Result<Pid> {
         let binary = find_dnsmasq().ok_or_else(|| not_installed(Code::Internal))?;
-        // A pid file left by a dead server would otherwise be read as the new one's.
+        // A server still starting for an ADD that was killed (no pid file yet) would hold the
+        // port: stopped first. Then a pid file left by a dead server would otherwise be read as
+        // the new one's.
+        self.stop()?;
         let _ = fs::remove_file(self.pid_path());
         let mut child = Command::new(&binary)
             .arg("-u")

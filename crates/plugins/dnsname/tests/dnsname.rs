@@ -119,6 +119,14 @@ impl Net {
         std::fs::read_to_string(self.dir().join("pidfile")).unwrap().trim().parse().unwrap()
     }
 
+    /// The DNS rules in iptables' filter INPUT chain of the sandbox host.
+    fn input_rules(&self) -> Vec<String> {
+        let out = testkit::in_netns(std::process::Command::new("iptables-save").args(["-t", "filter"]), &self.host)
+            .output()
+            .expect("running iptables-save");
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("--dport 53")).map(str::to_string).collect()
+    }
+
     fn hosts(&self) -> String {
         std::fs::read_to_string(self.dir().join("addnhosts")).unwrap_or_default()
     }
@@ -291,6 +299,8 @@ fn containers_resolve_each_other_by_name_and_alias_until_deleted() {
     let conf = std::fs::read_to_string(net.dir().join("dnsmasq.conf")).unwrap();
     assert!(conf.contains("\ninterface=br-dns\n") && conf.contains("\nlocal=/dns.podman/\n"), "{conf}");
     assert!(!net.hosts().contains("elsewhere"), "another network's alias: {}", net.hosts());
+    // The reference's rule, once, in its form.
+    assert_eq!(net.input_rules(), ["-A INPUT -i br-dns -p udp -m udp --dport 53 -j ACCEPT"]);
 
     let (v4, v6) = (addr_of(&rweb, 0), addr_of(&rweb, 1));
     for name in ["web", "www", "api", "web.dns.podman", "www.dns.podman", "api.dns.podman"] {
@@ -333,10 +343,11 @@ fn containers_resolve_each_other_by_name_and_alias_until_deleted() {
     assert_ne!(restarted[0], pid);
     assert!(answers(&client.ns, gw4, "client", A, &[addr_of(rclient, 0)]));
 
-    // The last DEL stops the server and removes the directory.
+    // The last DEL stops the server and removes the directory and the INPUT rule.
     net.del(&client, &[]);
     assert!(net.servers().is_empty(), "dnsmasq still runs after the last DEL");
     assert!(!net.dir().exists());
+    assert_eq!(net.input_rules(), Vec::<String>::new());
     assert!(net.dns("DEL", &client, &[]).success());
 }
 
@@ -455,9 +466,10 @@ fn gc_drops_the_names_of_attachments_no_longer_valid() {
 }
 
 /// ADD's steps, in order (its trace marks): a kill at any of them, as from a runtime's timeout.
-const ADD_STEPS: [&str; 5] = [
+const ADD_STEPS: [&str; 6] = [
     "dnsname:locked",
     "dnsname:conf written",
+    "dnsname:input opened",
     "dnsname:names written",
     "dnsname:dnsmasq spawned",
     "dnsname:server ready",
@@ -476,12 +488,15 @@ fn a_kill_at_any_step_of_add_on_a_new_network_is_cleaned_up_by_del() {
         assert!(net.dns_del_without_result(&c, &["ka"]).success(), "{step}: DEL");
         assert!(net.servers().is_empty(), "{step}: dnsmasq still runs after DEL");
         assert!(!net.dir().exists(), "{step}: {} is left", net.dir().display());
+        assert_eq!(net.input_rules(), Vec::<String>::new(), "{step}");
         // The next ADD works as on a fresh network.
         let (d, _) = net.add("ctr-d", "again", &[]);
         assert_eq!(net.servers(), [net.pidfile()], "{step}");
         assert!(answers(&d.ns, gw4, "again.dns.podman", A, &[addr_of(&d.bridge_result, 0)]), "{step}");
+        assert_eq!(net.input_rules().len(), 1, "{step}");
         net.del(&d, &[]);
         assert!(net.servers().is_empty() && !net.dir().exists(), "{step}");
+        assert_eq!(net.input_rules(), Vec::<String>::new(), "{step}");
     }
 }
 
@@ -505,6 +520,7 @@ fn a_kill_at_any_step_of_add_leaves_the_other_containers_served() {
         assert!(net.dns_del_without_result(&c, &["ka"]).success(), "{step}: DEL");
         assert_eq!(net.servers(), [pid], "{step}: the server was restarted or stopped");
         assert_eq!(net.hosts(), before, "{step}");
+        assert_eq!(net.input_rules().len(), 1, "{step}: the running network's rule");
         assert!(nxdomain(&first.ns, gw4, "killed.dns.podman"), "{step}");
         assert!(nxdomain(&first.ns, gw4, "ka.dns.podman"), "{step}");
         assert!(answers(&c.ns, gw4, "one", A, &[addr_of(&rfirst, 0)]), "{step}");
@@ -539,8 +555,42 @@ fn a_kill_during_del_is_finished_by_the_next_del() {
     assert_eq!(out.exit_code, -1, "killed by SIGKILL: {}", out.stdout);
     assert!(net.servers().is_empty());
     assert!(net.dir().exists());
+    assert_eq!(net.input_rules().len(), 1);
     assert!(net.dns_del_without_result(&b, &[]).success());
     assert!(!net.dir().exists());
+    assert_eq!(net.input_rules(), Vec::<String>::new());
     net.del(&a, &["al"]);
     net.del(&b, &[]);
+}
+
+#[test]
+fn an_add_stops_a_server_that_wrote_no_pid_file_before_starting_its_own() {
+    // What an ADD killed right after starting dnsmasq leaves for a moment: a server of the
+    // network that holds port 53 on the bridge but is in no pid file yet. Made here for good:
+    // the network's first server is replaced by one that writes no pid file.
+    let gw4: IpAddr = GW4.parse().unwrap();
+    let net = Net::new();
+    let (a, _) = net.add("ctr-a", "alpha", &[]);
+    let first = net.pidfile();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_until("the server is dead", || has_exited(first));
+    std::fs::remove_file(net.dir().join("pidfile")).unwrap();
+    let conf_arg = format!("--conf-file={}", net.dir().join("dnsmasq.conf").display());
+    let status = testkit::in_netns(std::process::Command::new("dnsmasq").args(["-u", "root", &conf_arg]), &net.host)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("the stray server runs", || net.servers().len() == 1);
+    let stray = net.servers()[0];
+    // (it wrote the conf's pid file when it started: gone, as if it had not got that far)
+    std::fs::remove_file(net.dir().join("pidfile")).unwrap();
+    let (b, rb) = net.add("ctr-b", "beta", &[]);
+    assert_eq!(net.servers(), [net.pidfile()], "exactly one dnsmasq");
+    assert_ne!(net.pidfile(), stray);
+    assert!(answers(&a.ns, gw4, "beta", A, &[addr_of(&rb, 0)]));
+    assert!(answers(&b.ns, gw4, "alpha", A, &[addr_of(&a.bridge_result, 0)]));
+    net.del(&a, &[]);
+    net.del(&b, &[]);
+    assert!(net.servers().is_empty() && !net.dir().exists());
+    assert_eq!(net.input_rules(), Vec::<String>::new());
 }
