@@ -3,7 +3,7 @@
 #   make test   unit, kernel and conformance tests (as root: they create network namespaces)
 
 CARGO   ?= cargo
-PLUGINS := loopback host-local bridge portmap host-device
+PLUGINS := loopback host-local bridge portmap host-device firewall
 DESTDIR ?=
 BINDIR  ?= /opt/cni/bin
 CNITOOL := target/tools/cnitool
@@ -18,9 +18,10 @@ build:
 # Plugins are linked statically (glibc's static-pie): they start in about 0.3 ms less per exec,
 # which a runtime pays for every plugin of every ADD and DEL, and they run on any Linux whatever
 # its glibc. `cargo rustc` applies the flag to the plugin binaries only, not to proc-macros.
+# The firewall plugin's package is firewall-plugin (the library crate is `firewall`).
 release:
 	$(CARGO) build --release --locked -p bench
-	for p in $(PLUGINS); do $(CARGO) rustc --release --locked -p $$p --bin $$p -- -C target-feature=+crt-static || exit 1; done
+	for p in $(PLUGINS); do $(CARGO) rustc --release --locked -p $$(test $$p = firewall && echo firewall-plugin || echo $$p) --bin $$p -- -C target-feature=+crt-static || exit 1; done
 
 deps:
 	scripts/deps.sh
