@@ -371,3 +371,112 @@ fn about_and_version_say_what_nerdctl_parses() {
     let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
     assert!(parts >= vec![1, 1, 0], "nerdctl needs >= 1.1.0, got {version}");
 }
+
+fn nft_table(ns: &Netns) -> String {
+    let out = in_netns(Command::new("nft").args(["list", "table", "inet", "cni_firewall"]), ns).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn nftables_backend_admin_chain_and_identity() {
+    let mut h = Host::new();
+    let a = h.container(0);
+    let b = h.container(0);
+    let nft = |c: &Container| h.conf("net1", Some(&c.prev), json!({"backend": "nftables"}));
+    assert_eq!(h.run("ADD", &a, &nft(&a)).ok(), a.prev);
+    h.run("CHECK", &a, &nft(&a)).ok();
+    let table = nft_table(&h.ns);
+    assert!(table.contains("chain admin {"), "{table}");
+    assert!(table.contains("10.10.0.2") && table.contains("fd10::2"), "{table}");
+    // The operator's rule in the admin chain comes before the accepts, and is a final drop.
+    run_in(&h.ns, "nft", &["add", "rule", "inet", "cni_firewall", "admin", "ip", "saddr", &a.v4, "tcp", "dport", "80", "drop"]);
+    assert!(!h.reaches_outside(&a));
+    h.run("ADD", &b, &nft(&b)).ok();
+    h.run("DEL", &b, &h.conf("net1", None, json!({"backend": "nftables"}))).ok();
+    assert!(!h.reaches_outside(&a), "an ADD or DEL flushed the admin chain");
+    assert!(h.reaches_outside(&b));
+    let table = nft_table(&h.ns);
+    assert!(!table.contains("10.10.0.3"), "{table}");
+    // DEL without prevResult or record: found by identity in the table.
+    std::fs::remove_dir_all(h.data.path()).unwrap();
+    h.run("DEL", &a, &h.conf("net1", None, json!({"backend": "nftables"}))).ok();
+    let table = nft_table(&h.ns);
+    assert!(!table.contains("jump fw-") && !table.contains("fd10::2") && !table.contains("chain fw-"), "{table}");
+    assert!(table.contains("tcp dport 80 drop"), "the admin chain keeps the operator's rule:\n{table}");
+    assert!(h.run("CHECK", &a, &nft(&a)).err_code() > 0);
+    h.run("DEL", &a, &nft(&a)).ok();
+}
+
+#[test]
+fn nftables_backend_isolates_bridges() {
+    let mut h = Host::new();
+    let a = h.container(0);
+    let a2 = h.container(0);
+    let b = h.container(1);
+    let conf = |c: &Container, net: &str, policy: &str| {
+        h.conf(net, Some(&c.prev), json!({"backend": "nftables", "ingressPolicy": policy}))
+    };
+    h.run("ADD", &a, &conf(&a, "net0", "same-bridge")).ok();
+    h.run("ADD", &a2, &conf(&a2, "net0", "same-bridge")).ok();
+    assert!(tcp_ask(&b.ns, sock(&format!("{}:80", a.v4))).is_some(), "br1 is not isolated yet");
+    h.run("ADD", &b, &conf(&b, "net1", "isolated")).ok();
+    assert_eq!(tcp_ask(&b.ns, sock(&format!("{}:80", a.v4))), None, "br1 -> br0");
+    assert_eq!(tcp_ask(&a.ns, sock(&format!("{}:80", b.v4))), None, "br0 -> br1");
+    assert!(tcp_ask(&h.outside, sock(&format!("{}:80", a.v4))).is_some(), "outside -> br0");
+    assert!(h.reaches_outside(&a) && h.reaches_outside(&b));
+    // Routed traffic within the same bridge (through the host's address): same-bridge allows it.
+    assert!(testkit::ping(&a.ns, "10.10.0.1"));
+    assert!(iptables_untouched(&h), "the nftables backend must not write iptables rules");
+}
+
+fn iptables_untouched(h: &Host) -> bool {
+    !filter(&h.ns, false).contains("CNI-") && !filter(&h.ns, true).contains("CNI-")
+}
+
+#[test]
+fn nftables_add_and_del_run_no_program() {
+    let mut h = Host::new();
+    let a = h.container(0);
+    let b = h.container(0);
+    let conf = |c: &Container| h.conf("net1", Some(&c.prev), json!({"backend": "nftables", "ingressPolicy": "same-bridge"}));
+    // The first ADD creates the table (through nft); later ones must not need it.
+    h.run("ADD", &a, &conf(&a)).ok();
+    let tools = TempDir::new("broken-nft");
+    let fake = tools.path().join("nft");
+    std::fs::write(&fake, "#!/bin/sh\necho 'nft must not run' >&2\nexit 1\n").unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&fake).unwrap().permissions(), 0o755);
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", tools.path().display(), std::env::var("PATH").unwrap_or_default());
+    let run = |cmd: &str, c: &Container, conf: &Value| {
+        Invocation::new(cmd, &c.id, c.ns.path(), "eth0", &conf.to_string()).var("PATH", Some(&path)).run(&bin(), &h.ns)
+    };
+    run("ADD", &b, &conf(&b)).ok();
+    assert!(nft_table(&h.ns).contains("10.10.0.3"));
+    run("DEL", &b, &h.conf("net1", None, json!({"backend": "nftables"}))).ok();
+    assert!(!nft_table(&h.ns).contains("10.10.0.3"), "{}", nft_table(&h.ns));
+    // DEL of an attachment that has nothing here is found gone without nft too.
+    run("DEL", &b, &h.conf("net1", None, json!({"backend": "nftables"}))).ok();
+}
+
+#[test]
+fn nftables_gc_collects_by_identity() {
+    let mut h = Host::new();
+    let a = h.container(0);
+    let b = h.container(0);
+    for c in [&a, &b] {
+        h.run("ADD", c, &h.conf("net1", Some(&c.prev), json!({"backend": "nftables"}))).ok();
+    }
+    // Records lost: GC still finds the chains by the network's hash.
+    std::fs::remove_dir_all(h.data.path()).unwrap();
+    let mut gc = h.conf("net1", None, json!({"backend": "nftables"}));
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": b.id, "ifname": "eth0"}]);
+    Invocation::new("GC", "", "", "", &gc.to_string()).var("CNI_CONTAINERID", None).var("CNI_NETNS", None).var("CNI_IFNAME", None).run(&bin(), &h.ns).ok();
+    let table = nft_table(&h.ns);
+    assert!(!table.contains("10.10.0.2") && table.contains("10.10.0.3"), "{table}");
+    // Someone flushed the base chain: GC repairs it.
+    run_in(&h.ns, "nft", &["flush", "chain", "inet", "cni_firewall", "forward"]);
+    assert!(h.run("CHECK", &b, &h.conf("net1", Some(&b.prev), json!({"backend": "nftables"}))).err_code() > 0);
+    Invocation::new("GC", "", "", "", &gc.to_string()).var("CNI_CONTAINERID", None).var("CNI_NETNS", None).var("CNI_IFNAME", None).run(&bin(), &h.ns).ok();
+    h.run("CHECK", &b, &h.conf("net1", Some(&b.prev), json!({"backend": "nftables"}))).ok();
+}
