@@ -413,10 +413,7 @@ mod tests {
     #[test]
     fn bus_addresses() {
         assert_eq!(socket_of(DEFAULT_SYSTEM_BUS), Some((false, "/var/run/dbus/system_bus_socket".into())));
-        assert_eq!(
-            socket_of("tcp:host=x;unix:path=/tmp/a%20b,guid=123"),
-            Some((false, "/tmp/a b".into()))
-        );
+        assert_eq!(socket_of("tcp:host=x;unix:path=/tmp/a%20b,guid=123"), Some((false, "/tmp/a b".into())));
         assert_eq!(socket_of("unix:abstract=/tmp/dbus-x"), Some((true, "/tmp/dbus-x".into())));
         assert_eq!(socket_of("tcp:host=x"), None);
     }

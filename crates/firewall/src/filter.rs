@@ -128,9 +128,7 @@ impl Saved {
 
     /// Rules of `chain` that jump to `target`, whatever their comment.
     fn jumps(&self, chain: &str, target: &str) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.split_whitespace().next() == Some(chain) && r.ends_with(&format!(" -j {target}")))
+        self.rules.iter().any(|r| r.split_whitespace().next() == Some(chain) && r.ends_with(&format!(" -j {target}")))
     }
 
     /// Whether `chain` has a rule that is `spec` with any comment (or none) before the `-j`.
@@ -270,7 +268,10 @@ fn locate(name: &str) -> Option<PathBuf> {
     let from_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
         .unwrap_or_default();
-    from_path.into_iter().chain([PathBuf::from("/usr/sbin").join(name), PathBuf::from("/sbin").join(name)]).find(|p| p.is_file())
+    from_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin").join(name), PathBuf::from("/sbin").join(name)])
+        .find(|p| p.is_file())
 }
 
 impl Tools {
@@ -278,7 +279,8 @@ impl Tools {
         let prefix = if ipv6 { "ip6tables" } else { "iptables" };
         let find = |suffix: &str| {
             let name = format!("{prefix}-{suffix}");
-            locate(&name).with_context(|| format!("{name} (package iptables) was not found in PATH, /usr/sbin or /sbin"))
+            locate(&name)
+                .with_context(|| format!("{name} (package iptables) was not found in PATH, /usr/sbin or /sbin"))
         };
         Ok(Tools { ipv6, save: find("save")?, restore: find("restore")? })
     }

@@ -24,7 +24,10 @@ impl Firewalld {
     /// Whether firewalld owns its name on the system bus (how the reference chooses the backend
     /// when none is configured). No bus means no firewalld.
     pub fn is_running() -> bool {
-        Connection::system().is_ok_and(|mut c| c.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetNameOwner", &[NAME]).is_ok_and(|r| r.is_ok()))
+        Connection::system().is_ok_and(|mut c| {
+            c.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetNameOwner", &[NAME])
+                .is_ok_and(|r| r.is_ok())
+        })
     }
 
     /// Fails unless firewalld answers (STATUS).
@@ -35,8 +38,15 @@ impl Firewalld {
             .map(|_| ())
     }
 
-    fn zone_call(&mut self, method: &str, zone: &str, source: &str) -> anyhow::Result<Result<Reply, crate::dbus::DbusError>> {
-        self.conn.call(NAME, PATH, ZONE, method, &[zone, source]).with_context(|| format!("calling firewalld's {method}"))
+    fn zone_call(
+        &mut self,
+        method: &str,
+        zone: &str,
+        source: &str,
+    ) -> anyhow::Result<Result<Reply, crate::dbus::DbusError>> {
+        self.conn
+            .call(NAME, PATH, ZONE, method, &[zone, source])
+            .with_context(|| format!("calling firewalld's {method}"))
     }
 
     /// Binds `source` (an address with its /32 or /128) to `zone`; already bound is success.

@@ -53,7 +53,8 @@ fn validate_chain(name: &str) -> Result<(), Error> {
     let ok = name.len() <= 28
         && !name.starts_with('-')
         && name.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\'' && c != '\\');
-    if ok && !matches!(name, "INPUT" | "FORWARD" | "OUTPUT" | "PREROUTING" | "POSTROUTING" | "ACCEPT" | "DROP" | "RETURN")
+    if ok
+        && !matches!(name, "INPUT" | "FORWARD" | "OUTPUT" | "PREROUTING" | "POSTROUTING" | "ACCEPT" | "DROP" | "RETURN")
     {
         return Ok(());
     }

@@ -274,9 +274,9 @@ impl Plugin for Firewall {
         let conf = FirewallConf::parse(req)?;
         let backend = resolve(conf.backend);
         let usable = match backend {
-            Installed::Iptables => [false, true]
-                .into_iter()
-                .try_for_each(|ipv6| Tools::locate(ipv6).and_then(|t| t.save()).map(|_| ())),
+            Installed::Iptables => {
+                [false, true].into_iter().try_for_each(|ipv6| Tools::locate(ipv6).and_then(|t| t.save()).map(|_| ()))
+            }
             Installed::Firewalld => Firewalld::connect().and_then(|mut fw| fw.ping()),
             Installed::Nftables => Nft::locate().and_then(|nft| nft.list(&["tables"]).map(|_| ())),
         };

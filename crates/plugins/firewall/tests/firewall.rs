@@ -314,7 +314,12 @@ fn gc_removes_attachments_that_are_no_longer_valid() {
     let mut gc = h.conf("net1", None, json!({"backend": "iptables"}));
     gc["cniVersion"] = json!("1.1.0");
     gc["cni.dev/valid-attachments"] = json!([{"containerID": b.id, "ifname": "eth0"}]);
-    Invocation::new("GC", "", "", "", &gc.to_string()).var("CNI_CONTAINERID", None).var("CNI_NETNS", None).var("CNI_IFNAME", None).run(&bin(), &h.ns).ok();
+    Invocation::new("GC", "", "", "", &gc.to_string())
+        .var("CNI_CONTAINERID", None)
+        .var("CNI_NETNS", None)
+        .var("CNI_IFNAME", None)
+        .run(&bin(), &h.ns)
+        .ok();
     assert!(!h.reaches_outside(&a));
     assert!(h.reaches_outside(&b));
     let saved = filter(&h.ns, false);
@@ -389,7 +394,11 @@ fn nftables_backend_admin_chain_and_identity() {
     assert!(table.contains("chain admin {"), "{table}");
     assert!(table.contains("10.10.0.2") && table.contains("fd10::2"), "{table}");
     // The operator's rule in the admin chain comes before the accepts, and is a final drop.
-    run_in(&h.ns, "nft", &["add", "rule", "inet", "cni_firewall", "admin", "ip", "saddr", &a.v4, "tcp", "dport", "80", "drop"]);
+    run_in(
+        &h.ns,
+        "nft",
+        &["add", "rule", "inet", "cni_firewall", "admin", "ip", "saddr", &a.v4, "tcp", "dport", "80", "drop"],
+    );
     assert!(!h.reaches_outside(&a));
     h.run("ADD", &b, &nft(&b)).ok();
     h.run("DEL", &b, &h.conf("net1", None, json!({"backend": "nftables"}))).ok();
@@ -438,7 +447,8 @@ fn nftables_add_and_del_run_no_program() {
     let mut h = Host::new();
     let a = h.container(0);
     let b = h.container(0);
-    let conf = |c: &Container| h.conf("net1", Some(&c.prev), json!({"backend": "nftables", "ingressPolicy": "same-bridge"}));
+    let conf =
+        |c: &Container| h.conf("net1", Some(&c.prev), json!({"backend": "nftables", "ingressPolicy": "same-bridge"}));
     // The first ADD creates the table (through nft); later ones must not need it.
     h.run("ADD", &a, &conf(&a)).ok();
     let tools = TempDir::new("broken-nft");
@@ -471,13 +481,23 @@ fn nftables_gc_collects_by_identity() {
     let mut gc = h.conf("net1", None, json!({"backend": "nftables"}));
     gc["cniVersion"] = json!("1.1.0");
     gc["cni.dev/valid-attachments"] = json!([{"containerID": b.id, "ifname": "eth0"}]);
-    Invocation::new("GC", "", "", "", &gc.to_string()).var("CNI_CONTAINERID", None).var("CNI_NETNS", None).var("CNI_IFNAME", None).run(&bin(), &h.ns).ok();
+    Invocation::new("GC", "", "", "", &gc.to_string())
+        .var("CNI_CONTAINERID", None)
+        .var("CNI_NETNS", None)
+        .var("CNI_IFNAME", None)
+        .run(&bin(), &h.ns)
+        .ok();
     let table = nft_table(&h.ns);
     assert!(!table.contains("10.10.0.2") && table.contains("10.10.0.3"), "{table}");
     // Someone flushed the base chain: GC repairs it.
     run_in(&h.ns, "nft", &["flush", "chain", "inet", "cni_firewall", "forward"]);
     assert!(h.run("CHECK", &b, &h.conf("net1", Some(&b.prev), json!({"backend": "nftables"}))).err_code() > 0);
-    Invocation::new("GC", "", "", "", &gc.to_string()).var("CNI_CONTAINERID", None).var("CNI_NETNS", None).var("CNI_IFNAME", None).run(&bin(), &h.ns).ok();
+    Invocation::new("GC", "", "", "", &gc.to_string())
+        .var("CNI_CONTAINERID", None)
+        .var("CNI_NETNS", None)
+        .var("CNI_IFNAME", None)
+        .run(&bin(), &h.ns)
+        .ok();
     h.run("CHECK", &b, &h.conf("net1", Some(&b.prev), json!({"backend": "nftables"}))).ok();
 }
 
@@ -501,7 +521,8 @@ fn results_match_the_reference_at_every_version_it_supports() {
         conf["cniVersion"] = json!(version);
         let ours = without_empty_dns(h.run("ADD", &a, &conf).ok());
         assert_eq!(ours["cniVersion"], version);
-        let addresses = |r: &Value| r["ips"].as_array().unwrap().iter().map(|i| i["address"].clone()).collect::<Vec<_>>();
+        let addresses =
+            |r: &Value| r["ips"].as_array().unwrap().iter().map(|i| i["address"].clone()).collect::<Vec<_>>();
         assert_eq!(addresses(&ours), addresses(&prev), "{version}");
         if version != "1.1.0" {
             // Debian's reference is 1.1.1, which speaks up to 1.0.0.
@@ -531,7 +552,11 @@ fn concurrent_adds_and_dels_with_nftables_leave_one_table_and_nothing_behind() {
         let children: Vec<_> = containers
             .iter()
             .map(|c| {
-                let conf = h.conf("net1", with_prev.then_some(&c.prev), json!({"backend": "nftables", "ingressPolicy": "same-bridge"}));
+                let conf = h.conf(
+                    "net1",
+                    with_prev.then_some(&c.prev),
+                    json!({"backend": "nftables", "ingressPolicy": "same-bridge"}),
+                );
                 Invocation::new(command, &c.id, c.ns.path(), "eth0", &conf.to_string()).spawn(&bin(), Some(&h.ns))
             })
             .collect();

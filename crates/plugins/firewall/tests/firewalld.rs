@@ -70,7 +70,9 @@ impl Daemons {
         )
         .unwrap();
         let bus = in_netns(
-            Command::new("dbus-daemon").arg(format!("--config-file={}", conf.display())).args(["--nofork", "--nopidfile"]),
+            Command::new("dbus-daemon")
+                .arg(format!("--config-file={}", conf.display()))
+                .args(["--nofork", "--nopidfile"]),
             ns,
         )
         .stdout(Stdio::null())
@@ -98,15 +100,13 @@ impl Daemons {
             "mount -t tmpfs cni-test-firewalld /run && exec firewalld --nofork --nopid --system-config {} --log-target console",
             etc.display()
         );
-        let child = in_netns(
-            Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]),
-            ns,
-        )
-        .env("DBUS_SYSTEM_BUS_ADDRESS", self.address())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting firewalld");
+        let child =
+            in_netns(Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]), ns)
+                .env("DBUS_SYSTEM_BUS_ADDRESS", self.address())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting firewalld");
         self.firewalld = Some(child);
         // Until it owns its name on the bus (a couple of seconds; python under TCG is slower).
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -276,7 +276,10 @@ fn addresses_become_sources_of_the_zone_and_leave_it() {
     let public = h.conf(true, json!({"backend": "", "firewalldZone": "public"}));
     h.run("ADD", &public).ok();
     assert_eq!(h.daemons.sources("public"), BOTH);
-    let saved = String::from_utf8_lossy(&in_netns(Command::new("iptables-save").args(["-t", "filter"]), &h.ns).output().unwrap().stdout).into_owned();
+    let saved = String::from_utf8_lossy(
+        &in_netns(Command::new("iptables-save").args(["-t", "filter"]), &h.ns).output().unwrap().stdout,
+    )
+    .into_owned();
     assert!(!saved.contains("CNI-FORWARD"), "firewalld chosen, not iptables:\n{saved}");
     h.run("DEL", &public).ok();
     assert!(h.daemons.sources("public").is_empty());
@@ -308,7 +311,10 @@ fn ingress_policy_uses_iptables_and_a_gone_firewalld_is_no_error_for_del() {
     let mut h = Host::new();
     let conf = h.conf(true, json!({"backend": "firewalld", "ingressPolicy": "same-bridge"}));
     h.run("ADD", &conf).ok();
-    let saved = String::from_utf8_lossy(&in_netns(Command::new("iptables-save").args(["-t", "filter"]), &h.ns).output().unwrap().stdout).into_owned();
+    let saved = String::from_utf8_lossy(
+        &in_netns(Command::new("iptables-save").args(["-t", "filter"]), &h.ns).output().unwrap().stdout,
+    )
+    .into_owned();
     assert!(saved.contains("-A CNI-ISOLATION-STAGE-2 -o br0"), "{saved}");
     let mut status = h.conf(false, json!({"backend": "firewalld"}));
     status["cniVersion"] = json!("1.1.0");
@@ -317,7 +323,13 @@ fn ingress_policy_uses_iptables_and_a_gone_firewalld_is_no_error_for_del() {
     assert_eq!(h.run("STATUS", &status).err_code(), 50);
     // firewalld took its runtime sources with it: DEL succeeds and forgets the attachment.
     h.run("DEL", &h.conf(false, json!({"backend": "firewalld"}))).ok();
-    assert_eq!(std::fs::read_dir(h.data.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("fw-")).count(), 0);
+    assert_eq!(
+        std::fs::read_dir(h.data.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("fw-"))
+            .count(),
+        0
+    );
     // ADD with firewalld configured but not running fails and leaves nothing.
     let out = h.run("ADD", &conf);
     assert!(out.err_code() > 0, "{}", out.stdout);
