@@ -82,8 +82,15 @@ fn iptables_ingress(addrs: &[IpAddr], bridge: &str, policy: Policy, admin: &str)
     Ok(())
 }
 
-/// Removes what `record` installed, keeping the rules of addresses another attachment now holds.
+/// Removes what `record` installed, keeping the rules of addresses another attachment now holds,
+/// then the record itself.
 fn remove(store: &Store, record: &Record) -> anyhow::Result<()> {
+    remove_rules(store, record)?;
+    store.remove(&record.identity())
+}
+
+/// Removes the rules of `record`'s addresses (as far as the attachment holds them) and its claims.
+fn remove_rules(store: &Store, record: &Record) -> anyhow::Result<()> {
     let id = record.identity();
     let mine: Vec<IpAddr> = record.addresses.iter().copied().filter(|ip| store.may_remove(*ip, &id)).collect();
     let mut failures = Failures::new();
@@ -117,9 +124,28 @@ fn remove(store: &Store, record: &Record) -> anyhow::Result<()> {
         for ip in &record.addresses {
             failures.check("releasing an address", store.release(*ip, &id));
         }
-        failures.check("removing the attachment's record", store.remove(&id));
     }
     failures.finish()
+}
+
+/// An ADD for an attachment that already has a record (a runtime retrying, or a config changed
+/// in between): what the earlier ADD installed but this one will not is removed first, so no
+/// rule outlives the record that names it.
+fn forget_earlier(store: &Store, earlier: &Record, now: &Record) {
+    let stale = if earlier.backend == now.backend && earlier.backend != Installed::Nftables {
+        Record {
+            addresses: earlier.addresses.iter().copied().filter(|ip| !now.addresses.contains(ip)).collect(),
+            ..earlier.clone()
+        }
+    } else {
+        // Another backend, or our nftables chain (re-made whole by the ADD): all of it.
+        earlier.clone()
+    };
+    if !stale.addresses.is_empty()
+        && let Err(e) = remove_rules(store, &stale)
+    {
+        eprintln!("firewall: removing what an earlier ADD of this attachment installed: {e:#}");
+    }
 }
 
 impl Plugin for Firewall {
@@ -150,6 +176,9 @@ impl Plugin for Firewall {
 
         let nft = if backend == Installed::Nftables { Some(Nft::locate()?) } else { None };
         let store = Store::lock(&conf.data_dir)?;
+        if let Some(earlier) = store.load(&id)? {
+            forget_earlier(&store, &earlier, &record);
+        }
         // Addresses another live attachment holds keep their rules if this ADD fails.
         let vacant: Vec<IpAddr> = addrs.iter().copied().filter(|ip| store.may_remove(*ip, &id)).collect();
         let mut rollback = Rollback::new("firewall");

@@ -573,3 +573,23 @@ fn concurrent_adds_and_dels_with_nftables_leave_one_table_and_nothing_behind() {
     let table = nft_table(&h.ns);
     assert!(!table.contains("chain fw-") && !table.contains("10.10.0."), "{table}");
 }
+
+#[test]
+fn a_second_add_of_an_attachment_replaces_what_the_first_installed() {
+    let mut h = Host::new();
+    let a = h.container(0);
+    let mut moved = a.prev.clone();
+    moved["ips"] = json!([{"address": "10.10.0.99/24", "interface": 2}]);
+    for backend in ["iptables", "nftables"] {
+        h.run("ADD", &a, &h.conf("net1", Some(&a.prev), json!({"backend": backend}))).ok();
+        h.run("ADD", &a, &h.conf("net1", Some(&moved), json!({"backend": backend}))).ok();
+        let state = format!("{}\n{}", filter(&h.ns, false), nft_table(&h.ns));
+        assert!(!state.contains("10.10.0.2") && state.contains("10.10.0.99"), "{backend}:\n{state}");
+    }
+    // The backend changed between the ADDs: the nftables entries went, the iptables ones came.
+    h.run("ADD", &a, &h.conf("net1", Some(&moved), json!({"backend": "iptables"}))).ok();
+    assert!(!nft_table(&h.ns).contains("10.10.0.99"));
+    assert!(filter(&h.ns, false).contains("-A CNI-FORWARD -s 10.10.0.99/32 -j ACCEPT"));
+    h.run("DEL", &a, &h.conf("net1", None, json!({}))).ok();
+    assert!(!filter(&h.ns, false).contains("10.10.0.99"));
+}
