@@ -199,6 +199,7 @@ impl Plugin for Firewall {
                     tools.add(&Wanted { admin: &conf.admin_chain, addresses: family, ingress })?;
                     let family = tools.family();
                     rollback.push(format!("{family} rules"), move || tools.del(&undo));
+                    cni::fault::point(&format!("firewall:added-{family}"))?;
                 }
             }
             Installed::Firewalld => {
@@ -221,6 +222,7 @@ impl Plugin for Firewall {
                 let ingress = bridge.as_deref().map(|b| (b, conf.policy));
                 filter_nft::add(nft, &id, &addrs, ingress)?;
                 rollback.push("nftables entries", || filter_nft::del(nft, &id, &addrs));
+                cni::fault::point("firewall:added-nftables")?;
             }
         }
         rollback.commit();

@@ -593,3 +593,42 @@ fn a_second_add_of_an_attachment_replaces_what_the_first_installed() {
     h.run("DEL", &a, &h.conf("net1", None, json!({}))).ok();
     assert!(!filter(&h.ns, false).contains("10.10.0.99"));
 }
+
+#[test]
+fn a_failed_panicking_or_killed_add_leaves_nothing_a_del_cannot_find() {
+    let mut h = Host::new();
+    let a = h.container(0);
+    let conf = h.conf("net1", Some(&a.prev), json!({"backend": "iptables"}));
+    let nft_conf = h.conf("net1", Some(&a.prev), json!({"backend": "nftables"}));
+    let with_fault = |fault: &str, conf: &Value| {
+        Invocation::new("ADD", &a.id, a.ns.path(), "eth0", &conf.to_string())
+            .var("CNI_RS_FAULT", Some(fault))
+            .run(&bin(), &h.ns)
+    };
+    let clean = |h: &Host| {
+        let state = format!("{}\n{}\n{}", filter(&h.ns, false), filter(&h.ns, true), nft_table(&h.ns));
+        let records = std::fs::read_dir(h.data.path())
+            .map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("fw-")).count())
+            .unwrap_or(0);
+        !state.contains("10.10.0.2") && !state.contains("fd10::2") && !state.contains("chain fw-") && records == 0
+    };
+    for (fault, conf) in [
+        ("firewall:added-IPv6=fail", &conf),
+        ("firewall:added-IPv6=panic", &conf),
+        ("firewall:added-nftables=fail", &nft_conf),
+        ("firewall:added-nftables=panic", &nft_conf),
+    ] {
+        let out = with_fault(fault, conf);
+        assert!(out.err_code() > 0, "{fault}: {}", out.stdout);
+        assert!(clean(&h), "{fault} left state behind");
+    }
+    // Killed half way (the runtime's timeout): the record names what is there, and a DEL without
+    // prevResult removes it.
+    for (fault, conf) in [("firewall:added-IPv4=kill", &conf), ("firewall:added-nftables=kill", &nft_conf)] {
+        let out = with_fault(fault, conf);
+        assert_eq!(out.exit_code, -1, "{fault}: killed");
+        assert!(!clean(&h), "{fault}: nothing was added before the kill");
+        h.run("DEL", &a, &h.conf("net1", None, json!({}))).ok();
+        assert!(clean(&h), "{fault}: DEL left state behind");
+    }
+}
