@@ -204,15 +204,21 @@ impl Plugin for Firewall {
             }
             Installed::Firewalld => {
                 let mut fw = Firewalld::connect().context("connecting to firewalld")?;
+                let zone = conf.zone.clone();
+                let undo = vacant.clone();
+                // Registered first: a failure at the second address takes back the first.
+                rollback.push("firewalld sources", move || {
+                    let mut fw = Firewalld::connect()?;
+                    let mut failures = Failures::new();
+                    for ip in &undo {
+                        failures.check("removing a source", fw.remove_source(&zone, &filter::host(*ip)));
+                    }
+                    failures.finish()
+                });
                 for ip in &addrs {
                     fw.add_source(&conf.zone, &filter::host(*ip))?;
                 }
-                let zone = conf.zone.clone();
-                let undo = vacant.clone();
-                rollback.push("firewalld sources", move || {
-                    let mut fw = Firewalld::connect()?;
-                    undo.iter().try_for_each(|ip| fw.remove_source(&zone, &filter::host(*ip)))
-                });
+                cni::fault::point("firewall:added-firewalld")?;
                 if let Some(b) = &bridge {
                     iptables_ingress(&addrs, b, conf.policy, &conf.admin_chain)?;
                 }
@@ -247,8 +253,9 @@ impl Plugin for Firewall {
                 remove(&store, &record)
             }
             None => {
-                drop(store);
-                del_without_record(&conf, &id, &from_prev)
+                // Addresses an attachment of ours holds now keep their rules.
+                let vacant: Vec<IpAddr> = from_prev.into_iter().filter(|ip| store.may_remove(*ip, &id)).collect();
+                del_without_record(&conf, &id, &vacant)
             }
         }
     }

@@ -632,3 +632,33 @@ fn a_failed_panicking_or_killed_add_leaves_nothing_a_del_cannot_find() {
         assert!(clean(&h), "{fault}: DEL left state behind");
     }
 }
+
+#[test]
+fn a_stale_del_does_not_cut_off_the_container_that_now_holds_the_address() {
+    let mut h = Host::new();
+    h.forward_policy("DROP");
+    let a = h.container(0);
+    let conf = h.conf("net1", Some(&a.prev), json!({"backend": "iptables"}));
+    let as_id = |command: &str, id: &str, conf: &Value| {
+        Invocation::new(command, id, a.ns.path(), "eth0", &conf.to_string()).run(&bin(), &h.ns)
+    };
+    // An old container had the address; its DEL never came. A new one got the address since.
+    as_id("ADD", "old", &conf).ok();
+    as_id("ADD", "new", &conf).ok();
+    as_id("DEL", "old", &conf).ok();
+    assert!(h.reaches_outside(&a), "the old attachment's DEL removed the new one's rules");
+    // Its record lost too (the reference added it): prevResult alone still cannot take them.
+    as_id("ADD", "older", &conf).ok();
+    as_id("ADD", "new", &conf).ok();
+    for entry in std::fs::read_dir(h.data.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\"older\"")) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    as_id("DEL", "older", &conf).ok();
+    assert!(h.reaches_outside(&a));
+    as_id("DEL", "new", &h.conf("net1", None, json!({}))).ok();
+    assert!(!h.reaches_outside(&a));
+    assert!(!filter(&h.ns, false).contains("10.10.0.2"));
+}
