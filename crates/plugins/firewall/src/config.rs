@@ -73,7 +73,18 @@ fn validate_zone(zone: &str) -> Result<(), Error> {
 }
 
 impl FirewallConf {
+    /// The config of ADD, CHECK and STATUS: every key must be valid.
     pub fn parse(req: &Request) -> Result<FirewallConf, Error> {
+        FirewallConf::parse_with(req, true)
+    }
+
+    /// The config of DEL and GC, which clean up whatever the rest says: a policy, zone or admin
+    /// chain that ADD would refuse does not stop them (the record says what was installed).
+    pub fn parse_for_cleanup(req: &Request) -> Result<FirewallConf, Error> {
+        FirewallConf::parse_with(req, false)
+    }
+
+    fn parse_with(req: &Request, strict: bool) -> Result<FirewallConf, Error> {
         if !cni::version::at_least(&req.config.cni_version, OLDEST_VERSION) {
             return Err(Error::new(Code::IncompatibleVersion, "incompatible CNI versions").with_details(format!(
                 "config is {:?}, plugin supports [{}]",
@@ -98,24 +109,26 @@ impl FirewallConf {
                 Backend::Auto
             }
         };
+        let lenient = |e: Error, default: &str| if strict { Err(e) } else { Ok(default.to_string()) };
         let admin_chain = match raw.iptables_admin_chain_name.as_deref() {
             None | Some("") => DEFAULT_ADMIN_CHAIN.to_string(),
-            Some(name) => {
-                validate_chain(name)?;
-                name.to_string()
-            }
+            Some(name) => match validate_chain(name) {
+                Ok(()) => name.to_string(),
+                Err(e) => lenient(e, DEFAULT_ADMIN_CHAIN)?,
+            },
         };
         let zone = match raw.firewalld_zone.as_deref() {
             None | Some("") => DEFAULT_ZONE.to_string(),
-            Some(zone) => {
-                validate_zone(zone)?;
-                zone.to_string()
-            }
+            Some(zone) => match validate_zone(zone) {
+                Ok(()) => zone.to_string(),
+                Err(e) => lenient(e, DEFAULT_ZONE)?,
+            },
         };
         let policy = match raw.ingress_policy.as_deref() {
             None | Some("") | Some("open") => Policy::Open,
             Some("same-bridge") => Policy::SameBridge,
             Some("isolated") => Policy::Isolated,
+            Some(_) if !strict => Policy::Open,
             Some(other) => return Err(Error::config(format!("unknown ingress policy: {other:?}"))),
         };
         let data_dir = match raw.data_dir.as_deref() {
@@ -180,5 +193,12 @@ mod tests {
         assert_eq!(with("backend", json!(3)).code, Code::Decode);
         let old = parse(json!({"cniVersion": "0.3.1", "name": "n", "type": "firewall"})).unwrap_err();
         assert_eq!(old.code, Code::IncompatibleVersion);
+        // DEL and GC clean up whatever the rest of the config says.
+        let mut bad = base.clone();
+        bad["ingressPolicy"] = json!("closed");
+        bad["firewalldZone"] = json!("a zone");
+        let req = testkit::request(cni::Command::Del, &bad, "");
+        let c = FirewallConf::parse_for_cleanup(&req).unwrap();
+        assert_eq!((c.policy, c.zone.as_str()), (Policy::Open, DEFAULT_ZONE));
     }
 }

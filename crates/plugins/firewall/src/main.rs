@@ -236,7 +236,7 @@ impl Plugin for Firewall {
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
-        let conf = FirewallConf::parse(req)?;
+        let conf = FirewallConf::parse_for_cleanup(req)?;
         let id = Identity::new(&req.config.name, &req.env.container_id, &req.env.ifname);
         let from_prev = req.config.prev_result.as_ref().map(addresses).unwrap_or_default();
         let Some(store) = Store::lock_existing(&conf.data_dir)? else {
@@ -289,7 +289,7 @@ impl Plugin for Firewall {
     }
 
     fn gc(&self, req: &Request) -> anyhow::Result<()> {
-        let conf = FirewallConf::parse(req)?;
+        let conf = FirewallConf::parse_for_cleanup(req)?;
         let Some(valid) = &req.config.valid_attachments else { return Ok(()) };
         let keep: Vec<Identity> =
             valid.iter().map(|a| Identity::new(&req.config.name, &a.container_id, &a.ifname)).collect();

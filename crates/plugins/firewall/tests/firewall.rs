@@ -244,6 +244,10 @@ fn a_bad_policy_or_a_missing_bridge_changes_nothing() {
     assert_eq!(out.err_code(), 1, "{}", out.stdout);
     assert!(!filter(&h.ns, false).contains("CNI-"), "{}", filter(&h.ns, false));
     assert_eq!(std::fs::read_dir(h.data.path().join("addr")).map(|d| d.count()).unwrap_or(0), 0);
+    // DEL cleans up whatever the rest of its config says.
+    h.run("ADD", &a, &h.conf("net1", Some(&a.prev), json!({"backend": "iptables"}))).ok();
+    h.run("DEL", &a, &bad).ok();
+    assert!(!filter(&h.ns, false).contains("10.10.0.2"), "{}", filter(&h.ns, false));
 }
 
 #[test]
