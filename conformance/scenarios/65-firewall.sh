@@ -109,4 +109,56 @@ check "firewall: ... and not in iptables" bash -c "! iptables-save -t filter | g
 check "firewall: nftables CHECK" cni check nft t1
 check "firewall: nftables DEL" cni del nft t1
 check "firewall: ... the address is gone from the table" bash -c "! nft list map inet cni_firewall addr_v4 | grep -q '$t1addr'"
+
+# firewalld, the real daemon, on a private bus in this sandbox (its own dbus-daemon; firewalld in a
+# mount namespace of its own with a tmpfs on /run and an empty config directory): Podman's
+# "backend": "" now means firewalld, for both implementations. Both are stopped by PID.
+if command -v firewalld >/dev/null && command -v dbus-daemon >/dev/null; then
+  bus=$SANDBOX_WORK/fwd
+  mkdir -p "$bus/etc"
+  printf '%s\n' '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"' \
+    ' "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">' \
+    "<busconfig><type>system</type><listen>unix:path=$bus/socket</listen><auth>EXTERNAL</auth>" \
+    '<policy context="default"><allow user="*"/><allow own="*"/><allow send_destination="*"/><allow receive_sender="*"/></policy>' \
+    '</busconfig>' > "$bus/bus.conf"
+  dbus-daemon --config-file="$bus/bus.conf" --nofork --nopidfile 2>/dev/null &
+  buspid=$!
+  export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$bus/socket
+  unshare --mount --propagation private sh -c \
+    "mount -t tmpfs cni-firewalld /run && exec firewalld --nofork --nopid --system-config $bus/etc --log-target console" \
+    >/dev/null 2>&1 &
+  fwpid=$!
+  trap 'kill $fwpid $buspid 2>/dev/null' EXIT
+  fwd() { dbus-send --system --print-reply --dest="$1" "${@:2}" 2>/dev/null; }
+  trusted() { fwd org.fedoraproject.FirewallD1 /org/fedoraproject/FirewallD1 org.fedoraproject.FirewallD1.zone.getSources string:trusted; }
+  # Until firewalld owns its name (a couple of seconds; at most 60).
+  for _ in $(seq 300); do
+    fwd org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus.GetNameOwner string:org.fedoraproject.FirewallD1 >/dev/null && break
+    sleep 0.2
+  done
+  ip netns add f1
+  cni add podman f1 >/dev/null
+  f1addr=$(addr_of f1)
+  check "firewall: with firewalld on the bus, backend \"\" binds the address to zone trusted" \
+    bash -c "$(declare -f fwd trusted); trusted | grep -q '\"$f1addr/32\"'"
+  check "firewall: ... and writes no per-address iptables rule" bash -c "! iptables-save -t filter | grep -q -- '$f1addr/32'"
+  check "firewall: ... CHECK asks firewalld" cni check podman f1
+  if [[ -d $SANDBOX_WORK/mix-ref ]]; then
+    check "firewall: the reference's DEL of our firewalld ADD" env CNI_PATH="$SANDBOX_WORK/mix-ref" "$CNITOOL" del podman /run/netns/f1
+    check "firewall: ... removed the source" bash -c "$(declare -f fwd trusted); ! trusted | grep -q '\"$f1addr/32\"'"
+    ip netns add f2
+    cni --reference add podman f2 >/dev/null
+    f2addr=$(addr_of f2)
+    check "firewall: the reference binds its container too" bash -c "$(declare -f fwd trusted); trusted | grep -q '\"$f2addr/32\"'"
+    check "firewall: our DEL of the reference's firewalld ADD" env CNI_PATH="$SANDBOX_WORK/mix-ours" "$CNITOOL" del podman /run/netns/f2
+    check "firewall: ... removed the source" bash -c "$(declare -f fwd trusted); ! trusted | grep -q '\"$f2addr/32\"'"
+  else
+    check "firewall: firewalld DEL" cni del podman f1
+    check "firewall: ... removed the source" bash -c "$(declare -f fwd trusted); ! trusted | grep -q '\"$f1addr/32\"'"
+  fi
+  kill $fwpid $buspid 2>/dev/null
+  wait $fwpid $buspid 2>/dev/null
+else
+  echo "# firewall: firewalld or dbus-daemon is not installed (scripts/deps.sh): firewalld checks skipped"
+fi
 true
