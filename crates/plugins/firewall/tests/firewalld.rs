@@ -109,9 +109,9 @@ impl Daemons {
                 .expect("starting firewalld");
         self.firewalld = Some(child);
         // Until it owns its name on the bus (a couple of seconds; python under TCG is slower).
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while !self.owns_name() {
-            assert!(Instant::now() < deadline, "firewalld did not come up within 60 s");
+            assert!(Instant::now() < deadline, "firewalld did not come up within 120 s");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
