@@ -15,8 +15,10 @@ use std::time::Duration;
 
 /// Where the system bus listens unless `DBUS_SYSTEM_BUS_ADDRESS` says otherwise.
 pub const DEFAULT_SYSTEM_BUS: &str = "unix:path=/var/run/dbus/system_bus_socket";
-/// How long a call may take (libdbus's default method-call timeout).
-const CALL_TIMEOUT: Duration = Duration::from_secs(25);
+/// How long a call may take. firewalld's first change after it starts rewrites its whole ruleset
+/// (seconds, a minute on an emulated CPU); godbus, which the reference uses, waits forever, and
+/// the runtime bounds the plugin as a whole anyway.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// The most a reply may hold; ours are a few hundred bytes.
 const MAX_MESSAGE: usize = 1 << 20;
 

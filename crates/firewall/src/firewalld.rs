@@ -10,6 +10,8 @@ const PATH: &str = "/org/fedoraproject/FirewallD1";
 const ZONE: &str = "org.fedoraproject.FirewallD1.zone";
 /// firewalld's answer when the source is already bound to a zone (the reference ignores it).
 const ZONE_ALREADY_SET: &str = "ZONE_ALREADY_SET";
+/// firewalld's answer when the source is bound to no zone.
+const UNKNOWN_SOURCE: &str = "UNKNOWN_SOURCE";
 
 /// A connection to firewalld over the system bus.
 pub struct Firewalld {
@@ -58,10 +60,11 @@ impl Firewalld {
         }
     }
 
-    /// Unbinds `source` from `zone`.
+    /// Unbinds `source` from `zone`; a source bound to no zone is already gone.
     pub fn remove_source(&mut self, zone: &str, source: &str) -> anyhow::Result<()> {
         match self.zone_call("removeSource", zone, source)? {
             Ok(_) => Ok(()),
+            Err(e) if e.message.starts_with(UNKNOWN_SOURCE) => Ok(()),
             Err(e) => anyhow::bail!("failed to remove the address {source} from {zone} zone: {e}"),
         }
     }

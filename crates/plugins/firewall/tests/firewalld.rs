@@ -132,7 +132,8 @@ impl Daemons {
     fn dbus_send(&self, args: &[&str]) -> Option<String> {
         let out = Command::new("dbus-send")
             .env("DBUS_SYSTEM_BUS_ADDRESS", self.address())
-            .args(["--system", "--print-reply"])
+            // firewalld's first change rewrites its ruleset: a minute on an emulated CPU.
+            .args(["--system", "--print-reply", "--reply-timeout=120000"])
             .args(args)
             .output()
             .ok()?;
