@@ -6,8 +6,8 @@
 #
 #   conformance/e2e/run.sh [SCENARIO...]    (default: every file in conformance/e2e/scenarios)
 #   PLUGIN_DIR      plugins under test (default: target/debug); the only plugin directory the
-#                   runtimes see, besides the reference firewall and tuning that podman's
-#                   networks name (REFERENCE_DIR, default /usr/lib/cni)
+#                   runtimes see, besides the reference firewall that podman's networks
+#                   name (REFERENCE_DIR, default /usr/lib/cni)
 #   E2E_TIMEOUT     seconds before the whole run is killed (default 600)
 #   E2E_OCI_RUNTIME runc (default) or crun, for containerd (ctr and CRI) and podman alike
 #

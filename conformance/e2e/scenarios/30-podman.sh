@@ -1,7 +1,7 @@
 # Podman with its CNI network backend: `podman network create` writes a conflist naming bridge,
 # portmap, firewall and tuning; `podman run -p 127.0.0.1:PORT:80` publishes a busybox httpd; then
-# stop, rm and `network rm`. Podman's plugin directory holds our plugins and the reference's
-# firewall and tuning (which this project does not ship), nothing else: the checks from outside
+# stop, rm and `network rm`. Podman's plugin directory holds our plugins (tuning included) and the
+# reference's firewall (which this project does not ship yet), nothing else: the checks from outside
 # show that the bridge and the published port are ours (nft tables inet cni_bridge and
 # inet cni_portmap; the reference portmap 1.1.1 would have used iptables' nat table).
 

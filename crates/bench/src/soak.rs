@@ -1,9 +1,11 @@
-//! `cni-soak`: many ADD/DEL cycles on one bridge network with a published port per container,
-//! from parallel workers, with plugins SIGKILLed at random moments (as a runtime's timeout kills
+//! `cni-soak`: many ADD/DEL cycles on two bridge networks that share one subnet, with a published
+//! port per container that several containers contend for, from parallel workers, with plugins SIGKILLed at random moments (as a runtime's timeout kills
 //! them), then a count of everything left behind. It creates bridges, namespaces and firewall
 //! rules, so it runs only inside the sandbox of `scripts/soak.sh` (`make soak`).
 //!
 //!   cni-soak [--cycles N] [--workers N] [--plugins DIR] [--kill-percent N] [--lose-address]
+//!
+//! With `SOAK_DEBUG` set, a failed CHECK prints the portmap table as it is at that moment.
 //!
 //! `--lose-address` is the soak's own test: one running container's address file is removed
 //! behind the plugins' back (as a buggy IPAM would lose it), and the run must fail saying so.
@@ -11,8 +13,11 @@
 //! Each worker plays a runtime: it runs the chain bridge (with host-local) + portmap itself,
 //! passing `prevResult` along and to DEL in reverse order, keeps up to three containers running
 //! at a time, and after a failed or killed ADD calls DEL without a result, as runtimes do. A
-//! killed DEL is retried. Every few hundred cycles the whole network is garbage-collected with the
-//! running containers as the valid ones, and those must keep their addresses. At the end every
+//! killed DEL is retried. Every few seconds both networks are garbage-collected with the running
+//! containers as the valid ones, and those must keep their addresses, and pass CHECK: each still
+//! holds its published port (first in line or behind another holder) and its masquerade, whatever
+//! the other network's containers with the same address and the other holders of its port did. At
+//! the end every
 //! container is deleted, GC runs with nothing valid, and the host must hold no veth, address file,
 //! index entry or nftables entry of any container.
 
@@ -26,7 +31,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-const NETWORK: &str = "soak";
+/// The two networks, each on its own bridge, both on 10.66.0.0/16 (as Podman's and containerd's
+/// default networks share 10.88.0.0/16): the same address is often live on both at once.
+const NETWORKS: [(&str, &str); 2] = [("soak", "cni-soak"), ("soak2", "cni-soak2")];
+
+/// Host ports the containers publish: few, so that several containers hold each at once.
+const PORTS: u16 = 8;
 
 struct Options {
     cycles: usize,
@@ -107,22 +117,32 @@ struct Soak {
     kill_percent: u64,
     lose_address: bool,
     counts: Counts,
-    /// Address -> container, for the containers running now.
-    live: Mutex<HashMap<String, String>>,
+    /// (network, address) -> the running container there.
+    live: Mutex<HashMap<(String, String), Running>>,
     /// Cycles hold it for reading; GC takes it for writing, so no ADD is half done during a GC.
     world: RwLock<()>,
 }
 
+/// A container that runs now: its ID, netns path, published port and chain result.
+#[derive(Clone)]
+struct Running {
+    cid: String,
+    netns: String,
+    port: u16,
+    result: Value,
+}
+
 impl Soak {
-    fn bridge_conf(&self) -> Value {
-        json!({"cniVersion": "1.1.0", "name": NETWORK, "type": "bridge", "bridge": "cni-soak",
+    fn bridge_conf(&self, net: usize) -> Value {
+        let (name, bridge) = NETWORKS[net];
+        json!({"cniVersion": "1.1.0", "name": name, "type": "bridge", "bridge": bridge,
                "isGateway": true, "ipMasq": true, "hairpinMode": true,
                "ipam": {"type": "host-local", "dataDir": self.data_dir.display().to_string(),
                         "ranges": [[{"subnet": "10.66.0.0/16"}]]}})
     }
 
-    fn portmap_conf(&self, port: u16, prev: Option<&Value>) -> Value {
-        let mut c = json!({"cniVersion": "1.1.0", "name": NETWORK, "type": "portmap",
+    fn portmap_conf(&self, net: usize, port: u16, prev: Option<&Value>) -> Value {
+        let mut c = json!({"cniVersion": "1.1.0", "name": NETWORKS[net].0, "type": "portmap",
                            "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]}});
         if let Some(p) = prev {
             c["prevResult"] = p.clone();
@@ -178,14 +198,14 @@ impl Soak {
     }
 
     /// ADD through the chain; `None` when it failed or was killed (then DEL has been done).
-    fn add(&self, rng: &mut Rng, cid: &str, netns: &str, port: u16) -> Option<Value> {
+    fn add(&self, rng: &mut Rng, net: usize, cid: &str, netns: &str, port: u16) -> Option<Value> {
         self.counts.adds.fetch_add(1, Ordering::Relaxed);
         let kill = self.kill_delay(rng);
         let kill_bridge = kill.filter(|_| rng.percent(60));
-        let outcome = match self.exec("bridge", "ADD", cid, netns, &self.bridge_conf(), kill_bridge) {
+        let outcome = match self.exec("bridge", "ADD", cid, netns, &self.bridge_conf(net), kill_bridge) {
             Outcome::Ok(prev) => {
                 let kill_portmap = if kill_bridge.is_none() { kill } else { None };
-                self.exec("portmap", "ADD", cid, netns, &self.portmap_conf(port, Some(&prev)), kill_portmap)
+                self.exec("portmap", "ADD", cid, netns, &self.portmap_conf(net, port, Some(&prev)), kill_portmap)
             }
             other => other,
         };
@@ -197,21 +217,22 @@ impl Soak {
             Outcome::Failed(why) => self.counts.unexpected(format!("ADD failed without a kill: {why}")),
         }
         // What a runtime does after a failed ADD.
-        self.del(rng, cid, netns, port, None, false);
+        self.del(rng, net, cid, netns, port, None, false);
         None
     }
 
     /// DEL through the chain in reverse, retried until it succeeds (at most five times).
-    fn del(&self, rng: &mut Rng, cid: &str, netns: &str, port: u16, prev: Option<&Value>, may_kill: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn del(&self, rng: &mut Rng, net: usize, cid: &str, netns: &str, port: u16, prev: Option<&Value>, may_kill: bool) {
         self.counts.dels.fetch_add(1, Ordering::Relaxed);
-        let mut bridge_conf = self.bridge_conf();
+        let mut bridge_conf = self.bridge_conf(net);
         if let Some(p) = prev {
             bridge_conf["prevResult"] = p.clone();
         }
         for attempt in 0..5 {
             let kill = if may_kill && attempt == 0 { self.kill_delay(rng) } else { None };
             let kill_portmap = kill.filter(|_| rng.percent(40));
-            let portmap = self.exec("portmap", "DEL", cid, netns, &self.portmap_conf(port, prev), kill_portmap);
+            let portmap = self.exec("portmap", "DEL", cid, netns, &self.portmap_conf(net, port, prev), kill_portmap);
             let bridge = match portmap {
                 Outcome::Ok(_) => {
                     self.exec("bridge", "DEL", cid, netns, &bridge_conf, kill.filter(|_| kill_portmap.is_none()))
@@ -233,18 +254,42 @@ impl Soak {
     fn gc(&self) {
         let _world = self.world.write().unwrap();
         let live = self.live.lock().unwrap().clone();
-        let valid: Vec<Value> = live.values().map(|cid| json!({"containerID": cid, "ifname": "eth0"})).collect();
-        for (plugin, mut conf) in [("portmap", self.portmap_conf(1, None)), ("bridge", self.bridge_conf())] {
-            conf["cni.dev/valid-attachments"] = json!(valid);
-            if let Outcome::Failed(why) = self.exec(plugin, "GC", "", "", &conf, None) {
-                self.counts.unexpected(format!("GC failed: {why}"));
+        for (net, (name, _)) in NETWORKS.iter().enumerate() {
+            let valid: Vec<Value> = live
+                .iter()
+                .filter(|((n, _), _)| n == name)
+                .map(|(_, r)| json!({"containerID": r.cid, "ifname": "eth0"}))
+                .collect();
+            for (plugin, mut conf) in [("portmap", self.portmap_conf(net, 1, None)), ("bridge", self.bridge_conf(net))]
+            {
+                conf["cni.dev/valid-attachments"] = json!(valid);
+                if let Outcome::Failed(why) = self.exec(plugin, "GC", "", "", &conf, None) {
+                    self.counts.unexpected(format!("GC failed: {why}"));
+                }
             }
         }
         self.counts.gcs.fetch_add(1, Ordering::Relaxed);
-        // Every running container keeps its address. `live` cannot change before this check:
-        // workers change it only while holding `world`, which GC holds for writing.
-        for (ip, cid) in lost_addresses(&self.data_dir.join(NETWORK), &live) {
-            self.counts.unexpected(format!("GC released {ip} of running container {cid}"));
+        // Every running container keeps its address, its published port and its masquerade.
+        // `live` cannot change before these checks: workers change it only while holding `world`,
+        // which GC holds for writing.
+        for (net, ip, cid) in lost_addresses(&self.data_dir, &live) {
+            self.counts.unexpected(format!("GC released {ip} of running container {cid} on {net}"));
+        }
+        for ((name, _), r) in &live {
+            let net = NETWORKS.iter().position(|(n, _)| n == name).expect("one of ours");
+            let mut bridge_conf = self.bridge_conf(net);
+            bridge_conf["prevResult"] = r.result.clone();
+            let portmap_conf = self.portmap_conf(net, r.port, Some(&r.result));
+            for (plugin, conf) in [("portmap", &portmap_conf), ("bridge", &bridge_conf)] {
+                if let Outcome::Failed(why) = self.exec(plugin, "CHECK", &r.cid, &r.netns, conf, None) {
+                    if std::env::var_os("SOAK_DEBUG").is_some() {
+                        let t =
+                            Command::new("nft").args(["-a", "list", "table", "inet", "cni_portmap"]).output().unwrap();
+                        eprintln!("{}", String::from_utf8_lossy(&t.stdout));
+                    }
+                    self.counts.unexpected(format!("CHECK of running container failed: {why}"));
+                }
+            }
         }
     }
 
@@ -254,45 +299,46 @@ impl Soak {
         for n in &netns_names {
             netns(&["add", n]);
         }
-        // (container ID, netns path, port, result)
-        let mut running: VecDeque<(String, String, u16, Value)> = VecDeque::new();
+        // Even workers on one network, odd ones on the other.
+        let net = w % NETWORKS.len();
+        let key = |result: &Value| (NETWORKS[net].0.to_string(), address(result));
+        let mut running: VecDeque<Running> = VecDeque::new();
         for i in 0..cycles {
             let _world = self.world.read().unwrap();
             if running.len() == netns_names.len() {
-                let (cid, netns, port, result) = running.pop_front().expect("one is running");
-                let ip = address(&result);
-                self.live.lock().unwrap().remove(&ip);
-                self.del(&mut rng, &cid, &netns, port, Some(&result), true);
+                let r = running.pop_front().expect("one is running");
+                self.live.lock().unwrap().remove(&key(&r.result));
+                self.del(&mut rng, net, &r.cid, &r.netns, r.port, Some(&r.result), true);
             }
-            let busy: Vec<&String> = running.iter().map(|r| &r.1).collect();
+            let busy: Vec<&String> = running.iter().map(|r| &r.netns).collect();
             let netns = netns_names
                 .iter()
                 .map(|n| format!("/run/netns/{n}"))
                 .find(|p| !busy.contains(&p))
                 .expect("a free netns");
             let cid = format!("soak-{w}-{i}");
-            let port = 20_000 + (w * 1000 + i % 1000) as u16;
-            if let Some(result) = self.add(&mut rng, &cid, &netns, port) {
-                let ip = address(&result);
-                if let Some(other) = self.live.lock().unwrap().insert(ip.clone(), cid.clone()) {
-                    self.counts.unexpected(format!("{ip} given to {cid} while {other} holds it"));
+            let port = 20_000 + (rng.next() % u64::from(PORTS)) as u16;
+            if let Some(result) = self.add(&mut rng, net, &cid, &netns, port) {
+                let r = Running { cid: cid.clone(), netns, port, result };
+                if let Some(other) = self.live.lock().unwrap().insert(key(&r.result), r.clone()) {
+                    self.counts.unexpected(format!("{:?} given to {cid} while {} holds it", key(&r.result), other.cid));
                 }
                 if self.lose_address && w == 0 && running.is_empty() {
                     // The self-test: the address vanishes as if IPAM lost it; the next GC must notice.
-                    let _ = std::fs::remove_file(self.data_dir.join(NETWORK).join(&ip));
+                    let _ = std::fs::remove_file(self.data_dir.join(NETWORKS[net].0).join(address(&r.result)));
                     drop(_world);
                     self.gc();
                 }
-                running.push_back((cid, netns, port, result));
+                running.push_back(r);
             }
             self.counts.cycles.fetch_add(1, Ordering::Relaxed);
         }
         // The last containers go under `world` too: a GC between taking its list of running
         // containers and checking their addresses would otherwise see these DELs as its own loss.
-        for (cid, netns, port, result) in running {
+        for r in running {
             let _world = self.world.read().unwrap();
-            self.live.lock().unwrap().remove(&address(&result));
-            self.del(&mut rng, &cid, &netns, port, Some(&result), false);
+            self.live.lock().unwrap().remove(&key(&r.result));
+            self.del(&mut rng, net, &r.cid, &r.netns, r.port, Some(&r.result), false);
         }
         for n in &netns_names {
             netns(&["del", n]);
@@ -305,10 +351,14 @@ fn netns(args: &[&str]) {
     assert!(status.is_ok_and(|s| s.success()), "ip netns {args:?} failed");
 }
 
-/// The containers of `live` (address -> container) whose address file is gone from `store`.
-fn lost_addresses(store: &Path, live: &HashMap<String, String>) -> Vec<(String, String)> {
-    let mut lost: Vec<(String, String)> =
-        live.iter().filter(|(ip, _)| !store.join(ip).exists()).map(|(ip, cid)| (ip.clone(), cid.clone())).collect();
+/// The running containers whose address file is gone from their network's store under
+/// `data_dir`, as (network, address, container).
+fn lost_addresses(data_dir: &Path, live: &HashMap<(String, String), Running>) -> Vec<(String, String, String)> {
+    let mut lost: Vec<(String, String, String)> = live
+        .iter()
+        .filter(|((net, ip), _)| !data_dir.join(net).join(ip).exists())
+        .map(|((net, ip), r)| (net.clone(), ip.clone(), r.cid.clone()))
+        .collect();
     lost.sort();
     lost
 }
@@ -326,14 +376,16 @@ fn leftovers(data_dir: &Path) -> anyhow::Result<Vec<String>> {
     for l in links.as_array().into_iter().flatten() {
         left.push(format!("veth {}", l["ifname"]));
     }
-    left.extend(testkit::host_local_leftovers(&data_dir.join(NETWORK)));
+    for (net, _) in NETWORKS {
+        left.extend(testkit::host_local_leftovers(&data_dir.join(net)));
+    }
     let ruleset =
         String::from_utf8_lossy(&Command::new("nft").args(["-j", "list", "ruleset"]).output()?.stdout).into_owned();
     let ruleset: Value = serde_json::from_str(&ruleset).unwrap_or(Value::Null);
     for object in ruleset["nftables"].as_array().into_iter().flatten() {
         if let Some(chain) = object.get("chain")
             && let Some(name) = chain["name"].as_str()
-            && ["masq-", "pm-", "pms-", "spoof-"].iter().any(|p| name.starts_with(p))
+            && ["masq-", "pm-", "pms-", "spoof-", "key-"].iter().any(|p| name.starts_with(p))
         {
             left.push(format!("nft chain {name}"));
         }
@@ -415,9 +467,11 @@ fn main() -> anyhow::Result<()> {
         println!("  left: {l}");
     }
     if o.lose_address {
-        // The self-test passes when the soak caught exactly the loss it staged.
+        // The self-test passes when the soak caught exactly the loss it staged: GC's check, and
+        // CHECK of that container (its IPAM finds no address), and nothing else.
         let caught = unexpected.iter().filter(|u| u.starts_with("GC released")).count();
-        anyhow::ensure!(caught == 1 && unexpected.len() == 1, "the soak did not catch the lost address it staged");
+        let only_it = unexpected.iter().all(|u| u.contains("soak-0-0"));
+        anyhow::ensure!(caught == 1 && only_it, "the soak did not catch the lost address it staged");
         println!("soak: self-test: the staged loss of an address was reported");
         return Ok(());
     }
@@ -432,11 +486,20 @@ mod tests {
     #[test]
     fn a_running_containers_missing_address_is_reported() {
         let dir = std::env::temp_dir().join(format!("soak-lost-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("10.66.0.2"), "a\r\neth0").unwrap();
-        let live: HashMap<String, String> =
-            [("10.66.0.2".to_string(), "a".to_string()), ("10.66.0.3".to_string(), "b".to_string())].into();
-        assert_eq!(lost_addresses(&dir, &live), [("10.66.0.3".to_string(), "b".to_string())]);
+        std::fs::create_dir_all(dir.join("soak")).unwrap();
+        std::fs::write(dir.join("soak").join("10.66.0.2"), "a\r\neth0").unwrap();
+        let running = |cid: &str| Running { cid: cid.into(), netns: String::new(), port: 1, result: Value::Null };
+        let key = |net: &str, ip: &str| (net.to_string(), ip.to_string());
+        // The same address on the other network is a container of its own, with its own store.
+        let live: HashMap<(String, String), Running> = [
+            (key("soak", "10.66.0.2"), running("a")),
+            (key("soak", "10.66.0.3"), running("b")),
+            (key("soak2", "10.66.0.2"), running("c")),
+        ]
+        .into();
+        let lost = lost_addresses(&dir, &live);
+        let lost: Vec<(&str, &str, &str)> = lost.iter().map(|(n, i, c)| (n.as_str(), i.as_str(), c.as_str())).collect();
+        assert_eq!(lost, [("soak", "10.66.0.3", "b"), ("soak2", "10.66.0.2", "c")]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

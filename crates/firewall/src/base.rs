@@ -1,8 +1,32 @@
 //! What every plugin-owned nftables table shares: fixed base objects that are created once and
 //! repaired when someone removed or edited them, and per-attachment chains reached through verdict
 //! maps, removed together with the map elements that point at them.
+//!
+//! ## Keys several attachments hold
+//!
+//! A map key is something attachments can share: a container address (the same subnet on two
+//! networks), a host port (two containers publishing it). Each attachment owns its chain; a key
+//! held by one attachment is an element pointing at that chain. When a second attachment claims a
+//! key, the element is turned into a *key chain* that jumps to every holder's chain, in the order
+//! they claimed it:
+//!
+//! ```text
+//!   map hostport_v4   tcp . 8080 : jump key-<hash of map and key>
+//!   chain key-<hash>  jump pm-<net>-<A>   (comment: A's identity)
+//!                     jump pm-<net>-<B>   (comment: B's identity)
+//! ```
+//!
+//! A holder's chain either ends the lookup (a DNAT, a masquerade) or returns, and the next holder
+//! is tried: for a port the first holder wins (as with the reference's rule order), for a
+//! masquerade entry every holder's rule applies. A DEL removes only its own jump (by handle); the
+//! next holder takes over at once, and the last one removes the element and the key chain. So no
+//! ADD fails because a stale or foreign element holds the key, and no DEL touches another
+//! attachment's entries. The key chain is named from the key alone, so concurrent claims meet in
+//! the same chain; every change is one transaction that re-asserts the element it found, so a
+//! concurrent change makes it fail (and it is retried from a fresh listing), never half-apply.
 
-use crate::json::{self, Batch, elements};
+use crate::identity::hash_hex;
+use crate::json::{self, Batch, commented, elements, jump};
 use crate::nft;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -86,7 +110,8 @@ pub fn stale_elements(listing: &Value, family: &str, table: &str, maps: &[&str],
     b
 }
 
-/// Deletions of the chains selected by `doomed` and of the elements of `maps` that point at them.
+/// Deletions of the chains selected by `doomed`, of the map elements that point at them, and of
+/// their jumps in key chains; a key chain left with no other holder goes with its elements.
 pub fn remove_chains(
     listing: &Value,
     family: &str,
@@ -95,18 +120,159 @@ pub fn remove_chains(
     doomed: &dyn Fn(&str) -> bool,
 ) -> Batch {
     let mut b = Batch::new();
+    // Key chains whose every jump goes (or that hold none: a leftover of two last holders leaving
+    // at once) are removed whole.
+    let mut emptied = BTreeSet::new();
+    for chain in nft::chain_names(listing).into_iter().filter(|c| is_key_chain(c)) {
+        let rules: Vec<&Value> = nft::rules_of(listing, &chain).collect();
+        let (going, staying): (Vec<&Value>, Vec<&Value>) =
+            rules.into_iter().partition(|r| jump_target(r).is_some_and(doomed));
+        for rule in going {
+            b.delete(rule_by_handle(family, table, &chain, rule));
+        }
+        if staying.is_empty() {
+            emptied.insert(chain);
+        }
+    }
+    let gone = |target: &str| doomed(target) || emptied.contains(target);
     for map in maps {
         for (key, target) in nft::verdict_map_elements(listing, map) {
-            if target.as_deref().is_some_and(doomed) {
+            if target.as_deref().is_some_and(gone) {
                 b.delete(elements(family, table, map, vec![key]));
             }
         }
+    }
+    // Not flushed: a holder that joined since the listing keeps the chain (the delete then fails).
+    for chain in &emptied {
+        b.delete(json::chain(family, table, chain));
     }
     for chain in nft::chain_names(listing).into_iter().filter(|c| doomed(c)) {
         b.flush(json::chain(family, table, &chain));
         b.delete(json::chain(family, table, &chain));
     }
     b
+}
+
+const KEY_CHAIN_PREFIX: &str = "key-";
+
+/// The chain that holds `map`'s `key` while several attachments claim it.
+pub fn key_chain(map: &str, key: &Value) -> String {
+    format!("{KEY_CHAIN_PREFIX}{}", hash_hex(&format!("{map} {key}"), 16))
+}
+
+pub fn is_key_chain(name: &str) -> bool {
+    name.starts_with(KEY_CHAIN_PREFIX)
+}
+
+/// The chain a rule jumps to, if it is a holder's jump in a key chain.
+fn jump_target(rule: &Value) -> Option<&str> {
+    rule["expr"].as_array()?.iter().find_map(|e| e.get("jump")?["target"].as_str())
+}
+
+fn rule_by_handle(family: &str, table: &str, chain: &str, rule: &Value) -> Value {
+    json!({"rule": {"family": family, "table": table, "chain": chain, "handle": rule["handle"].clone()}})
+}
+
+/// One attachment's hold on one map key.
+pub struct Claim<'a> {
+    pub map: &'a str,
+    pub key: Value,
+    /// The attachment's chain, and how the map's elements reach chains (`jump` or `goto`).
+    pub chain: &'a str,
+    pub verb: &'a str,
+    /// The attachment's identity comment.
+    pub comment: &'a str,
+}
+
+impl Claim<'_> {
+    fn verdict(&self, target: &str) -> Value {
+        json!({ self.verb: {"target": target} })
+    }
+
+    /// The element as the fast path adds it: the key straight to the attachment's chain.
+    pub fn element(&self) -> Value {
+        json!([commented(self.key.clone(), self.comment), self.verdict(self.chain)])
+    }
+
+    /// Who holds the key now, from a listing: its element's target and, for a key chain, the
+    /// holders' chains in order.
+    pub fn holders(&self, listing: &Value) -> Holders {
+        let Some(target) = element_target(listing, self.map, &self.key) else { return Holders::None };
+        if !is_key_chain(&target) {
+            return Holders::One(target);
+        }
+        let chains = nft::rules_of(listing, &target).filter_map(jump_target).map(str::to_string).collect();
+        Holders::Shared { key_chain: target, chains }
+    }
+
+    /// What makes this attachment a holder of the key, given a listing of the table; `None` when
+    /// it is one already. Logs when another attachment holds the key first.
+    pub fn take(&self, family: &str, table: &str, listing: &Value) -> Option<Batch> {
+        let mut b = Batch::new();
+        let key_chain = key_chain(self.map, &self.key);
+        let holder = |b: &mut Batch, chain: &str, comment: &str| {
+            b.add(json::rule(family, table, &key_chain, vec![jump(chain)], Some(comment)));
+        };
+        match self.holders(listing) {
+            Holders::None => b.add(elements(family, table, self.map, vec![self.element()])),
+            Holders::One(chain) if chain == self.chain => return None,
+            Holders::Shared { chains, .. } if chains.iter().any(|c| c == self.chain) => return None,
+            Holders::Shared { key_chain: existing, chains } => {
+                eprintln!(
+                    "{table}: {} {} is also held by {}; {} comes after them",
+                    self.map,
+                    self.key,
+                    chains.join(", "),
+                    self.chain
+                );
+                // The element must still point at the key chain when the rule goes in.
+                b.add(elements(family, table, self.map, vec![json!([self.key.clone(), self.verdict(&existing)])]));
+                holder(&mut b, self.chain, self.comment);
+            }
+            Holders::One(other) => {
+                eprintln!("{table}: {} {} is held by {other}; {} comes after it", self.map, self.key, self.chain);
+                let other_comment = element_comment(listing, self.map, &self.key).unwrap_or_default();
+                b.add(json::chain(family, table, &key_chain));
+                holder(&mut b, &other, &other_comment);
+                holder(&mut b, self.chain, self.comment);
+                // Re-adding the element as found fails (EEXIST) if it changed since the listing.
+                b.add(elements(family, table, self.map, vec![json!([self.key.clone(), self.verdict(&other)])]));
+                b.delete(elements(family, table, self.map, vec![self.key.clone()]));
+                let shared = json!([commented(self.key.clone(), "shared key"), self.verdict(&key_chain)]);
+                b.add(elements(family, table, self.map, vec![shared]));
+            }
+        }
+        Some(b)
+    }
+
+    /// Whether the attachment holds the key (for CHECK).
+    pub fn held(&self, listing: &Value) -> bool {
+        match self.holders(listing) {
+            Holders::One(chain) => chain == self.chain,
+            Holders::Shared { chains, .. } => chains.iter().any(|c| c == self.chain),
+            Holders::None => false,
+        }
+    }
+}
+
+/// Who holds a key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Holders {
+    None,
+    One(String),
+    Shared { key_chain: String, chains: Vec<String> },
+}
+
+fn element_target(listing: &Value, map: &str, key: &Value) -> Option<String> {
+    nft::verdict_map_elements(listing, map).into_iter().find(|(k, _)| k == key).and_then(|(_, t)| t)
+}
+
+fn element_comment(listing: &Value, map: &str, key: &Value) -> Option<String> {
+    let (_, body) = nft::objects(listing).find(|(kind, m)| *kind == "map" && m["name"] == map)?;
+    body["elem"].as_array()?.iter().find_map(|pair| {
+        let elem = pair.as_array()?.first()?.get("elem")?;
+        (&elem["val"] == key).then(|| elem["comment"].as_str().map(str::to_string))?
+    })
 }
 
 /// The element `key` added to `map` with our `verdict` (as installed) and deleted again: in one
@@ -121,6 +287,14 @@ pub fn remove_if_ours(b: &mut Batch, family: &str, table: &str, map: &str, key: 
 /// DEL or GC removed it between our listing and our transaction.
 pub fn already_gone(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<crate::nft::NftError>().is_some_and(crate::nft::NftError::is_not_found))
+}
+
+/// Whether a failed transaction planned from a listing may have met a concurrent change: something
+/// it asserted is gone (ENOENT), was taken (EEXIST) or gained a holder (EBUSY). A fresh listing can
+/// then succeed.
+pub fn raced(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    already_gone(e) || text.contains("File exists") || text.contains("resource busy")
 }
 
 /// How often a GC lists again after a concurrent change made its transaction fail.
@@ -154,7 +328,7 @@ pub fn collect(
             return Ok(());
         }
         match nft.apply(&batch.to_json()) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return sweep_key_chains(nft, family, table, maps, &listing),
             Err(e) if already_gone(&e) => {}
             Err(_) => break,
         }
@@ -177,5 +351,24 @@ pub fn collect(
         }
     }
     anyhow::ensure!(left.is_empty(), "left in table {family} {table}: {}", left.join("; "));
-    Ok(())
+    sweep_key_chains(nft, family, table, maps, &listing)
+}
+
+/// After jumps left key chains: removes the key chains that no holder is left in. Two last
+/// holders leaving at once each see the other in their listing and leave the chain; whichever
+/// commits last finds it empty here. "Already gone" (the other one swept it) and a holder that
+/// joined since (the chain is busy again) are both fine.
+fn sweep_key_chains(nft: &crate::Nft, family: &str, table: &str, maps: &[&str], before: &Value) -> anyhow::Result<()> {
+    if !nft::chain_names(before).iter().any(|c| is_key_chain(c)) {
+        return Ok(());
+    }
+    let Some(listing) = nft.list(&["table", family, table])? else { return Ok(()) };
+    let sweep = remove_chains(&listing, family, table, maps, &|_| false);
+    if sweep.is_empty() {
+        return Ok(());
+    }
+    match nft.apply(&sweep.to_json()) {
+        Err(e) if !raced(&e) => Err(e.context("removing key chains no holder is left in")),
+        _ => Ok(()),
+    }
 }

@@ -21,8 +21,12 @@
 //! So an ADD or DEL is one small transaction whatever the number of containers, and a DEL finds
 //! its entries from the identity alone: the attachment's chain names its addresses and port, so
 //! nothing depends on the runtime passing `prevResult` or a network namespace. Map elements point
-//! at one attachment's chain, so a stale element left by another attachment for the same address
-//! is never mistaken for ours (adding ours fails with EEXIST instead, and is repaired).
+//! at one attachment's chain, so an element of another attachment for the same address is never
+//! mistaken for ours. Two attachments can hold one address (the same subnet on two networks, each
+//! on its own bridge): the address is then a contested key ([`base`]), its element points at a key
+//! chain that jumps to both attachments' masquerade chains, and either DEL leaves the other's
+//! masquerade in place. A spoof-check port is a host interface name, which only one live link can
+//! have: an element for it that points elsewhere is stale and is replaced.
 //!
 //! Each ADD first tries only its own objects; the base objects are created (or repaired, after
 //! someone flushed the ruleset) on the slow path, from a listing of our own tables. Re-adding an
@@ -145,8 +149,15 @@ fn isolation_rules(bridge: &str) -> Vec<Vec<Value>> {
     ]
 }
 
-/// The transaction an ADD needs once the base objects exist.
+/// The transaction an ADD needs once the base objects exist and no other attachment holds one of
+/// its addresses.
 pub fn add_batch(a: &Attachment) -> Batch {
+    entries(a, None)
+}
+
+/// An attachment's chains and elements; with a listing of the inet table, its masquerade
+/// addresses are claimed behind whoever holds them already (see [`base::Claim::take`]).
+fn entries(a: &Attachment, inet: Option<&Value>) -> Batch {
     let mut b = Batch::new();
     let comment = a.id.comment();
     if !a.masquerade.is_empty() {
@@ -162,9 +173,11 @@ pub fn add_batch(a: &Attachment) -> Batch {
             ];
             b.add(json::rule(INET, TABLE, &chain, expr, Some(&comment)));
         }
-        for net in &a.masquerade {
-            let elem = json!([commented(ip_key(net.ip()), &comment), goto(&chain)]);
-            b.add(elements(INET, TABLE, masq_map(net), vec![elem]));
+        for claim in masq_claims(a, &chain, &comment) {
+            match inet {
+                None => b.add(elements(INET, TABLE, claim.map, vec![claim.element()])),
+                Some(listing) => b.extend(claim.take(INET, TABLE, listing).unwrap_or_default()),
+            }
         }
     }
     if let Some((port, mac)) = &a.spoof_check {
@@ -188,9 +201,21 @@ pub fn add_batch(a: &Attachment) -> Batch {
     b
 }
 
+/// The masquerade addresses an attachment holds.
+fn masq_claims<'a>(a: &Attachment, chain: &'a str, comment: &'a str) -> Vec<base::Claim<'a>> {
+    a.masquerade
+        .iter()
+        .map(|net| base::Claim { map: masq_map(net), key: ip_key(net.ip()), chain, verb: "goto", comment })
+        .collect()
+}
+
+/// How often the slow path is planned again from fresh listings after a concurrent ADD or DEL
+/// changed our tables under it.
+const ATTEMPTS: usize = 3;
+
 /// Installs an attachment's entries: the fast path first, then, if the base objects are missing
-/// or damaged or a stale element is in the way, a repair computed from our tables, applied in the
-/// same transaction as the entries.
+/// or damaged, a stale spoof-check element is in the way or another attachment holds one of our
+/// addresses, the repair and the entries planned from listings of our tables, in one transaction.
 pub fn add(nft: &Nft, a: &Attachment) -> anyhow::Result<()> {
     let fast = add_batch(a);
     if fast.is_empty() {
@@ -199,14 +224,23 @@ pub fn add(nft: &Nft, a: &Attachment) -> anyhow::Result<()> {
     if nft.apply(&fast.to_json()).is_ok() {
         return Ok(());
     }
-    let inet = nft.list(&["table", INET, TABLE])?;
-    let bridge = nft.list(&["table", BRIDGE, TABLE])?;
-    let mut batch = repair_batch(a, inet.as_ref(), bridge.as_ref());
-    batch.extend(fast);
-    nft.apply(&batch.to_json()).context("installing masquerade/spoof-check/isolation entries")
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let inet = nft.list(&["table", INET, TABLE])?;
+        let bridge = nft.list(&["table", BRIDGE, TABLE])?;
+        let mut batch = repair_batch(a, inet.as_ref(), bridge.as_ref());
+        batch.extend(entries(a, inet.as_ref()));
+        match nft.apply(&batch.to_json()) {
+            Ok(()) => return Ok(()),
+            Err(e) if base::raced(&e) => last = Some(e),
+            Err(e) => return Err(e.context("installing masquerade/spoof-check/isolation entries")),
+        }
+    }
+    Err(last.expect("at least one attempt").context("installing masquerade/spoof-check/isolation entries"))
 }
 
-/// What must be created or fixed before `a`'s entries can go in, given listings of our tables.
+/// What must be created or fixed before `a`'s entries can go in, given listings of our tables: the
+/// base objects, and a stale element of our spoof-check port.
 pub fn repair_batch(a: &Attachment, inet: Option<&Value>, bridge: Option<&Value>) -> Batch {
     let mut b = Batch::new();
     if !a.masquerade.is_empty() || a.isolation.is_some() {
@@ -221,10 +255,6 @@ pub fn repair_batch(a: &Attachment, inet: Option<&Value>, bridge: Option<&Value>
                 chains: vec![(chain, isolation_rules(bridge_name))],
             };
             b.extend(per_network.repair(inet));
-        }
-        if let Some(listing) = inet {
-            let keys: Vec<Value> = a.masquerade.iter().map(|n| ip_key(n.ip())).collect();
-            b.extend(base::stale_elements(listing, INET, TABLE, &[MASQ_V4, MASQ_V6], &keys, &a.id.chain("masq")));
         }
     }
     if let Some((port, _)) = &a.spoof_check {
@@ -250,7 +280,8 @@ pub struct Known {
     pub spoof_port: Option<String>,
 }
 
-/// The one-transaction DEL when the addresses and port are known (see [`base::remove_if_ours`]).
+/// The one-transaction DEL when the addresses and port are known (see [`base::remove_if_ours`]);
+/// it fails, and the listing path runs, when an address is shared with another attachment.
 pub fn del_batch(id: &Identity, known: &Known, masquerade: bool, spoof_check: bool) -> Batch {
     let mut b = Batch::new();
     if masquerade {
@@ -323,13 +354,9 @@ pub fn check(nft: &Nft, a: &Attachment) -> anyhow::Result<()> {
     if !a.masquerade.is_empty() {
         let listing = nft.list(&["table", INET, TABLE])?.context("table inet cni_bridge is missing")?;
         inet_base().check_intact(&listing, POSTROUTING)?;
-        let chain = a.id.chain("masq");
-        for net in &a.masquerade {
-            anyhow::ensure!(
-                points_at(&listing, masq_map(net), &ip_key(net.ip()), &chain),
-                "masquerade entry for {} is missing",
-                net.ip()
-            );
+        let (chain, comment) = (a.id.chain("masq"), a.id.comment());
+        for claim in masq_claims(a, &chain, &comment) {
+            anyhow::ensure!(claim.held(&listing), "masquerade entry for {} is missing", claim.key);
         }
         anyhow::ensure!(
             nft::rules_of(&listing, &chain).count() == a.masquerade.len(),

@@ -7,7 +7,8 @@ use serde_json::Value;
 /// `UPDATE_GOLDEN`).
 pub fn golden(name: &str, actual: &Value) {
     let path = format!("{}/tests/golden/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    let rendered = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    // Written with sorted keys, so a regenerated file differs only where the content does.
+    let rendered = serde_json::to_string_pretty(&sorted(actual)).unwrap() + "\n";
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &rendered).unwrap();
     }
@@ -15,4 +16,16 @@ pub fn golden(name: &str, actual: &Value) {
     // Compared as JSON: nft reads objects by key, so key order is not part of what is golden.
     let expected: Value = serde_json::from_str(&expected).unwrap_or_else(|e| panic!("{path}: {e}"));
     assert_eq!(actual, &expected, "{name} differs from {path}:\n{rendered}");
+}
+
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }

@@ -83,7 +83,67 @@ fn same_tables(a: &Netns, b: &Netns) {
     for (family, table) in [("inet", "cni_bridge"), ("bridge", "cni_bridge"), ("inet", "cni_portmap")] {
         let (by_nft, by_native) = (kernel_view(a, family, table), kernel_view(b, family, table));
         assert_eq!(by_nft, by_native, "{family} {table} differs\n--- nft ---\n{by_nft}\n--- native ---\n{by_native}");
+        // What nft makes of both (set types and flags, base chain hooks, comments), handles included:
+        // the same commands in the same order get the same handles.
+        let (by_nft, by_native) = (
+            nft(a, &["-j", "list", "table", family, table], None),
+            nft(b, &["-j", "list", "table", family, table], None),
+        );
+        assert_eq!(by_nft, by_native, "{family} {table} lists differently");
     }
+}
+
+#[test]
+fn base_tables_install_what_nft_installs() {
+    let (a, b) = (new_netns(), new_netns());
+    for base in ["bridge-repair-fresh", "portmap-base"] {
+        nft(&a, &["-j", "-f"], Some(&golden(base)));
+        native(&b, &golden(base)).unwrap_or_else(|e| panic!("{base}: {e}"));
+    }
+    same_tables(&a, &b);
+    // And the attachments' batches on top of them, both ways.
+    for batch in ["bridge-add", "portmap-add"] {
+        nft(&a, &["-j", "-f"], Some(&golden(batch)));
+        native(&b, &golden(batch)).unwrap_or_else(|e| panic!("{batch}: {e}"));
+    }
+    same_tables(&a, &b);
+    let text = nft(&b, &["list", "table", "inet", "cni_portmap"], None);
+    assert!(text.contains("type ipv4_addr . inet_proto . inet_service : verdict"), "{text}");
+    assert!(text.contains("type nat hook prerouting priority dstnat; policy accept;"), "{text}");
+}
+
+#[test]
+fn sets_of_every_declared_shape_agree_with_nft() {
+    let (a, b) = (new_netns(), new_netns());
+    let t = json!({"add": {"table": {"family": "inet", "name": "cni_bridge"}}});
+    let decl = |kind: &str, name: &str, ty: Value, extra: Value| {
+        let mut body = json!({"family": "inet", "table": "cni_bridge", "name": name, "type": ty});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        json!({"add": { kind: body }})
+    };
+    let batch = json!({"nftables": [
+        t,
+        decl("set", "s4", json!("ipv4_addr"), json!({})),
+        decl("set", "s6", json!("ipv6_addr"), json!({})),
+        decl("set", "names", json!("ifname"), json!({})),
+        decl("map", "m4", json!("ipv4_addr"), json!({"map": "verdict"})),
+        decl("map", "mc", json!(["ipv6_addr", "inet_proto", "inet_service"]), json!({"map": "verdict"})),
+        decl("set", "ranges", json!(["ipv4_addr", "ipv4_addr"]), json!({"flags": ["interval"]})),
+        {"add": {"chain": {"family": "inet", "table": "cni_bridge", "name": "in", "type": "filter", "hook": "input",
+                           "prio": 0, "policy": "drop"}}},
+        {"add": {"chain": {"family": "inet", "table": "cni_bridge", "name": "out", "type": "route", "hook": "output",
+                           "prio": -150}}},
+    ]});
+    nft(&a, &["-j", "-f"], Some(&batch));
+    native(&b, &batch).unwrap();
+    let (by_nft, by_native) = (
+        nft(&a, &["-j", "list", "table", "inet", "cni_bridge"], None),
+        nft(&b, &["-j", "list", "table", "inet", "cni_bridge"], None),
+    );
+    assert_eq!(by_nft, by_native);
+    assert_eq!(kernel_view(&a, "inet", "cni_bridge"), kernel_view(&b, "inet", "cni_bridge"));
 }
 
 #[test]
@@ -168,6 +228,49 @@ fn refusals_name_the_command_and_roll_back() {
     );
     assert!(!kernel_view(&b, "inet", "cni_portmap").contains("pm-new"), "the whole transaction was rolled back");
     // A batch the encoder does not know is refused before anything is sent.
-    let set = json!({"nftables": [{"add": {"set": {"family": "inet", "table": "cni_portmap", "name": "x", "type": "ipv4_addr"}}}]});
+    let set = json!({"nftables": [{"add": {"set": {"family": "inet", "table": "cni_portmap", "name": "x", "type": "mark"}}}]});
     assert!(matches!(native(&b, &set), Err(NativeError::Unsupported(_))));
+}
+
+#[test]
+fn a_chain_that_holds_rules_nobody_planned_for_is_not_deleted() {
+    // A key chain's last holder deletes its jump and the chain in one transaction; a holder that
+    // joined since the listing must make that fail, not vanish with the chain.
+    let (_, b) = pair();
+    let chain = |name: &str| json!({"chain": {"family": "inet", "table": "cni_portmap", "name": name}});
+    let rule =
+        json!({"rule": {"family": "inet", "table": "cni_portmap", "chain": "key-x", "expr": [{"accept": null}]}});
+    native(&b, &json!({"nftables": [{"add": chain("key-x")}, {"add": rule}]})).unwrap();
+    let err = native(&b, &json!({"nftables": [{"delete": chain("key-x")}]})).unwrap_err();
+    assert!(err.to_string().contains("busy"), "{err}");
+    assert!(kernel_view(&b, "inet", "cni_portmap").contains("key-x"));
+    // Flushed first, in the same transaction, it goes.
+    native(&b, &json!({"nftables": [{"flush": chain("key-x")}, {"delete": chain("key-x")}]})).unwrap();
+    assert!(!kernel_view(&b, "inet", "cni_portmap").contains("key-x"));
+}
+
+#[test]
+fn a_rule_is_deleted_by_its_handle_and_a_gone_one_is_enoent() {
+    let (a, b) = pair();
+    let add = json!({"nftables": [
+        {"add": {"chain": {"family": "inet", "table": "cni_portmap", "name": "key-y"}}},
+        {"add": {"rule": {"family": "inet", "table": "cni_portmap", "chain": "key-y", "expr": [{"accept": null}]}}},
+        {"add": {"rule": {"family": "inet", "table": "cni_portmap", "chain": "key-y", "expr": [{"drop": null}]}}}
+    ]});
+    for ns in [&a, &b] {
+        native(ns, &add).unwrap();
+    }
+    let listing: Value =
+        serde_json::from_str(&nft(&a, &["-j", "list", "chain", "inet", "cni_portmap", "key-y"], None)).unwrap();
+    let handle = listing["nftables"].as_array().unwrap().iter().find_map(|o| {
+        let r = o.get("rule")?;
+        r["expr"][0].get("accept").map(|_| r["handle"].clone())
+    });
+    let del = json!({"nftables": [{"delete": {"rule": {"family": "inet", "table": "cni_portmap", "chain": "key-y", "handle": handle.unwrap()}}}]});
+    nft(&a, &["-j", "-f"], Some(&del));
+    native(&b, &del).unwrap();
+    // Same handles in both (the same commands in the same order): the same rule went.
+    same_tables(&a, &b);
+    let again = native(&b, &del).unwrap_err();
+    assert!(again.to_string().contains("No such file"), "{again}");
 }

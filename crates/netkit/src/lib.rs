@@ -9,6 +9,7 @@ pub mod bridge_vlan;
 pub mod conntrack;
 pub mod iface;
 pub mod link;
+pub mod link_settings;
 pub mod netlink;
 pub mod netns;
 pub mod route;
@@ -17,6 +18,7 @@ pub mod sysctl;
 
 pub use addr::Address;
 pub use link::{Link, VethPair, format_mac, parse_mac};
+pub use link_settings::{LinkSettings, parse_hwaddr};
 pub use netlink::NlError;
 pub use netns::NetNs;
 pub use route::RouteSpec;

@@ -45,7 +45,7 @@ fn only_asked_for_parts_are_generated() {
 }
 
 #[test]
-fn repair_of_intact_tables_adds_nothing_but_replaces_stale_elements() {
+fn repair_of_intact_tables_adds_nothing_and_a_held_address_is_shared() {
     let a = attachment();
     // Listings as nft prints them after the fresh repair and our ADD.
     let masq = a.id.chain("masq");
@@ -77,10 +77,16 @@ fn repair_of_intact_tables_adds_nothing_but_replaces_stale_elements() {
     let inet = json!({"nftables": inet});
     let bridge = json!({"nftables": bridge});
     let repair = repair_batch(&a, Some(&inet), Some(&bridge)).to_json();
-    assert_eq!(
-        repair,
-        json!({"nftables": [{"delete": {"element": {"family": "inet", "table": TABLE, "name": MASQ_V4, "elem": ["10.1.0.5"]}}}]})
-    );
+    assert_eq!(repair, json!({"nftables": []}));
+    // The address another attachment holds becomes a key chain jumping to both, the other first.
+    let planned = entries(&a, Some(&inet)).to_json().to_string();
+    let key_chain = base::key_chain(MASQ_V4, &json!("10.1.0.5"));
+    assert!(planned.contains(r#"{"jump":{"target":"masq-someone-else"}}"#), "{planned}");
+    let (other, ours) =
+        (planned.find("masq-someone-else").unwrap(), planned.rfind(&format!(r#""target":"{masq}""#)).unwrap());
+    assert!(other < ours, "{planned}");
+    assert!(planned.contains(&format!(r#"{{"goto":{{"target":"{key_chain}"}}}}"#)), "{planned}");
+    assert!(!planned.contains(r#""delete":{"chain""#), "{planned}");
 
     // A flushed base chain is rewritten.
     let mut damaged = inet.clone();

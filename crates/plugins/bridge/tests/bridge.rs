@@ -167,6 +167,46 @@ fn masquerade_gives_outside_traffic_the_hosts_address() {
 }
 
 #[test]
+fn the_same_subnet_on_two_networks_keeps_each_containers_masquerade() {
+    let h = Host::new();
+    let outside = h.with_outside();
+    let server: SocketAddr = "198.51.100.2:7000".parse().unwrap();
+    testkit::serve_peer_address(&outside, server);
+    // Two runtimes' default networks on one subnet (Podman's and containerd's are both
+    // 10.88.0.0/16), each on its own bridge: each network's one address is 10.79.0.2.
+    let net = |name: &str, br: &str| {
+        h.conf(
+            name,
+            json!({"bridge": br, "isDefaultGateway": true, "ipMasq": true,
+                   "ipam": {"type": "host-local", "dataDir": h.ipam.path().display().to_string(),
+                            "ranges": [[{"subnet": "10.79.0.0/24", "rangeStart": "10.79.0.2", "rangeEnd": "10.79.0.2"}]]}}),
+        )
+    };
+    let (a, b) = (net("net-a", "br-a"), net("net-b", "br-b"));
+    let (p1, q1) = (new_netns(), new_netns());
+    let rp = h.add(&p1, "p1", &a);
+    let rq = h.add(&q1, "q1", &b);
+    assert_eq!((addr_of(&rp, 0), addr_of(&rq, 0)), ("10.79.0.2".to_string(), "10.79.0.2".to_string()));
+    // Replies to 10.79.0.2 route to br-a (its route came first), so p1 is the one that can talk.
+    assert_eq!(tcp_ask(&p1, server).as_deref(), Some("198.51.100.1"), "p1 not masqueraded");
+    for (c, cid, conf, r) in [(&p1, "p1", &a, &rp), (&q1, "q1", &b, &rq)] {
+        assert_eq!(h.run("CHECK", c, cid, &Host::with_prev(conf, r)).ok(), Value::Null, "CHECK of {cid}");
+    }
+    // q1 goes, once with its prevResult and once (a second container) by identity alone.
+    h.run("DEL", &q1, "q1", &Host::with_prev(&b, &rq)).ok();
+    assert_eq!(tcp_ask(&p1, server).as_deref(), Some("198.51.100.1"), "q1's DEL took p1's masquerade");
+    let q2 = new_netns();
+    let rq2 = h.add(&q2, "q2", &b);
+    assert_eq!(addr_of(&rq2, 0), "10.79.0.2");
+    h.run("DEL", &q2, "q2", &b).ok();
+    assert_eq!(tcp_ask(&p1, server).as_deref(), Some("198.51.100.1"), "q2's DEL took p1's masquerade");
+    assert_eq!(h.run("CHECK", &p1, "p1", &Host::with_prev(&a, &rp)).ok(), Value::Null);
+    h.run("DEL", &p1, "p1", &Host::with_prev(&a, &rp)).ok();
+    let rules = nft_ruleset(&h.ns);
+    assert!(!rules.contains("10.79.0.2") && !rules.contains("key-") && !rules.contains("masq-"), "{rules}");
+}
+
+#[test]
 fn iptables_backend_uses_the_reference_chain_names() {
     let h = Host::new();
     let outside = h.with_outside();

@@ -178,6 +178,34 @@ fn del_without_mappings_or_prev_result_removes_everything() {
 }
 
 #[test]
+fn del_without_mappings_reads_only_the_attachments_own_chains() {
+    // Runtimes send DEL without portMappings for every pod; its cost must not grow with the ports
+    // the node publishes, so it reads the attachment's two chains by name and never lists the table.
+    let mut h = Host::new();
+    let others: Vec<Container> = (0..3).map(|_| h.container()).collect();
+    for (i, c) in others.iter().enumerate() {
+        let m = json!([{"hostPort": 9000 + i, "containerPort": 80}, {"hostPort": 9100 + i, "containerPort": 53, "protocol": "udp"}]);
+        h.run("ADD", c, "eth0", &Host::conf("net1", &c.prev, m, json!({}))).ok();
+    }
+    let a = h.container();
+    h.run("ADD", &a, "eth0", &Host::conf("net1", &a.prev, web(), json!({}))).ok();
+    let bare = json!({"cniVersion": "1.0.0", "name": "net1", "type": "portmap"});
+    // One that published ports, and one that never did.
+    let never = h.container();
+    for who in [&a, &never] {
+        let out = Invocation::new("DEL", &who.id, who.ns.path(), "eth0", &bare.to_string())
+            .var("CNI_RS_TRACE", Some("1"))
+            .run(&bin(), &h.ns);
+        assert!(out.success(), "{}", out.stderr);
+        assert!(out.stderr.contains("portmap chains read"), "{}", out.stderr);
+        assert!(!out.stderr.contains("portmap table listed"), "DEL listed the whole table: {}", out.stderr);
+    }
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")), None);
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:9000")).is_some(), "another container's port went");
+    assert!(!nft_ruleset(&h.ns).contains(&a.id), "{}", nft_ruleset(&h.ns));
+}
+
+#[test]
 fn two_networks_on_one_container_are_separate() {
     let mut h = Host::new();
     let a = h.container();
@@ -275,19 +303,149 @@ fn bad_mappings_change_nothing() {
     assert!(!nft_ruleset(&h.ns).contains("cni_portmap"));
 }
 
+/// Who answers on the host's published port 8080, from outside, over `family`'s address.
+fn holder_of_8080(h: &Host, v6: bool) -> Option<String> {
+    tcp_ask(&h.outside, sock(if v6 { "[2001:db8:1::1]:8080" } else { "198.51.100.1:8080" }))
+}
+
+/// A container that answers on port 81 with its own ID, and 8080 published to it.
+fn named(h: &mut Host) -> (Container, Value) {
+    let c = h.container();
+    testkit::serve_text(&c.ns, sock("[::]:81"), &c.id);
+    (c, json!([{"hostPort": 8080, "containerPort": 81, "protocol": "tcp"}]))
+}
+
 #[test]
-fn a_reused_port_goes_to_the_last_container_and_survives_the_old_ones_del() {
+fn a_contested_port_stays_with_its_first_holder_and_passes_to_the_next() {
+    let mut h = Host::new();
+    let (a, m) = named(&mut h);
+    let (b, _) = named(&mut h);
+    let conf = |c: &Container| Host::conf("net1", &c.prev, m.clone(), json!({}));
+    let bare = json!({"cniVersion": "1.0.0", "name": "net1", "type": "portmap"});
+    h.run("ADD", &a, "eth0", &conf(&a)).ok();
+    let second = h.run("ADD", &b, "eth0", &conf(&b));
+    assert!(second.success(), "{}", second.stderr);
+    assert!(second.stderr.contains("held by"), "the contest is not logged: {}", second.stderr);
+    assert_eq!(holder_of_8080(&h, false).as_deref(), Some(a.id.as_str()), "the first holder lost the port");
+    assert_eq!(holder_of_8080(&h, true).as_deref(), Some(a.id.as_str()));
+    for c in [&a, &b] {
+        assert_eq!(h.run("CHECK", c, "eth0", &conf(c)).ok(), Value::Null);
+    }
+
+    // The second holder's DEL leaves the first alone; a third joins behind the first.
+    h.run("DEL", &b, "eth0", &conf(&b)).ok();
+    assert_eq!(holder_of_8080(&h, false).as_deref(), Some(a.id.as_str()), "B's DEL took A's port");
+    h.run("ADD", &b, "eth0", &conf(&b)).ok();
+    // The first holder goes (DEL without mappings, as runtimes send it): the next takes over.
+    h.run("DEL", &a, "eth0", &bare).ok();
+    assert_eq!(holder_of_8080(&h, false).as_deref(), Some(b.id.as_str()), "the port did not pass on");
+    assert_eq!(holder_of_8080(&h, true).as_deref(), Some(b.id.as_str()));
+    assert_eq!(h.run("CHECK", &b, "eth0", &conf(&b)).ok(), Value::Null);
+    h.run("DEL", &b, "eth0", &conf(&b)).ok();
+    assert_eq!(holder_of_8080(&h, false), None);
+    let rules = nft_ruleset(&h.ns);
+    assert!(!rules.contains("key-") && !rules.contains("pm-") && !rules.contains("8080"), "{rules}");
+}
+
+#[test]
+fn concurrent_adds_and_dels_of_one_port_leave_it_with_a_holder_then_nothing() {
+    let mut h = Host::new();
+    let containers: Vec<(Container, Value)> = (0..6).map(|_| named(&mut h)).collect();
+    let conf = |c: &Container, m: &Value| Host::conf("net1", &c.prev, m.clone(), json!({}));
+    let spawn_all = |command: &str, which: &[&(Container, Value)]| {
+        let children: Vec<_> = which
+            .iter()
+            .map(|(c, m)| {
+                Invocation::new(command, &c.id, c.ns.path(), "eth0", &conf(c, m).to_string()).spawn(&bin(), Some(&h.ns))
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    };
+    let all: Vec<&(Container, Value)> = containers.iter().collect();
+    spawn_all("ADD", &all);
+    let holder = holder_of_8080(&h, false).expect("nobody answers on the contested port");
+    assert!(containers.iter().any(|(c, _)| c.id == holder), "{holder}");
+    // Half go at once, the holder among them: one of the rest answers.
+    let (going, staying): (Vec<_>, Vec<_>) =
+        all.iter().copied().partition(|(c, _)| c.id == holder || c.id.ends_with(['3', '5']));
+    spawn_all("DEL", &going);
+    let next = holder_of_8080(&h, false).expect("the port went with its holder");
+    assert!(staying.iter().any(|(c, _)| c.id == next), "{next} was deleted");
+    spawn_all("DEL", &staying);
+    let rules = nft_ruleset(&h.ns);
+    assert!(!rules.contains("key-") && !rules.contains("pm-"), "{rules}");
+}
+
+#[test]
+fn ipv4_and_ipv6_holders_of_one_port_both_answer() {
+    let mut h = Host::new();
+    let (a, m) = named(&mut h);
+    let (b, _) = named(&mut h);
+    // a has only its IPv4 address in prevResult, b only its IPv6 one, on two networks.
+    let only = |c: &Container, v6: bool| {
+        let mut prev = c.prev.clone();
+        let ips =
+            prev["ips"].as_array().unwrap().iter().filter(|ip| ip["address"].as_str().unwrap().contains(':') == v6);
+        prev["ips"] = Value::Array(ips.cloned().collect());
+        prev
+    };
+    let conf_a = Host::conf("net-v4", &only(&a, false), m.clone(), json!({}));
+    let conf_b = Host::conf("net-v6", &only(&b, true), m.clone(), json!({}));
+    h.run("ADD", &a, "eth0", &conf_a).ok();
+    h.run("ADD", &b, "eth0", &conf_b).ok();
+    assert_eq!(holder_of_8080(&h, false).as_deref(), Some(a.id.as_str()));
+    assert_eq!(holder_of_8080(&h, true).as_deref(), Some(b.id.as_str()));
+    h.run("DEL", &b, "eth0", &conf_b).ok();
+    assert_eq!(holder_of_8080(&h, false).as_deref(), Some(a.id.as_str()), "the IPv6 holder's DEL took IPv4's port");
+    h.run("ADD", &b, "eth0", &conf_b).ok();
+    h.run("DEL", &a, "eth0", &conf_a).ok();
+    assert_eq!(holder_of_8080(&h, true).as_deref(), Some(b.id.as_str()), "the IPv4 holder's DEL took IPv6's port");
+}
+
+#[test]
+fn one_address_on_two_networks_publishes_on_both_and_keeps_masquerade() {
     let mut h = Host::new();
     let a = h.container();
-    let b = h.container();
-    let m = json!([{"hostPort": 8080, "containerPort": 80}]);
-    h.run("ADD", &a, "eth0", &Host::conf("net1", &a.prev, m.clone(), json!({}))).ok();
-    h.run("ADD", &b, "eth0", &Host::conf("net1", &b.prev, m.clone(), json!({}))).ok();
-    // b answers: its server sees the outside client; check it is b by asking b's port directly.
-    assert!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).is_some());
-    h.run("DEL", &a, "eth0", &Host::conf("net1", &a.prev, m.clone(), json!({}))).ok();
-    assert!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).is_some(), "the old container's DEL took the new mapping");
-    assert_eq!(h.run("CHECK", &b, "eth0", &Host::conf("net1", &b.prev, m, json!({}))).ok(), Value::Null);
+    // The same container address on two networks (two runtimes' default networks share a subnet).
+    let m1 = json!([{"hostPort": 8080, "containerPort": 80}]);
+    let m2 = json!([{"hostPort": 8082, "containerPort": 80}]);
+    let conf1 = Host::conf("net1", &a.prev, m1, json!({}));
+    let mut prev2 = a.prev.clone();
+    prev2["interfaces"][2]["name"] = json!("eth1");
+    let conf2 = Host::conf("net2", &prev2, m2, json!({}));
+    h.run("ADD", &a, "eth0", &conf1).ok();
+    let second = h.run("ADD", &a, "eth1", &conf2);
+    assert!(second.success(), "the second network's ADD failed: {}", second.stderr);
+    // Masqueraded from the host's own 127.0.0.1 (it cannot leave the host otherwise).
+    let local = |port: u16| tcp_ask(&h.ns, sock(&format!("127.0.0.1:{port}")));
+    assert!(local(8080).is_some() && local(8082).is_some());
+    h.run("DEL", &a, "eth1", &conf2).ok();
+    assert!(local(8080).is_some(), "net2's DEL took net1's masquerade");
+    assert_eq!(h.run("CHECK", &a, "eth0", &conf1).ok(), Value::Null);
+}
+
+#[test]
+fn a_stale_entry_never_makes_add_fail() {
+    let mut h = Host::new();
+    let (a, m) = named(&mut h);
+    let (b, _) = named(&mut h);
+    let conf = |c: &Container| Host::conf("net1", &c.prev, m.clone(), json!({}));
+    h.run("ADD", &a, "eth0", &conf(&a)).ok();
+    // a's container goes without a DEL (a crashed runtime): its entries stay until GC.
+    drop(a);
+    let added = h.run("ADD", &b, "eth0", &conf(&b));
+    assert!(added.success(), "{}", added.stderr);
+    let mut gc = json!({"cniVersion": "1.1.0", "name": "net1", "type": "portmap",
+                        "cni.dev/valid-attachments": [{"containerID": b.id, "ifname": "eth0"}]});
+    h.run("GC", &b, "eth0", &gc).ok();
+    assert_eq!(holder_of_8080(&h, false).as_deref(), Some(b.id.as_str()), "GC did not hand the port on");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    h.run("GC", &b, "eth0", &gc).ok();
+    let rules = nft_ruleset(&h.ns);
+    assert!(!rules.contains("key-") && !rules.contains("pm-"), "{rules}");
 }
 
 #[test]
