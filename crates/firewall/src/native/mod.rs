@@ -253,6 +253,7 @@ fn compile_one(command: &Value, schema: &Schema, id: u32) -> Result<Command, Uns
             (k::NFT_MSG_NEWSET, NLM_F_CREATE)
         }
         ("delete", "rule") => {
+            // One rule, by the handle a listing showed (a holder's jump in a key chain).
             let handle = body["handle"].as_u64().ok_or_else(|| Unsupported(format!("rule without handle {body}")))?;
             a.str(k::NFTA_RULE_TABLE, text(body, "table")?)
                 .str(k::NFTA_RULE_CHAIN, text(body, "chain")?)
@@ -268,13 +269,6 @@ fn compile_one(command: &Value, schema: &Schema, id: u32) -> Result<Command, Uns
         }
         ("flush", "chain") => {
             a.str(k::NFTA_RULE_TABLE, text(body, "table")?).str(k::NFTA_RULE_CHAIN, text(body, "name")?);
-            (k::NFT_MSG_DELRULE, 0)
-        }
-        ("delete", "rule") => {
-            // One rule, by the handle a listing showed (a holder's jump in a key chain).
-            let handle = body["handle"].as_u64().ok_or_else(|| Unsupported(format!("rule without handle {body}")))?;
-            a.str(k::NFTA_RULE_TABLE, text(body, "table")?).str(k::NFTA_RULE_CHAIN, text(body, "chain")?);
-            a.be64(k::NFTA_RULE_HANDLE, handle);
             (k::NFT_MSG_DELRULE, 0)
         }
         ("add", "rule") => {
