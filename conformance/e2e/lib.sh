@@ -191,10 +191,26 @@ EOF
   podman image exists "$IMAGE" 2>/dev/null || check "podman: the busybox image loads (podman load)" podman load -i "$IMAGE_TAR"
 }
 
-# podman_fetch NETWORK URL: a throwaway container on NETWORK fetches URL; prints the page.
+# podman_fetch NETWORK URL...: a throwaway container on NETWORK fetches each URL in turn; prints
+# the pages (or wget's complaints), fails if the last fetch did. One container for several URLs:
+# podman notices a container's exit only after 20 s in this sandbox (conmon's exit file; nothing
+# of the plugins'). wget under a shell that stays PID 1, which timeout's signal can stop.
 podman_fetch() {
-  podman run --rm --network "$1" --cgroup-parent "$CGROUP_PARENT/podman" "$IMAGE" \
-    timeout 5 wget -q -O - "$2" 2>&1
+  local net=$1; shift
+  podman run --rm --network "$net" --cgroup-parent "$CGROUP_PARENT/podman" "$IMAGE" \
+    sh -c 'for u; do timeout 5 wget -q -O - "$u"; r=$?; done; exit $r' sh "$@" 2>&1
+}
+
+# podman_net_without_firewall NETWORK SUBNET: `podman network create`, then its conflist rewritten
+# without the firewall plugin (bridge, portmap, tuning): a control for what firewall lets through.
+podman_net_without_firewall() {
+  podman network create --subnet "$2" "$1" >/dev/null || return 1
+  python3 - "$P/net.d/$1.conflist" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["plugins"] = [p for p in c["plugins"] if p["type"] != "firewall"]
+json.dump(c, open(sys.argv[1], "w"))
+PY
 }
 
 # forward_drop: the sandbox host forwards nothing that no rule accepts (iptables and ip6tables

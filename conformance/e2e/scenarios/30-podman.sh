@@ -35,10 +35,12 @@ check "podman: the sandbox host fetches the page on 127.0.0.1:$port" wait_for 10
 check "podman: ... and from the container's address" page_is "http://$ip/" "hello from podman"
 check_fails "podman: the port is published on 127.0.0.1 only (an outside namespace gets nothing)" \
   fetch "http://198.51.100.1:$port/" world
-out=$(podman_fetch $net "http://$ip/")
-if same "$out" "hello from podman"; then pass "podman: a second container on the network reaches the first"; else fail "podman: a second container on the network reaches the first" "$out"; fi
-out=$(podman_fetch $net "http://198.51.100.2:8080/")
-if same "$out" "hello from the world"; then pass "podman: ... and the outside namespace (forwarded, masqueraded)"; else fail "podman: ... and the outside namespace (forwarded, masqueraded)" "$out"; fi
+out=$(podman_fetch $net "http://$ip/" "http://198.51.100.2:8080/")
+if same "$out" $'hello from podman\nhello from the world'; then
+  pass "podman: a second container on the network reaches the first, and the outside namespace (forwarded, masqueraded)"
+else
+  fail "podman: a second container on the network reaches the first, and the outside namespace (forwarded, masqueraded)" "$out"
+fi
 check_fails "podman: the outside namespace cannot open a connection to the container (FORWARD drops it)" \
   fetch "http://$ip/" world
 # What let it through: our firewall's per-address accept in CNI-FORWARD, which counted packets.
@@ -56,6 +58,9 @@ check "podman: ... FORWARD jumps to CNI-FORWARD, CNI-FORWARD to the admin chain 
   bash -c '[[ $(iptables-save -t filter) == *"-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD"* ]] && iptables -S CNI-FORWARD 1 | grep -q -- "-j CNI-ADMIN"'
 check "podman: ... and no firewalld (no system bus here)" bash -c '! nft list table inet firewalld 2>/dev/null'
 
+check "podman: a network without the firewall plugin (control)" podman_net_without_firewall e2e-nofw 10.89.8.0/24
+check_fails "podman: ... its container cannot reach the outside namespace" podman_fetch e2e-nofw "http://198.51.100.2:8080/"
+check "podman: ... network rm" podman network rm e2e-nofw
 check "podman: stop" podman stop -t 0 web
 check "podman: no veth is left" no_veth
 check "podman: host-local released the address" no_allocation $net
