@@ -49,7 +49,7 @@ conformance: build
 	conformance/run.sh
 
 # End-to-end: containerd (ctr, and CRI as the kubelet drives it) and podman run the built plugins,
-# in a sandbox (as root; about 10 s).
+# in a sandbox (as root; about 2.5 minutes: podman notices a container's exit only after 20 s there).
 e2e: build
 	conformance/e2e/run.sh
 
