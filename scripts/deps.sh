@@ -9,11 +9,12 @@
 #   qemu-system-x86, cpio, kmod (and busybox-static): boot Debian's kernel for the VM lane (scripts/vm.sh)
 #   firewalld, dbus-daemon: the firewall plugin's firewalld backend is tested against the real daemon, run by
 #     the tests inside a throwaway namespace on a private bus (never as the machine's service: see below)
+#   iperf3: measures the bandwidth plugin's limits with real traffic (conformance/scenarios/75-bandwidth.sh)
 set -euo pipefail
 packages=(iproute2 iputils-ping nftables iptables conntrack golang-go golang-github-appc-cni-dev dpkg-dev
           containernetworking-plugins ca-certificates containerd runc podman conmon busybox-static
           python3-grpcio python3-protobuf protobuf-compiler strace
-          qemu-system-x86 cpio kmod dbus-daemon firewalld)
+          qemu-system-x86 cpio kmod iperf3 dbus-daemon firewalld)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

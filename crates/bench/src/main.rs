@@ -11,6 +11,7 @@ mod floors;
 mod host_local;
 mod machine;
 mod plugins;
+mod ptp_bandwidth;
 mod stats;
 mod table;
 
@@ -123,6 +124,19 @@ fn main() -> anyhow::Result<()> {
         table.value("nft/iptables processes per chain ADD", add as f64, ref_execs.map(|e| e.0 as f64), count);
         table.value("nft/iptables processes per chain DEL", del as f64, ref_execs.map(|e| e.1 as f64), count);
     }
+
+    // kind's ptp and k3s's bandwidth, each on its own.
+    eprintln!("bench: ptp and bandwidth");
+    let ours_kb = ptp_bandwidth::measure(&opts.ours, "ours", 0, &work, opts.rounds)?;
+    let ref_kb = Some(&opts.reference)
+        .filter(|d| ptp_bandwidth::available(d))
+        .map(|d| ptp_bandwidth::measure(d, "ref", 1, &work, opts.rounds))
+        .transpose()?;
+    let rk = ref_kb.as_ref();
+    table.latency("ptp (with host-local) ADD alone", &ours_kb.ptp_add, rk.map(|r| &r.ptp_add));
+    table.latency("ptp (with host-local) DEL alone", &ours_kb.ptp_del, rk.map(|r| &r.ptp_del));
+    table.latency("bandwidth ADD alone (ingress + egress)", &ours_kb.bandwidth_add, rk.map(|r| &r.bandwidth_add));
+    table.latency("bandwidth DEL alone", &ours_kb.bandwidth_del, rk.map(|r| &r.bandwidth_del));
 
     // host-local's store with few and many allocations.
     eprintln!("bench: host-local store");

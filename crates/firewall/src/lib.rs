@@ -8,10 +8,14 @@
 pub mod base;
 pub mod bridge;
 pub mod conditions;
+<<<<<<< HEAD
 pub mod dbus;
 pub mod filter;
 pub mod filter_nft;
 pub mod firewalld;
+=======
+pub mod exists;
+>>>>>>> main
 #[cfg(test)]
 mod golden;
 pub mod identity;

@@ -157,3 +157,52 @@ fn missing_tables_and_chains_list_as_none() {
     assert_eq!(native_list(&ns, &["chain", "inet", "cni_portmap", "nope"]), None);
     assert_eq!(native_list(&ns, &["tables"]), nft_list(&ns, &["tables"]));
 }
+
+/// A listing takes several dumps; another process changing the ruleset in between interrupts
+/// them (NLM_F_DUMP_INTR) and the listing is taken again. Under steady churn (a node where many
+/// attachments come and go at once) that must still end in a listing, not in EINTR: the soak's
+/// eight workers made portmap's ADD and DEL fail when three attempts were all a listing had.
+#[test]
+fn a_listing_survives_a_ruleset_that_changes_all_the_time() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ns = populated();
+    let done = AtomicBool::new(false);
+    let schema = firewall::native::Schema::default();
+    let churn = |name: &str| {
+        json!({"nftables": [
+            {"add": {"table": {"family": "inet", "name": name}}},
+            {"add": {"chain": {"family": "inet", "table": name, "name": "c"}}},
+            {"delete": {"chain": {"family": "inet", "table": name, "name": "c"}}},
+        ]})
+    };
+    std::thread::scope(|s| {
+        for w in 0..2 {
+            let (ns, done, schema) = (&ns, &done, &schema);
+            let batch = churn(&format!("churn{w}"));
+            s.spawn(move || {
+                ns.run(|| {
+                    let mut native = Native::open().unwrap();
+                    let mut rounds = 0;
+                    while !done.load(Ordering::Relaxed) && rounds < 200_000 {
+                        native.apply(&batch, schema).unwrap();
+                        rounds += 1;
+                        // Bursts of changes rather than one writer hogging a core.
+                        if rounds % 8 == 0 {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                    }
+                })
+                .unwrap()
+            });
+        }
+        let listed = ns.run(|| {
+            let mut native = Native::open().unwrap();
+            (0..30).map(|_| native.list(&["table", "inet", "cni_portmap"]).map(|l| l.is_some())).collect::<Vec<_>>()
+        });
+        done.store(true, Ordering::Relaxed);
+        let listed = listed.unwrap();
+        let failed: Vec<_> = listed.iter().filter_map(|l| l.as_ref().err().map(|e| e.to_string())).collect();
+        assert!(failed.is_empty(), "{} of 30 listings failed, first: {}", failed.len(), failed[0]);
+        assert!(listed.iter().all(|l| matches!(l, Ok(true))));
+    });
+}

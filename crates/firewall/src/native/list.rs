@@ -18,8 +18,10 @@ const NLM_F_DUMP_INTR: u16 = 0x10;
 const ENOENT: i32 = 2;
 const EINTR: i32 = 4;
 const NFT_SET_ANONYMOUS: u32 = 0x1;
-/// How often a listing is taken again after a concurrent change.
-const ATTEMPTS: usize = 3;
+/// How long a listing is taken again after concurrent changes. A node where many attachments
+/// come and go at once (the soak's eight workers) changes the ruleset between a listing's dumps
+/// often; nft retries without bound, this gives up after a few seconds of trying.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One message of an answer: its family (from nfgenmsg) and attributes.
 type Reply = (u8, Vec<u8>);
@@ -127,7 +129,17 @@ impl Native {
     /// `chain FAMILY TABLE NAME`; `None` when the table or chain does not exist.
     pub fn list(&mut self, what: &[&str]) -> Result<Option<Value>, NativeError> {
         let mut last = Err(NativeError::Kernel { command: "listing".into(), errno: EINTR, ext_ack: None });
-        for _ in 0..ATTEMPTS {
+        let started = std::time::Instant::now();
+        for attempt in 0u64.. {
+            if attempt > 0 && started.elapsed() > RETRY_FOR {
+                break;
+            }
+            if attempt >= 2 {
+                // Give the writers that interrupted us a moment; jittered so that listers that
+                // collided do not collide again.
+                let jitter = u64::from(std::process::id() % 7) + attempt.min(10);
+                std::thread::sleep(std::time::Duration::from_micros(jitter * 300));
+            }
             let before = self.generation()?;
             let listing = match what {
                 ["tables"] => self.tables().map(Some),
