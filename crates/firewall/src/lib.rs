@@ -8,14 +8,11 @@
 pub mod base;
 pub mod bridge;
 pub mod conditions;
-<<<<<<< HEAD
 pub mod dbus;
+pub mod exists;
 pub mod filter;
 pub mod filter_nft;
 pub mod firewalld;
-=======
-pub mod exists;
->>>>>>> main
 #[cfg(test)]
 mod golden;
 pub mod identity;
