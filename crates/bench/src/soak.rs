@@ -432,7 +432,9 @@ fn leftovers(data_dir: &Path) -> anyhow::Result<Vec<String>> {
     // tuning's saved originals.
     let filter =
         String::from_utf8_lossy(&Command::new("iptables-save").args(["-t", "filter"]).output()?.stdout).into_owned();
-    left.extend(filter.lines().filter(|l| l.starts_with("-A") && l.contains("10.66.")).map(|l| format!("iptables {l}")));
+    left.extend(
+        filter.lines().filter(|l| l.starts_with("-A") && l.contains("10.66.")).map(|l| format!("iptables {l}")),
+    );
     for dir in ["firewall", "firewall/addr", "tuning"] {
         for entry in std::fs::read_dir(data_dir.join(dir)).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();

@@ -121,7 +121,9 @@ impl Host {
         }
         let filter = iptables(&self.ns, &["-S"]);
         left.extend(filter.lines().filter(|l| l.contains("10.45.0.")).map(|l| format!("iptables {l}")));
-        for dir in [self.firewall.path().to_path_buf(), self.firewall.path().join("addr"), self.tuning.path().to_path_buf()] {
+        for dir in
+            [self.firewall.path().to_path_buf(), self.firewall.path().join("addr"), self.tuning.path().to_path_buf()]
+        {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {
                     // The firewall's lock file stays, as host-local's: it is no attachment's.
