@@ -22,7 +22,8 @@ podman_list() {
     {\"type\":\"portmap\",\"capabilities\":{\"portMappings\":true}},
     {\"type\":\"firewall\",\"backend\":\"\"}]}"
 }
-podman_list podman cni-podman0 10.88.0.0/24
+# A bridge and subnet of its own: 60-tuning.sh leaves cni-podman0 with 10.88.0.1/16 in the sandbox.
+podman_list podman cni-podfw0 10.87.0.0/24
 conflist nerd "{\"cniVersion\":\"1.0.0\",\"name\":\"nerd\",\"plugins\":[
   {\"type\":\"bridge\",\"bridge\":\"nerdctl0\",\"isGateway\":true,\"ipMasq\":true,\"hairpinMode\":true,
    \"ipam\":{\"type\":\"host-local\",\"dataDir\":\"$SANDBOX_WORK/ipam-nerd\",\"routes\":[{\"dst\":\"0.0.0.0/0\"}],
@@ -161,4 +162,12 @@ if command -v firewalld >/dev/null && command -v dbus-daemon >/dev/null; then
 else
   echo "# firewall: firewalld or dbus-daemon is not installed (scripts/deps.sh): firewalld checks skipped"
 fi
+# The scenarios after this one share the sandbox host: its FORWARD policy as it was, and no
+# table of firewalld's (stopped by a signal, it leaves them, its forward chain rejecting).
+iptables -P FORWARD ACCEPT
+ip6tables -P FORWARD ACCEPT
+for t in "inet firewalld" "ip firewalld" "ip6 firewalld"; do nft delete table $t 2>/dev/null; done
+# The uplink now, not when the kernel gets round to the deleted world namespace (cleanup_netns):
+# the next scenario may make an uplink of its own.
+ip link del uplink 2>/dev/null
 true

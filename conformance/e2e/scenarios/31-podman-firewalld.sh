@@ -28,10 +28,14 @@ buspid=$!
 # nothing of the machine's /etc/firewalld read or written.
 firewalld --nofork --nopid --system-config "$bus/etc" --log-target console < /dev/null > "$bus/firewalld.log" 2>&1 &
 fwpid=$!
+# Stopped by a signal, firewalld leaves its tables (its forward chain rejecting): the scenarios
+# after this one share the sandbox host.
 fwd_stop() {
   kill $fwpid $buspid 2>/dev/null
   wait $fwpid $buspid 2>/dev/null
   rm -f /run/dbus/system_bus_socket
+  local t
+  for t in "inet firewalld" "ip firewalld" "ip6 firewalld"; do nft delete table $t 2>/dev/null; done
 }
 trap fwd_stop EXIT
 fwd() { dbus-send --system --print-reply --dest="$1" "${@:2}" 2>/dev/null; }
@@ -82,4 +86,5 @@ check "podman-firewalld: firewalld still runs (nothing of ours upset it)" fwd_up
 world_stop
 fwd_stop
 trap - EXIT
+check "podman-firewalld: firewalld stopped, its tables removed" bash -c '! nft list table inet firewalld 2>/dev/null'
 true
