@@ -10,11 +10,16 @@
 #   firewalld, dbus-daemon: the firewall plugin's firewalld backend is tested against the real daemon, run by
 #     the tests inside a throwaway namespace on a private bus (never as the machine's service: see below)
 #   iperf3: measures the bandwidth plugin's limits with real traffic (conformance/scenarios/75-bandwidth.sh)
+#   dnsmasq-base: the DNS server dnsname runs per network (the binary only: the `dnsmasq` package
+#     would also enable a system-wide dnsmasq on the machine's own port 53)
+#   golang-github-containernetworking-plugin-dnsname: the reference dnsname (/usr/lib/cni/dnsname),
+#     for side-by-side runs (conformance/scenarios/80-dnsname.sh)
 set -euo pipefail
 packages=(iproute2 iputils-ping nftables iptables conntrack golang-go golang-github-appc-cni-dev dpkg-dev
           containernetworking-plugins ca-certificates containerd runc podman conmon busybox-static
           python3-grpcio python3-protobuf protobuf-compiler strace
-          qemu-system-x86 cpio kmod iperf3 dbus-daemon firewalld)
+          qemu-system-x86 cpio kmod iperf3 dbus-daemon firewalld dnsmasq-base
+          golang-github-containernetworking-plugin-dnsname)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

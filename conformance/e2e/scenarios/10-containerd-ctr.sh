@@ -28,14 +28,19 @@ ctr run --cni --rm --runc-binary "${E2E_OCI_RUNTIME:-runc}" --cgroup "$CGROUP_PA
 ctr_pid=$!
 # in_ctr COMMAND...: runs a command in the container.
 in_ctr() { ctr task exec --exec-id "e2e-$BASHPID-$RANDOM" "$id" "$@"; }
+# shows PATTERN COMMAND...: the command's output in the container matches PATTERN. Retried by
+# wait_for below: ctr execs into the created task while go-cni still sets up its networks, in
+# parallel, so the main network's allocation (what the test waits for) can come before loopback's
+# ADD has run (seen once on a loaded machine: lo still DOWN).
+shows() { local pattern=$1; shift; matches "$(in_ctr "$@" 2>&1)" "$pattern"; }
 
 check "ctr: the container gets an address from host-local" wait_for 30 has_allocation $net "$cid"
 ip=$(allocated_ip $net "$cid")
 echo "# container $cid has ${ip:-no address}"
 check "ctr: the address is in the network's range" matches "$ip" '^10\.89\.1\.[0-9]+$'
-check "ctr: the container's eth0 holds it" matches "$(in_ctr ip -4 addr show eth0)" "inet $ip/24"
-check "ctr: its default route is the bridge's gateway" matches "$(in_ctr ip route)" '^default via 10\.89\.1\.1 dev eth0'
-check "ctr: its lo is up (loopback)" matches "$(in_ctr ip link show lo)" '<LOOPBACK,UP'
+check "ctr: the container's eth0 holds it" wait_for 10 shows "inet $ip/24" ip -4 addr show eth0
+check "ctr: its default route is the bridge's gateway" wait_for 10 shows '^default via 10\.89\.1\.1 dev eth0' ip route
+check "ctr: its lo is up (loopback)" wait_for 10 shows '<LOOPBACK,UP' ip link show lo
 check "ctr: the sandbox host pings the container" ping -c 1 -W 2 "$ip"
 check "ctr: the container pings its gateway" in_ctr ping -c 1 -W 2 10.89.1.1
 check "ctr: the sandbox host fetches the container's page" wait_for 10 page_is "http://$ip/" "hello from ctr"

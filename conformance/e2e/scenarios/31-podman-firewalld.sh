@@ -49,8 +49,8 @@ net=e2e-firewalld
 port=18082
 check "podman-firewalld: network create" podman network create --subnet 10.89.7.0/24 $net
 conf=$P/net.d/$net.conflist
-check "podman-firewalld: its conflist names bridge, portmap, firewall (backend \"\") and tuning" \
-  json_assert "$(cat "$conf" 2>/dev/null)" '[p["type"] for p in r["plugins"]] == ["bridge", "portmap", "firewall", "tuning"] and r["plugins"][2].get("backend", "") == ""'
+check "podman-firewalld: its conflist names bridge, portmap, firewall (backend \"\"), tuning and dnsname" \
+  json_assert "$(cat "$conf" 2>/dev/null)" '[p["type"] for p in r["plugins"]] == ["bridge", "portmap", "firewall", "tuning", "dnsname"] and r["plugins"][2].get("backend", "") == ""'
 out=$(podman run -d --name web --network $net -p 127.0.0.1:$port:80 --cgroup-parent "$CGROUP_PARENT/podman" "$IMAGE" \
   sh -c 'echo hello from podman > /tmp/index.html; exec httpd -f -p 80 -h /tmp' 2>&1)
 if [[ $? == 0 ]]; then pass "podman-firewalld: run -d -p 127.0.0.1:$port:80"; else fail "podman-firewalld: run -d -p 127.0.0.1:$port:80" "$out"; fi

@@ -6,6 +6,7 @@
 //!   cni-bench [--rounds N] [--population N] [--ours DIR] [--reference DIR] [--cnitool PATH]
 
 mod chain;
+mod dns;
 mod exec;
 mod floors;
 mod host_local;
@@ -95,6 +96,39 @@ fn main() -> anyhow::Result<()> {
         let theirs = r.map(|r| &r.growth[i]);
         table.row(&format!("ADD median with {population} containers"), adds.median(), theirs.map(|t| t.1.median()));
         table.row(&format!("DEL median with {population} containers"), dels.median(), theirs.map(|t| t.2.median()));
+    }
+
+    // A Podman network with DNS: bridge + host-local + dnsname, ours against the reference's
+    // bridge and host-local with Debian's dnsname (golang-github-containernetworking-plugin-dnsname).
+    if dns::available(&opts.ours) {
+        eprintln!("bench: dns chain, ours");
+        let ours = dns::DnsChain::new("ours", 0, &opts.ours, &opts.cnitool, &work)?.run(opts.rounds)?;
+        let theirs = match reference_dir.filter(|d| dns::available(d)) {
+            Some(dir) => {
+                eprintln!("bench: dns chain, reference");
+                Some(dns::DnsChain::new("ref", 1, dir, &opts.cnitool, &work)?.run(opts.rounds)?)
+            }
+            None => None,
+        };
+        let t = theirs.as_ref();
+        let name = "bridge+host-local+dnsname via cnitool";
+        table.latency(&format!("{name}: ADD, server running"), &ours.add, t.map(|t| &t.add));
+        table.latency(&format!("{name}: DEL, others remain"), &ours.del, t.map(|t| &t.del));
+        table.row(
+            &format!("{name}: first ADD (starts dnsmasq), median"),
+            ours.first_add.median(),
+            t.map(|t| t.first_add.median()),
+        );
+        table.row(
+            &format!("{name}: last DEL (stops dnsmasq), median"),
+            ours.last_del.median(),
+            t.map(|t| t.last_del.median()),
+        );
+        let n = dns::CONCURRENT;
+        table.row(&format!("{name}: {n} concurrent ADDs, wall"), ours.concurrent_add, t.map(|t| t.concurrent_add));
+        table.row(&format!("{name}: {n} concurrent DELs, wall"), ours.concurrent_del, t.map(|t| t.concurrent_del));
+    } else {
+        eprintln!("bench: no dnsname or no dnsmasq (apt-get install dnsmasq-base): the dns chain is skipped");
     }
 
     // Each plugin alone.
