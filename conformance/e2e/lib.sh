@@ -195,11 +195,11 @@ EOF
 # the pages (or wget's complaints), fails if the last fetch did. One container for several URLs:
 # podman notices a container's exit only after 20 s in this sandbox (conmon's exit file; nothing
 # of the plugins'). wget under a shell that stays PID 1, which timeout's signal can stop.
-# Named: podman's generated names (adjective_name) have an underscore, which our dnsname refuses
-# as a host name (RFC 1123), so an unnamed run fails on a network with DNS on.
+# Unnamed on purpose: podman's generated names (adjective_name) have an underscore, which dnsname
+# must accept on a network with DNS on (it once refused them, and every unnamed run failed).
 podman_fetch() {
   local net=$1; shift
-  podman run --rm --name "fetch-$RANDOM" --network "$net" --cgroup-parent "$CGROUP_PARENT/podman" "$IMAGE" \
+  podman run --rm --network "$net" --cgroup-parent "$CGROUP_PARENT/podman" "$IMAGE" \
     sh -c 'for u; do timeout 5 wget -q -O - "$u"; r=$?; done; exit $r' sh "$@" 2>&1
 }
 

@@ -4,8 +4,9 @@
 //! `CNI_ARGS`, which Podman sets to the container name for exactly this plugin.
 //!
 //! Every name that reaches dnsmasq's files is checked here first: a DNS name made of RFC 1123
-//! labels, or code 7 and nothing written. The reference writes whatever it is given, so a name
-//! with a space or a newline becomes a second, forged line of dnsmasq's hosts file.
+//! labels (plus `_`, see [`check_dns_name`]), or code 7 and nothing written. The reference writes
+//! whatever it is given, so a name with a space or a newline becomes a second, forged line of
+//! dnsmasq's hosts file.
 
 use cni::{Code, Error, Request};
 use serde::Deserialize;
@@ -75,7 +76,10 @@ pub fn name_for_cleanup(req: &Request) -> Option<String> {
 
 /// Code 7 unless `name` is a DNS name of RFC 1123 labels: each 1 to 63 letters, digits and
 /// hyphens, not starting or ending with a hyphen; at most 253 bytes; the last label not all
-/// digits (so a name can never read as an address).
+/// digits (so a name can never read as an address). Underscores are allowed too: the names Podman
+/// and Docker generate for unnamed containers have one (`serene_volhard`), the reference and
+/// Docker's resolver serve them, dnsmasq answers for them, and DNS itself (RFC 2181) allows them;
+/// only host names in the strict sense do not.
 pub fn check_dns_name(what: &str, name: &str) -> Result<(), Error> {
     let bad = |why: &str| Err(Error::new(Code::InvalidConfig, format!("invalid {what} {name:?}: {why}")));
     if name.is_empty() {
@@ -89,8 +93,8 @@ pub fn check_dns_name(what: &str, name: &str) -> Result<(), Error> {
         if label.is_empty() || label.len() > 63 {
             return bad("each dot-separated label must be 1 to 63 characters");
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return bad("only letters, digits, hyphens and dots are allowed (RFC 1123)");
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return bad("only letters, digits, hyphens, underscores and dots are allowed");
         }
         if label.starts_with('-') || label.ends_with('-') {
             return bad("a label cannot start or end with a hyphen");
@@ -132,10 +136,19 @@ mod tests {
     }
 
     #[test]
+    fn generated_container_names_with_underscores_are_names() {
+        // What `podman run` without --name calls a container.
+        let mut c = conf();
+        c["runtimeConfig"]["aliases"]["podnet"] = json!(["serene_volhard", "web"]);
+        let req = testkit::request(cni::Command::Add, &c, "K8S_POD_NAME=serene_volhard");
+        Config::parse(&req).unwrap();
+    }
+
+    #[test]
     fn bad_names_are_code_7() {
         for (args, aliases) in [
             ("K8S_POD_NAME=", json!([])),
-            ("K8S_POD_NAME=web_1", json!([])),
+            ("K8S_POD_NAME=web 1", json!([])),
             ("K8S_POD_NAME=web", json!(["ok", "bad alias"])),
             ("K8S_POD_NAME=web", json!(["-x"])),
             ("K8S_POD_NAME=web", json!(["a\n10.0.0.1 forged"])),
@@ -164,10 +177,10 @@ mod tests {
 
     #[test]
     fn label_rules() {
-        for ok in ["a", "web-1", "1web", "x.y", &"a".repeat(63), "A-Z"] {
+        for ok in ["a", "web-1", "1web", "x.y", &"a".repeat(63), "A-Z", "a_b", "serene_volhard"] {
             check_dns_name("n", ok).unwrap();
         }
-        for bad in ["", ".", "a.", ".a", "a-", &"a".repeat(64), "ü", "a b", "a_b", "123", "a.2"] {
+        for bad in ["", ".", "a.", ".a", "a-", &"a".repeat(64), "ü", "a b", "a/b", "123", "a.2"] {
             assert!(check_dns_name("n", bad).is_err(), "{bad:?}");
         }
         let long = vec!["abcdefghi"; 26].join(".");

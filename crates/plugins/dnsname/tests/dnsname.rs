@@ -358,11 +358,11 @@ fn a_dead_server_is_restarted_by_the_next_add() {
     let pid = net.pidfile();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     wait_until("the server is dead", || has_exited(pid));
-    let (b, rb) = net.add("ctr-b", "beta", &[]);
+    let (b, rb) = net.add("ctr-b", "serene_beta", &[]);
     assert_eq!(net.servers().len(), 1);
     let gw4: IpAddr = GW4.parse().unwrap();
     assert!(answers(&b.ns, gw4, "alpha", A, &[addr_of(&a.bridge_result, 0)]));
-    assert!(answers(&a.ns, gw4, "beta", A, &[addr_of(&rb, 0)]));
+    assert!(answers(&a.ns, gw4, "serene_beta", A, &[addr_of(&rb, 0)]));
     net.del(&a, &[]);
     net.del(&b, &[]);
     assert!(net.servers().is_empty());
@@ -371,7 +371,7 @@ fn a_dead_server_is_restarted_by_the_next_add() {
 #[test]
 fn bad_names_are_code_7_and_nothing_is_written() {
     let net = Net::new();
-    let bad = [("bad_name", vec![]), ("good", vec!["bad alias"]), ("good", vec!["x\n10.0.0.9 evil"])];
+    let bad = [("bad name", vec![]), ("good", vec!["bad alias"]), ("good", vec!["x\n10.0.0.9 evil"])];
     for (i, (name, aliases)) in bad.into_iter().enumerate() {
         let c = net.attach(&format!("ctr-{i}"), name);
         let out = net.dns("ADD", &c, &aliases);
