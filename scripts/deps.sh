@@ -7,11 +7,14 @@
 #   python3-grpcio, python3-protobuf, protobuf-compiler: its CRI client (Debian's python3; no pip)
 #   strace: counts the firewall processes a verb starts, in make bench
 #   qemu-system-x86, cpio, kmod (and busybox-static): boot Debian's kernel for the VM lane (scripts/vm.sh)
+#   gcc-aarch64-linux-gnu, libc6-dev-arm64-cross: link the aarch64 release binaries, statically (make dist)
+#   qemu-system-arm, debootstrap: the arm64 lane, an arm64 Debian guest for the arm64 tarball (make test-arm64)
 set -euo pipefail
 packages=(iproute2 iputils-ping nftables iptables conntrack golang-go golang-github-appc-cni-dev dpkg-dev
           containernetworking-plugins ca-certificates containerd runc podman conmon busybox-static
           python3-grpcio python3-protobuf protobuf-compiler strace
-          qemu-system-x86 cpio kmod)
+          qemu-system-x86 cpio kmod
+          gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

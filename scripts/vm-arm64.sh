@@ -15,7 +15,7 @@
 # containernetworking-plugins, the kernel). Its packages are unpacked on the host, not configured
 # (no arm64 code runs here: qemu-user needs binfmt_misc, which this machine does not set up and
 # which we do not change); the few things their maintainer scripts would do for these tests are
-# done below (users and groups, the iptables alternatives). Cached under target/vm-arm64/.
+# done below (users and groups, the awk and iptables alternatives). Cached under target/vm-arm64/.
 #
 # In the guest: the tree is the root (read-only share under a RAM overlay); the checkout is
 # shared read-only at the same path as here, so dist/, target/ and conformance/ are where they are
@@ -56,11 +56,15 @@ exec 9> "$vmdir/.lock"
 flock 9
 
 # --- the root file system: made once ----------------------------------------------------------
-packages=linux-image-arm64,iproute2,iputils-ping,nftables,iptables,python3,procps,kmod,busybox-static,containernetworking-plugins
-rootfs=$vmdir/rootfs
+packages=linux-image-arm64,iproute2,iputils-ping,nftables,iptables,python3,procps,kmod,busybox-static,mawk,containernetworking-plugins
+# Keyed by the package list: another list makes another tree (and the old one is removed).
+rootfs=$vmdir/rootfs-$(sha256sum <<< "$packages" | cut -c1-12)
 if [[ ! -e $rootfs/.complete ]]; then
   say "making an arm64 Debian 12 tree in $rootfs (debootstrap --foreign; about 300 MB)"
   tmp=$rootfs.tmp
+  for old in "$vmdir"/rootfs-*; do
+    [[ $old == "$rootfs" || $old == "$tmp" ]] || rm -rf "$old"
+  done
   rm -rf "$rootfs"
   # A finished download of an interrupted run is kept (debootstrap --foreign is the slow part).
   [[ -e $tmp/debootstrap/debootstrap.log ]] || { rm -rf "$tmp"; debootstrap --foreign --arch=arm64 --variant=minbase --include="$packages" \
@@ -73,6 +77,7 @@ if [[ ! -e $rootfs/.complete ]]; then
   # What the maintainer scripts would have done, as far as these tests need it.
   cp "$tmp"/usr/share/base-passwd/passwd.master "$tmp"/etc/passwd
   cp "$tmp"/usr/share/base-passwd/group.master "$tmp"/etc/group
+  ln -sfn mawk "$tmp/usr/bin/awk"
   for t in iptables ip6tables; do
     for s in "" -save -restore; do ln -sfn "$t-nft$s" "$tmp/usr/sbin/$t$s"; done
   done
