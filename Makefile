@@ -8,7 +8,7 @@ DESTDIR ?=
 BINDIR  ?= /opt/cni/bin
 CNITOOL := target/tools/cnitool
 
-.PHONY: all build release deps cnitool demo test test-vm unit conformance e2e soak soak-short fuzz bench profile lint install clean dist deb test-dist test-arm64 test-deb
+.PHONY: all build release deps cnitool demo test test-vm unit conformance e2e soak soak-short fuzz bench profile lint install clean dist dist-repro deb test-dist test-arm64 test-deb
 
 all: release
 
@@ -87,6 +87,10 @@ install: release
 # with .sha256 and .sha512: static binaries of $(PLUGINS), reproducible (scripts/dist.sh says how).
 dist:
 	scripts/dist.sh $(PLUGINS)
+
+# The tarballs of HEAD built again from a fresh clone at another path: byte for byte the same?
+dist-repro:
+	scripts/dist-repro.sh
 
 # dist/cni-plugins-rs_<version>_{amd64,arm64}.deb, by dpkg-deb from the dist binaries (scripts/deb.sh).
 deb: dist
