@@ -19,6 +19,7 @@
 # containernetworking-plugins keeps writing there), the reference's other plugins stay where they
 # are, and postrm of remove puts the Go binaries back: apt remove leaves the node as it was.
 # A runtime looks plugins up by their exact type name, so the .distrib files are never picked.
+# A diversion holds whatever package ships the path (dnsname is another Debian package's).
 #
 # Reproducible as the tarball: SOURCE_DATE_EPOCH (the commit's time) is every file's mtime and
 # dpkg-deb's ar timestamp, --root-owner-group, files in sorted order.
