@@ -7,13 +7,18 @@
 #   python3-grpcio, python3-protobuf, protobuf-compiler: its CRI client (Debian's python3; no pip)
 #   strace: counts the firewall processes a verb starts, in make bench
 #   qemu-system-x86, cpio, kmod (and busybox-static): boot Debian's kernel for the VM lane (scripts/vm.sh)
+#   iperf3: measures the bandwidth plugin's limits with real traffic (conformance/scenarios/75-bandwidth.sh)
+#   dnsmasq-base: the DNS server dnsname runs per network (the binary only: the `dnsmasq` package
+#     would also enable a system-wide dnsmasq on the machine's own port 53)
+#   golang-github-containernetworking-plugin-dnsname: the reference dnsname (/usr/lib/cni/dnsname),
+#     for side-by-side runs (conformance/scenarios/80-dnsname.sh)
 #   gcc-aarch64-linux-gnu, libc6-dev-arm64-cross: link the aarch64 release binaries, statically (make dist)
 #   qemu-system-arm, debootstrap: the arm64 lane, an arm64 Debian guest for the arm64 tarball (make test-arm64)
 set -euo pipefail
 packages=(iproute2 iputils-ping nftables iptables conntrack golang-go golang-github-appc-cni-dev dpkg-dev
           containernetworking-plugins ca-certificates containerd runc podman conmon busybox-static
           python3-grpcio python3-protobuf protobuf-compiler strace
-          qemu-system-x86 cpio kmod
+          qemu-system-x86 cpio kmod iperf3 dnsmasq-base golang-github-containernetworking-plugin-dnsname
           gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm debootstrap)
 missing=()
 for p in "${packages[@]}"; do

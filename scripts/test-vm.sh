@@ -18,17 +18,21 @@
 #   injection         firewall: nft/iptables syntax refused by parsers (47 s; its iptables-save
 #                     comparison includes the time of day, so it fails when a run crosses a second)
 #   delegate          cni: running IPAM plugins by path
+#   bandwidth         tbf, ingress, u32 and ifb, which the host kernel has; its tests measure
+#                     shaped rates with TCP traffic, and under emulation that measures the
+#                     emulator (161 s)
 #
 #   scripts/test-vm.sh            (as root; make test-vm)
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
-excluded=(faults security fuzz_regressions host_local injection delegate)
+excluded=(faults security fuzz_regressions host_local injection delegate bandwidth)
 
 # Tests known to fail in the guest for a reason that is not the kernel's, each with that reason;
 # they are skipped there, and listed.
 known_skips=(
-  # "<package> <test name> <reason>"; none at present.
+  # "<package> <test name> <reason>"
+  "firewall a_listing_survives_a_ruleset_that_changes_all_the_time under emulation a listing takes ten times longer while the writers keep their wall-clock pace"
 )
 
 if [[ ${1:-} == --guest ]]; then

@@ -56,7 +56,7 @@ exec 9> "$vmdir/.lock"
 flock 9
 
 # --- the root file system: made once ----------------------------------------------------------
-packages=linux-image-arm64,iproute2,iputils-ping,nftables,iptables,python3,procps,kmod,busybox-static,mawk,containernetworking-plugins
+packages=linux-image-arm64,iproute2,iputils-ping,nftables,iptables,python3,procps,kmod,busybox-static,mawk,iperf3,dnsmasq-base,containernetworking-plugins,golang-github-containernetworking-plugin-dnsname
 # Keyed by the package list: another list makes another tree (and the old one is removed).
 rootfs=$vmdir/rootfs-$(sha256sum <<< "$packages" | cut -c1-12)
 if [[ ! -e $rootfs/.complete ]]; then

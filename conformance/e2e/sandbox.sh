@@ -5,7 +5,7 @@
 #
 #   $SB                  tmpfs: the runtimes' roots, states, sockets, configs, logs, TMPDIR
 #   $SB/plugins          PLUGIN_DIR bound read-only (reachable whatever is hidden below)
-#   $SB/podman-cni-bin   our plugins (symlinks) and a copy of the reference firewall
+#   $SB/podman-cni-bin   our plugins (symlinks, dnsname included) and a copy of the reference firewall
 #   /run, /run/netns     tmpfs (containerd, runc, crun, podman, conmon, netns, xtables.lock)
 #   /var/lib/cni         tmpfs (host-local's default dataDir, libcni's result cache)
 #   /etc/cni/net.d       tmpfs (ctr's network configs)
@@ -33,7 +33,7 @@ mkdir -p "$SB/plugins" "$SB/podman-cni-bin" "$SB/cgroup" "$SB/tmp" "$SB/overlay"
 # bind_ro DIR TARGET
 bind_ro() { mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" || sandbox_die "cannot bind $1 on $2"; }
 bind_ro "$PLUGIN_DIR" "$SB/plugins"
-for p in loopback host-local bridge portmap host-device tuning; do ln -s "$SB/plugins/$p" "$SB/podman-cni-bin/$p"; done
+for p in loopback host-local bridge portmap host-device tuning dnsname; do ln -s "$SB/plugins/$p" "$SB/podman-cni-bin/$p"; done
 # Podman's networks also name firewall, which this project does not ship yet: the reference's,
 # copied before /usr/lib/cni is hidden. A copy, so nothing else leaks in.
 for p in firewall; do

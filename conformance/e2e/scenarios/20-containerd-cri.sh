@@ -18,7 +18,7 @@ EOF
 # For the runtime handler "missing-plugin": a network whose plugin PLUGIN_DIR lacks.
 cat > "$CTD/net-missing.d/10-e2e-missing.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "e2e-missing", "plugins": [
-  {"type": "ptp", "ipam": {"type": "host-local", "subnet": "10.89.4.0/24"}}]}
+  {"type": "no-such-plugin", "ipam": {"type": "host-local", "subnet": "10.89.4.0/24"}}]}
 EOF
 
 if start_containerd containerd-cri; then pass "cri: containerd starts with a config of the sandbox"; else
@@ -92,7 +92,7 @@ drop_world
 # The runtime handler whose network names a plugin PLUGIN_DIR lacks: RunPodSandbox fails.
 out=$(cri RunPodSandbox "{\"config\": ${pod_config//web/lost}, \"runtime_handler\": \"missing-plugin\"}" 2>&1)
 status=$?
-if [[ $status != 0 ]] && matches "$out" 'failed to find plugin .?ptp'; then
+if [[ $status != 0 ]] && matches "$out" 'failed to find plugin .?no-such-plugin'; then
   pass "cri: a network naming a plugin missing from PLUGIN_DIR fails RunPodSandbox"
 else
   fail "cri: a network naming a plugin missing from PLUGIN_DIR fails RunPodSandbox (status $status)" "$out"
@@ -102,8 +102,8 @@ echo "# $(grep -o 'plugin type=.*' <<< "$out")"
 # succeed while the network's plugin is missing (CNI DEL needs it too).
 lost=$(j '" ".join(p["id"] for p in r["items"])' "$(cri ListPodSandbox)")
 out=$(cri StopPodSandbox "{\"pod_sandbox_id\": \"$lost\"}" 2>&1)
-check "cri: ... its StopPodSandbox fails the same way" matches "$out" 'failed to find plugin .?ptp'
-# The administrator fixes the network (a plugin we ship in place of ptp); the kubelet's retries
+check "cri: ... its StopPodSandbox fails the same way" matches "$out" 'failed to find plugin .?no-such-plugin'
+# The administrator fixes the network (a plugin we ship in its place); the kubelet's retries
 # then go through.
 cat > "$CTD/net-missing.d/10-e2e-missing.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "e2e-missing", "plugins": [{"type": "loopback"}]}

@@ -1,7 +1,8 @@
 # Podman with its CNI network backend: `podman network create` writes a conflist naming bridge,
-# portmap, firewall and tuning; `podman run -p 127.0.0.1:PORT:80` publishes a busybox httpd; then
-# stop, rm and `network rm`. Podman's plugin directory holds our plugins (tuning included) and the
-# reference's firewall (which this project does not ship yet), nothing else: the checks from outside
+# portmap, firewall, tuning and (DNS on, the default) dnsname; `podman run -p 127.0.0.1:PORT:80`
+# publishes a busybox httpd; then stop, rm and `network rm`; then two containers reach each other
+# by name and alias. Podman's plugin directory holds our plugins (tuning and dnsname included) and
+# the reference's firewall (which this project does not ship yet), nothing else: the checks from outside
 # show that the bridge and the published port are ours (nft tables inet cni_bridge and
 # inet cni_portmap; the reference portmap 1.1.1 would have used iptables' nat table).
 
@@ -45,8 +46,9 @@ net=e2e-podman
 port=18081
 check "podman: network create" podman network create --subnet 10.89.5.0/24 $net
 conf=$P/net.d/$net.conflist
-check "podman: its conflist names bridge, portmap, firewall and tuning" \
-  json_assert "$(cat "$conf" 2>/dev/null)" '[p["type"] for p in r["plugins"]] == ["bridge", "portmap", "firewall", "tuning"]'
+# DNS is on by default, and with dnsname in the plugin directory podman adds it to the chain.
+check "podman: its conflist names bridge, portmap, firewall, tuning and dnsname" \
+  json_assert "$(cat "$conf" 2>/dev/null)" '[p["type"] for p in r["plugins"]] == ["bridge", "portmap", "firewall", "tuning", "dnsname"]'
 bridge=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["plugins"][0]["bridge"])' "$conf" 2>/dev/null)
 
 out=$(podman run -d --name web --network $net -p 127.0.0.1:$port:80 --cgroup-parent "$CGROUP_PARENT/podman" "$IMAGE" \
@@ -84,6 +86,58 @@ check "podman: rm" podman rm web
 check "podman: network rm" podman network rm $net
 check "podman: ... removes the conflist and the bridge" bash -c "[[ ! -e $conf ]] && ! ip link show '$bridge' 2>/dev/null"
 check "podman: no container is left" test -z "$(podman ps -aq)"
+
+# Names, as a Docker user has them on a user-defined network: `podman network create` with DNS on
+# (the default) chains our dnsname; two containers reach each other's web server by name, by
+# --network-alias and under dns.podman, through the network's dnsmasq (the name resolved by the
+# containers' own libc from the resolv.conf podman wrote from our result).
+dns_net=e2e-dns
+dns_dir=/run/containers/cni/dnsname/$dns_net
+check "podman (dns): network create" podman network create --subnet 10.89.7.0/24 $dns_net
+check "podman (dns): its conflist ends with dnsname as podman writes it" json_assert \
+  "$(cat "$P/net.d/$dns_net.conflist" 2>/dev/null)" \
+  'r["plugins"][-1] == {"type": "dnsname", "domainName": "dns.podman", "capabilities": {"aliases": True}}'
+# dns_run NAME ALIAS: a container serving "hello from NAME" on :8080.
+dns_run() {
+  local out
+  out=$(podman run -d --name "$1" --network $dns_net --network-alias "$2" --cgroup-parent "$CGROUP_PARENT/podman" \
+    "$IMAGE" sh -c "echo hello from $1 > /tmp/index.html; exec httpd -f -p 8080 -h /tmp" 2>&1)
+  if [[ $? == 0 ]]; then pass "podman (dns): run -d --name $1 --network-alias $2"; else fail "podman (dns): run $1" "$out"; fi
+}
+dns_run web www
+dns_run client cli
+# from CONTAINER URL TEXT: the container fetches URL (wget in it, names resolved by its libc).
+from() { [[ $(podman exec "$1" timeout 5 wget -q -O - "$2" 2>/dev/null) == "$3" ]]; }
+check "podman (dns): client fetches http://web:8080/" wait_for 10 from client http://web:8080/ "hello from web"
+check "podman (dns): ... http://www:8080/ (the alias)" from client http://www:8080/ "hello from web"
+check "podman (dns): ... http://web.dns.podman:8080/" from client http://web.dns.podman:8080/ "hello from web"
+check "podman (dns): web fetches http://client:8080/" from web http://client:8080/ "hello from client"
+check "podman (dns): ... http://cli:8080/ (the alias)" from web http://cli:8080/ "hello from client"
+resolv=$(podman exec client cat /etc/resolv.conf 2>&1)
+check "podman (dns): the container's resolv.conf names the gateway and dns.podman" \
+  bash -c "grep -q '^nameserver 10\.89\.7\.1$' <<< '$resolv' && grep -q '^search .*dns\.podman' <<< '$resolv'"
+dns_pids() { # the live dnsmasq processes of the network
+  local p
+  for p in /proc/[0-9]*; do
+    { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null | grep -q -- "--conf-file=$dns_dir/dnsmasq.conf" && echo "${p#/proc/}"
+  done
+}
+check "podman (dns): one dnsmasq for the network, the one in its pid file" \
+  test "$(dns_pids | xargs)" = "$(cat $dns_dir/pidfile 2>/dev/null)"
+web_id=$(podman inspect --format '{{.Id}}' web 2>/dev/null)
+check "podman (dns): our dnsname wrote the names (its lines carry the attachment)" \
+  matches "$(cat $dns_dir/addnhosts 2>/dev/null)" "^10\.89\.7\.[0-9]+	web	(.*	)?www	(.*	)?# $web_id eth0\$"
+check "podman (dns): stop web" podman stop -t 0 web
+# nxdomain_from CONTAINER NAME: the container's lookup of NAME gets NXDOMAIN from the server.
+nxdomain_from() { [[ $(podman exec "$1" nslookup "$2" 2>&1) == *NXDOMAIN* ]]; }
+check "podman (dns): ... web.dns.podman is NXDOMAIN for client" wait_for 10 nxdomain_from client web.dns.podman
+check "podman (dns): ... and www.dns.podman" nxdomain_from client www.dns.podman
+check "podman (dns): ... the server stays for client" test -n "$(dns_pids)"
+check "podman (dns): stop client, the network's last container" podman stop -t 0 client
+server_gone() { [[ -z $(dns_pids) && ! -e $dns_dir ]]; }
+check "podman (dns): ... stops dnsmasq and removes $dns_dir" wait_for 10 server_gone
+check "podman (dns): rm" podman rm web client
+check "podman (dns): network rm" podman network rm $dns_net
 
 # A network whose plugin the directory lacks (macvlan: in /usr/lib/cni, hidden here). Podman
 # checks every network's plugins when it loads the configs (libcni's ValidateNetworkList), so it

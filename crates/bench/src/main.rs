@@ -6,11 +6,13 @@
 //!   cni-bench [--rounds N] [--population N] [--ours DIR] [--reference DIR] [--cnitool PATH]
 
 mod chain;
+mod dns;
 mod exec;
 mod floors;
 mod host_local;
 mod machine;
 mod plugins;
+mod ptp_bandwidth;
 mod stats;
 mod table;
 
@@ -95,6 +97,39 @@ fn main() -> anyhow::Result<()> {
         table.row(&format!("DEL median with {population} containers"), dels.median(), theirs.map(|t| t.2.median()));
     }
 
+    // A Podman network with DNS: bridge + host-local + dnsname, ours against the reference's
+    // bridge and host-local with Debian's dnsname (golang-github-containernetworking-plugin-dnsname).
+    if dns::available(&opts.ours) {
+        eprintln!("bench: dns chain, ours");
+        let ours = dns::DnsChain::new("ours", 0, &opts.ours, &opts.cnitool, &work)?.run(opts.rounds)?;
+        let theirs = match reference_dir.filter(|d| dns::available(d)) {
+            Some(dir) => {
+                eprintln!("bench: dns chain, reference");
+                Some(dns::DnsChain::new("ref", 1, dir, &opts.cnitool, &work)?.run(opts.rounds)?)
+            }
+            None => None,
+        };
+        let t = theirs.as_ref();
+        let name = "bridge+host-local+dnsname via cnitool";
+        table.latency(&format!("{name}: ADD, server running"), &ours.add, t.map(|t| &t.add));
+        table.latency(&format!("{name}: DEL, others remain"), &ours.del, t.map(|t| &t.del));
+        table.row(
+            &format!("{name}: first ADD (starts dnsmasq), median"),
+            ours.first_add.median(),
+            t.map(|t| t.first_add.median()),
+        );
+        table.row(
+            &format!("{name}: last DEL (stops dnsmasq), median"),
+            ours.last_del.median(),
+            t.map(|t| t.last_del.median()),
+        );
+        let n = dns::CONCURRENT;
+        table.row(&format!("{name}: {n} concurrent ADDs, wall"), ours.concurrent_add, t.map(|t| t.concurrent_add));
+        table.row(&format!("{name}: {n} concurrent DELs, wall"), ours.concurrent_del, t.map(|t| t.concurrent_del));
+    } else {
+        eprintln!("bench: no dnsname or no dnsmasq (apt-get install dnsmasq-base): the dns chain is skipped");
+    }
+
     // Each plugin alone.
     eprintln!("bench: plugins one by one");
     let our_costs = plugins::measure(&opts.ours, "ours", 0, &work, opts.rounds)?;
@@ -123,6 +158,19 @@ fn main() -> anyhow::Result<()> {
         table.value("nft/iptables processes per chain ADD", add as f64, ref_execs.map(|e| e.0 as f64), count);
         table.value("nft/iptables processes per chain DEL", del as f64, ref_execs.map(|e| e.1 as f64), count);
     }
+
+    // kind's ptp and k3s's bandwidth, each on its own.
+    eprintln!("bench: ptp and bandwidth");
+    let ours_kb = ptp_bandwidth::measure(&opts.ours, "ours", 0, &work, opts.rounds)?;
+    let ref_kb = Some(&opts.reference)
+        .filter(|d| ptp_bandwidth::available(d))
+        .map(|d| ptp_bandwidth::measure(d, "ref", 1, &work, opts.rounds))
+        .transpose()?;
+    let rk = ref_kb.as_ref();
+    table.latency("ptp (with host-local) ADD alone", &ours_kb.ptp_add, rk.map(|r| &r.ptp_add));
+    table.latency("ptp (with host-local) DEL alone", &ours_kb.ptp_del, rk.map(|r| &r.ptp_del));
+    table.latency("bandwidth ADD alone (ingress + egress)", &ours_kb.bandwidth_add, rk.map(|r| &r.bandwidth_add));
+    table.latency("bandwidth DEL alone", &ours_kb.bandwidth_del, rk.map(|r| &r.bandwidth_del));
 
     // host-local's store with few and many allocations.
     eprintln!("bench: host-local store");

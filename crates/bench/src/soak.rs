@@ -467,11 +467,12 @@ fn main() -> anyhow::Result<()> {
         println!("  left: {l}");
     }
     if o.lose_address {
-        // The self-test passes when the soak caught exactly the loss it staged: GC's check, and
-        // CHECK of that container (its IPAM finds no address), and nothing else.
+        // The self-test passes when the soak caught the loss it staged (GC's check, and CHECK of
+        // that container: its IPAM finds no address) and nothing else. Every GC that runs while
+        // the container lives reports it again: how many do depends on timing.
         let caught = unexpected.iter().filter(|u| u.starts_with("GC released")).count();
         let only_it = unexpected.iter().all(|u| u.contains("soak-0-0"));
-        anyhow::ensure!(caught == 1 && only_it, "the soak did not catch the lost address it staged");
+        anyhow::ensure!(caught >= 1 && only_it, "the soak did not catch the lost address it staged");
         println!("soak: self-test: the staged loss of an address was reported");
         return Ok(());
     }

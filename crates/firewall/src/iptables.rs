@@ -100,8 +100,13 @@ impl Iptables {
 
     /// The nat table as `iptables-save` prints it.
     pub fn save_nat(&self) -> anyhow::Result<String> {
+        self.save_table("nat")
+    }
+
+    /// One table as `iptables-save` prints it.
+    pub fn save_table(&self, table: &str) -> anyhow::Result<String> {
         let out = Command::new(&self.save)
-            .args(["-t", "nat"])
+            .args(["-t", table])
             .output()
             .with_context(|| format!("running {}", self.save.display()))?;
         if !out.status.success() {

@@ -8,6 +8,7 @@
 pub mod base;
 pub mod bridge;
 pub mod conditions;
+pub mod exists;
 #[cfg(test)]
 mod golden;
 pub mod identity;

@@ -2,14 +2,15 @@
 //!
 //! Every change a plugin makes in one invocation goes to the kernel as one batch, which nftables
 //! applies as one transaction: all of it or none of it. A batch goes straight over netlink when
-//! [`crate::native`] can encode it (the ADD and DEL fast paths), else through `nft -j -f -`, whose
-//! own error text is captured and carried into the CNI error. `CNI_RS_NFT=binary` sends everything
-//! through `nft`.
+//! [`crate::native`] can encode it (every batch of the plugins' own: base tables, chains, sets and
+//! maps, rules, elements), else through `nft -j -f -`, whose own error text is captured and
+//! carried into the CNI error; without `nft` such a batch fails saying what needed it.
+//! `CNI_RS_NFT=binary` sends everything through `nft`.
 //!
-//! Listings are read as plain JSON values, and only our own tables are ever listed: a typed
-//! round-trip of rules written by others breaks whenever `nft` learns new syntax.
+//! Listings come from nf_tables dumps in the JSON shape `nft -j` prints, and are read as plain JSON
+//! values; only our own tables (and the reference's chains, by comment and handle) are listed.
 
-use crate::native::{Native, NativeError};
+use crate::native::{Native, NativeError, Unsupported};
 use anyhow::Context;
 use serde_json::Value;
 use std::io::Write;
@@ -38,9 +39,12 @@ impl NftError {
     }
 }
 
-/// The `nft` program, and an nfnetlink socket for the batches that need no program.
+/// An nfnetlink socket for batches and listings, and the `nft` program where there is one: only
+/// for what the native encoder cannot do (rules with rarer matches, from portmap's conditions),
+/// or for everything when `CNI_RS_NFT=binary`.
 pub struct Nft {
-    binary: PathBuf,
+    /// Looked for only when needed: a batch or listing over netlink needs no program.
+    binary: std::sync::OnceLock<Option<PathBuf>>,
     native: std::sync::Mutex<NativeState>,
 }
 
@@ -62,23 +66,42 @@ impl std::fmt::Debug for Nft {
     }
 }
 
+const NOT_FOUND: &str = "the nft program (package nftables) was not found in PATH, /usr/sbin or /sbin";
+
+/// Whether `CNI_RS_NFT=binary` sends everything through `nft`.
+fn binary_forced() -> bool {
+    std::env::var("CNI_RS_NFT").is_ok_and(|v| v == "binary")
+}
+
 impl Nft {
-    /// Finds `nft` in `PATH`, or in /usr/sbin or /sbin (runtimes do not always pass a PATH with
-    /// the sbin directories).
+    /// The nf_tables interface: netlink, and `nft` from `PATH`, /usr/sbin or /sbin when it is
+    /// installed (runtimes do not always pass a PATH with the sbin directories). Hosts without
+    /// `nft` (Talos, Bottlerocket, minimal images) get everything the plugins do over netlink; it
+    /// fails only when `CNI_RS_NFT=binary` asks for a program that is not there.
     pub fn locate() -> anyhow::Result<Nft> {
-        let from_path = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join("nft")).collect::<Vec<_>>())
-            .unwrap_or_default();
-        from_path
-            .into_iter()
-            .chain([PathBuf::from("/usr/sbin/nft"), PathBuf::from("/sbin/nft")])
-            .find(|p| p.is_file())
-            .map(|binary| Nft { binary, native: std::sync::Mutex::new(NativeState::Unopened) })
-            .context("the nft program (package nftables) was not found in PATH, /usr/sbin or /sbin")
+        let nft = Nft { binary: std::sync::OnceLock::new(), native: std::sync::Mutex::new(NativeState::Unopened) };
+        anyhow::ensure!(!binary_forced() || nft.found().is_some(), "CNI_RS_NFT=binary: {NOT_FOUND}");
+        Ok(nft)
     }
 
+    /// The program, searched for on first use.
+    fn found(&self) -> Option<&Path> {
+        self.binary
+            .get_or_init(|| {
+                let from_path = std::env::var_os("PATH")
+                    .map(|p| std::env::split_paths(&p).map(|d| d.join("nft")).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                from_path
+                    .into_iter()
+                    .chain([PathBuf::from("/usr/sbin/nft"), PathBuf::from("/sbin/nft")])
+                    .find(|p| p.is_file())
+            })
+            .as_deref()
+    }
+
+    /// The `nft` program's path (`nft` when none was found).
     pub fn binary(&self) -> &Path {
-        &self.binary
+        self.found().unwrap_or(Path::new("nft"))
     }
 
     /// Applies `batch` (an nftables JSON document) as one transaction.
@@ -90,38 +113,64 @@ impl Nft {
             !json.windows(6).any(|w| w == br"\u0000"),
             "refusing an nftables batch with a NUL character in a value"
         );
-        if let Some(done) = self.apply_native(batch) {
-            return done;
-        }
+        let why = match self.with_native(|native| native.apply(batch, crate::schema())) {
+            Ok(()) => return Ok(()),
+            Err(e @ NativeError::Kernel { .. }) => {
+                return Err(NftError { action: "apply".to_string(), stderr: e.to_string() }.into());
+            }
+            Err(e) => e,
+        };
+        self.need_binary(&why)?;
         self.run(&["-j", "-f", "-"], Some(&json), "apply").map(|_| ())
     }
 
-    /// The batch sent over netlink, or `None` when it has to go through `nft`.
-    fn apply_native(&self, batch: &Value) -> Option<anyhow::Result<()>> {
-        let mut state = self.native.lock().ok()?;
+    /// Runs `f` with the open socket; `Unsupported` when nft is forced or netlink is unusable.
+    fn with_native<T>(&self, f: impl FnOnce(&mut Native) -> Result<T, NativeError>) -> Result<T, NativeError> {
+        let unusable = |what: &str| NativeError::Unsupported(Unsupported(what.to_string()));
+        let Ok(mut state) = self.native.lock() else { return Err(unusable("a poisoned lock")) };
         if matches!(*state, NativeState::Unopened) {
-            let wanted = std::env::var("CNI_RS_NFT").map_or(true, |v| v != "binary");
-            *state = match wanted.then(Native::open) {
+            *state = match (!binary_forced()).then(Native::open) {
                 Some(Ok(native)) => NativeState::Open(native),
-                _ => NativeState::Off,
+                Some(Err(_)) => NativeState::Off,
+                None => NativeState::Off,
             };
         }
-        let NativeState::Open(native) = &mut *state else { return None };
-        match native.apply(batch, crate::schema()) {
-            Ok(()) => Some(Ok(())),
-            Err(NativeError::Unsupported(_)) => None,
-            Err(NativeError::Io(_)) => {
+        let NativeState::Open(native) = &mut *state else {
+            return Err(unusable(if binary_forced() { "CNI_RS_NFT=binary" } else { "no nfnetlink socket" }));
+        };
+        match f(native) {
+            Err(NativeError::Io(e)) => {
+                // A broken socket is not reused; the program (if any) takes over.
                 *state = NativeState::Off;
-                None
+                Err(NativeError::Io(e))
             }
-            Err(e @ NativeError::Kernel { .. }) => {
-                Some(Err(NftError { action: "apply".to_string(), stderr: e.to_string() }.into()))
-            }
+            other => other,
         }
     }
 
-    /// `nft -j list <what...>`, or `None` when the object does not exist.
+    /// Fails with what needed the program when there is none.
+    fn need_binary(&self, why: &NativeError) -> anyhow::Result<()> {
+        if self.found().is_some() {
+            return Ok(());
+        }
+        let what = match why {
+            NativeError::Unsupported(u) => u.0.clone(),
+            other => other.to_string(),
+        };
+        anyhow::bail!("the nft program is needed for {what}, and {NOT_FOUND}")
+    }
+
+    /// `nft -j list <what...>` (over netlink for `tables`, `table FAMILY NAME` and
+    /// `chain FAMILY TABLE NAME`), or `None` when the object does not exist.
     pub fn list(&self, what: &[&str]) -> anyhow::Result<Option<Value>> {
+        let why = match self.with_native(|native| native.list(what)) {
+            Ok(listing) => return Ok(listing),
+            Err(e @ NativeError::Kernel { .. }) => {
+                return Err(NftError { action: format!("list {}", what.join(" ")), stderr: e.to_string() }.into());
+            }
+            Err(e) => e,
+        };
+        self.need_binary(&why)?;
         let mut args = vec!["-j", "list"];
         args.extend_from_slice(what);
         match self.run(&args, None, &format!("list {}", what.join(" "))) {
@@ -132,13 +181,13 @@ impl Nft {
     }
 
     fn run(&self, args: &[&str], stdin: Option<&[u8]>, action: &str) -> anyhow::Result<Vec<u8>> {
-        let mut child = Command::new(&self.binary)
+        let mut child = Command::new(self.binary())
             .args(args)
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("running {}", self.binary.display()))?;
+            .with_context(|| format!("running {}", self.binary().display()))?;
         if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
             // A batch is a few kilobytes, well within a pipe's buffer; nft reads it all before
             // writing anything, so writing first cannot deadlock.
@@ -232,10 +281,23 @@ mod tests {
 
     #[test]
     fn a_batch_with_a_nul_is_refused_before_anything_runs() {
-        let nft = Nft { binary: PathBuf::from("/nonexistent/nft"), native: std::sync::Mutex::new(NativeState::Off) };
+        let nft = Nft {
+            binary: Some(PathBuf::from("/nonexistent/nft")).into(),
+            native: std::sync::Mutex::new(NativeState::Off),
+        };
         let batch = json!({"nftables": [{"add": {"table": {"family": "inet", "name": "a\u{0}b"}}}]});
         let err = nft.apply(&batch).unwrap_err().to_string();
         assert!(err.contains("NUL"), "{err}");
+    }
+
+    #[test]
+    fn without_the_program_the_error_names_what_needed_it() {
+        let nft = Nft { binary: std::sync::OnceLock::from(None), native: std::sync::Mutex::new(NativeState::Off) };
+        let batch = json!({"nftables": [{"add": {"table": {"family": "inet", "name": "t"}}}]});
+        let err = nft.apply(&batch).unwrap_err().to_string();
+        assert!(err.contains("the nft program is needed for no nfnetlink socket"), "{err}");
+        let err = nft.list(&["ruleset"]).unwrap_err().to_string();
+        assert!(err.contains("needed for") && err.contains("not found"), "{err}");
     }
 
     #[test]

@@ -21,70 +21,35 @@
 
 use crate::identity::{Identity, iptables_chain};
 use crate::iptables::{Iptables, Variant};
-use crate::native::msg::{Attrs, NLM_F_ACK, NLM_F_REQUEST, k, message, nft_type};
+use crate::native::msg::k;
+use crate::native::{Native, NativeError};
 use crate::nft::{self, Nft};
 use anyhow::Context;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NLMSG_ERROR: u16 = 2;
-const ENOENT: i32 = 2;
-
 /// Asks nf_tables whether a table or chain exists, one request at a time.
-struct Probe {
-    sock: netlink_sys::Socket,
-    seq: u32,
-}
+struct Probe(Native);
 
 impl Probe {
     fn open() -> std::io::Result<Probe> {
-        Ok(Probe { sock: crate::native::socket()?, seq: std::process::id().wrapping_shl(12) })
+        Native::open().map(Probe)
     }
 
-    fn exists(&mut self, kind: u16, family: u8, attrs: Attrs) -> std::io::Result<bool> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        self.sock.send(&message(nft_type(kind), NLM_F_REQUEST | NLM_F_ACK, seq, family, 0, attrs.into_bytes()), 0)?;
-        // The answer is the object (NEWTABLE/NEWCHAIN) and an acknowledgement, or an error.
-        let mut found = false;
-        loop {
-            let (data, _) = self.sock.recv_from_full()?;
-            let mut off = 0;
-            while off + 16 <= data.len() {
-                let len = u32::from_ne_bytes(data[off..off + 4].try_into().expect("4 bytes")) as usize;
-                let kind = u16::from_ne_bytes([data[off + 4], data[off + 5]]);
-                let got = u32::from_ne_bytes(data[off + 8..off + 12].try_into().expect("4 bytes"));
-                if len < 16 || off + len > data.len() {
-                    return Err(std::io::Error::other("malformed netlink reply"));
-                }
-                if got == seq {
-                    if kind == NLMSG_ERROR && len >= 20 {
-                        let errno = -i32::from_ne_bytes(data[off + 16..off + 20].try_into().expect("4 bytes"));
-                        return match errno {
-                            0 => Ok(found),
-                            ENOENT => Ok(false),
-                            e => Err(std::io::Error::from_raw_os_error(e)),
-                        };
-                    }
-                    found = true;
-                }
-                off += (len + 3) & !3;
-            }
-        }
+    fn answer(r: Result<bool, NativeError>) -> std::io::Result<bool> {
+        r.map_err(|e| match e {
+            NativeError::Io(e) => e,
+            NativeError::Kernel { errno, .. } => std::io::Error::from_raw_os_error(errno),
+            other => std::io::Error::other(other.to_string()),
+        })
     }
 
     fn table(&mut self, family: u8, table: &str) -> std::io::Result<bool> {
-        let mut a = Attrs::default();
-        a.str(k::NFTA_TABLE_NAME, table);
-        self.exists(NFT_MSG_GETTABLE, family, a)
+        Probe::answer(self.0.has_table(family, table))
     }
 
     fn chain(&mut self, family: u8, table: &str, chain: &str) -> std::io::Result<bool> {
-        let mut a = Attrs::default();
-        a.str(k::NFTA_CHAIN_TABLE, table).str(k::NFTA_CHAIN_NAME, chain);
-        self.exists(NFT_MSG_GETCHAIN, family, a)
+        Probe::answer(self.0.has_chain(family, table, chain))
     }
 }
 

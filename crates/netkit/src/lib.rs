@@ -15,6 +15,7 @@ pub mod netns;
 pub mod route;
 pub mod rtnl;
 pub mod sysctl;
+pub mod tc;
 
 pub use addr::Address;
 pub use link::{Link, VethPair, format_mac, parse_mac};

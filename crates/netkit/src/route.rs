@@ -179,3 +179,14 @@ impl Rtnl {
             .collect())
     }
 }
+
+impl Rtnl {
+    /// Deletes the route the kernel made for an address's prefix (`net` on link `index`), whatever
+    /// its protocol and scope: ptp replaces it with routes through the gateway.
+    pub fn del_prefix_route(&mut self, index: u32, net: IpNetwork) -> Result<(), NlError> {
+        let mut msg = RouteSpec::new(net, None, Some(index)).message();
+        msg.header.protocol = RouteProtocol::Unspec;
+        msg.header.scope = RouteScope::NoWhere;
+        self.sock.execute(RouteNetlinkMessage::DelRoute(msg), 0)
+    }
+}

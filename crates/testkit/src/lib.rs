@@ -137,6 +137,39 @@ fn with_private_sysfs(cmd: &mut Command, binds: &[(PathBuf, String)]) {
     };
 }
 
+/// Makes `cmd` start in a private mount namespace in which every `nft` program it could find is
+/// covered by `/dev/null` (see [`Invocation::hide_nft`]).
+fn without_nft(cmd: &mut Command) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut targets: Vec<PathBuf> = std::env::split_paths(&path)
+        .map(|d| d.join("nft"))
+        .chain([PathBuf::from("/usr/sbin/nft"), PathBuf::from("/sbin/nft"), PathBuf::from("/usr/bin/nft")])
+        .filter_map(|p| p.canonicalize().ok())
+        .filter(|p| p.is_file())
+        .collect();
+    targets.sort();
+    targets.dedup();
+    // Built before fork: the hook itself must not allocate.
+    let targets: Vec<CString> =
+        targets.iter().map(|p| CString::new(p.as_os_str().as_bytes()).expect("no NUL in paths")).collect();
+    let (root, null) = (CString::new("/").expect("literal"), CString::new("/dev/null").expect("literal"));
+    // SAFETY: only async-signal-safe syscalls on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::libc::{CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, mount, unshare};
+            let check = |rc: i32| if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+            check(unshare(CLONE_NEWNS))?;
+            check(mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), MS_REC | MS_PRIVATE, std::ptr::null()))?;
+            for t in &targets {
+                check(mount(null.as_ptr(), t.as_ptr(), std::ptr::null(), MS_BIND, std::ptr::null()))?;
+            }
+            Ok(())
+        })
+    };
+}
+
 /// Runs `ip ARGS` inside `ns` and returns stdout; panics on failure.
 pub fn ip(ns: &NetNs, args: &str) -> String {
     let out = in_netns(Command::new("ip").args(args.split_whitespace()), ns).output().expect("running ip");
@@ -219,13 +252,15 @@ pub struct Invocation {
     pub stdin: String,
     /// Directories bound over paths of a private sysfs, when the plugin gets one.
     sysfs: Option<Vec<(PathBuf, String)>>,
+    /// Whether the `nft` program is hidden from the plugin (see [`Invocation::hide_nft`]).
+    hide_nft: bool,
 }
 
 impl Invocation {
     /// A typical invocation: `CNI_COMMAND`, container ID, netns and ifname, `CNI_PATH` set to
     /// `cni_path`.
     pub fn new(command: &str, container_id: &str, netns: &str, ifname: &str, stdin: &str) -> Invocation {
-        let mut inv = Invocation { env: Vec::new(), stdin: stdin.to_string(), sysfs: None };
+        let mut inv = Invocation { env: Vec::new(), stdin: stdin.to_string(), sysfs: None, hide_nft: false };
         for (k, v) in [
             ("CNI_COMMAND", command),
             ("CNI_CONTAINERID", container_id),
@@ -252,6 +287,15 @@ impl Invocation {
     /// machine's), and binds each `(directory, path under /sys)` over it: a fake PCI bus, say.
     pub fn private_sysfs(mut self, binds: &[(&Path, &str)]) -> Invocation {
         self.sysfs = Some(binds.iter().map(|(dir, at)| (dir.to_path_buf(), at.to_string())).collect());
+        self
+    }
+
+    /// Runs the plugin (and whatever it starts) as on a host without the `nft` program (Talos,
+    /// Bottlerocket): in a private mount namespace where `/dev/null` is bound over every `nft` in
+    /// `PATH`, /usr/sbin and /sbin, so it is neither found as a file nor runnable. The machine's
+    /// mounts are not touched.
+    pub fn hide_nft(mut self) -> Invocation {
+        self.hide_nft = true;
         self
     }
 
@@ -298,6 +342,9 @@ impl Invocation {
         }
         if let Some(binds) = &self.sysfs {
             with_private_sysfs(&mut cmd, binds);
+        }
+        if self.hide_nft {
+            without_nft(&mut cmd);
         }
         let mut child = cmd.spawn().expect("spawning plugin");
         let mut stdin = child.stdin.take().expect("piped stdin");

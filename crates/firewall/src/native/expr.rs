@@ -60,14 +60,18 @@ impl Rule {
     }
 
     fn meta_load(&mut self, key: u32) {
+        self.meta_load_to(key, k::NFT_REG_1);
+    }
+
+    fn meta_load_to(&mut self, key: u32, reg: u32) {
         self.expr("meta", |a| {
-            a.be32(k::NFTA_META_DREG, k::NFT_REG_1).be32(k::NFTA_META_KEY, key);
+            a.be32(k::NFTA_META_DREG, reg).be32(k::NFTA_META_KEY, key);
         });
     }
 
-    fn payload_load(&mut self, base: u32, offset: u32, len: usize) {
+    fn payload_load(&mut self, base: u32, offset: u32, len: usize, reg: u32) {
         self.expr("payload", |a| {
-            a.be32(k::NFTA_PAYLOAD_DREG, k::NFT_REG_1)
+            a.be32(k::NFTA_PAYLOAD_DREG, reg)
                 .be32(k::NFTA_PAYLOAD_BASE, base)
                 .be32(k::NFTA_PAYLOAD_OFFSET, offset)
                 .be32(k::NFTA_PAYLOAD_LEN, len as u32);
@@ -107,6 +111,8 @@ impl Rule {
                     let proto = Kind::Proto.encode(&Value::from(protocol))?[0];
                     (th, if name == "sport" { 0 } else { 2 }, Kind::Service, None, Some(proto))
                 }
+                // The raw transport header: nft adds no dependency (the rule says which protocols).
+                ("th", "sport" | "dport") => (th, if name == "sport" { 0 } else { 2 }, Kind::Service, None, None),
                 ("ether", "saddr") => (k::NFT_PAYLOAD_LL_HEADER, 6, Kind::Ether, None, None),
                 ("ether", "daddr") => (k::NFT_PAYLOAD_LL_HEADER, 0, Kind::Ether, None, None),
                 _ => return unsupported(format!("payload {protocol} {name}")),
@@ -157,10 +163,41 @@ impl Rule {
     }
 
     fn load(&mut self, field: &Field, len: usize) {
+        self.load_to(field, len, k::NFT_REG_1);
+    }
+
+    fn load_to(&mut self, field: &Field, len: usize, reg: u32) {
         match field.source {
-            Source::Payload { base, offset } => self.payload_load(base, offset, len),
-            Source::Meta(key) => self.meta_load(key),
+            Source::Payload { base, offset } => self.payload_load(base, offset, len, reg),
+            Source::Meta(key) => self.meta_load_to(key, reg),
         }
+    }
+
+    /// Loads a key into register 1: one field, or the fields of a concatenation side by side in
+    /// 32-bit registers (nft's layout), after the dependencies of all of them.
+    fn load_key(&mut self, key: &Value) -> Result<(), Unsupported> {
+        let Some(parts) = key.get("concat") else {
+            let field = self.field(key)?;
+            self.depend(&field);
+            self.load(&field, field.kind.width());
+            return Ok(());
+        };
+        let fields: Vec<Field> = parts
+            .as_array()
+            .filter(|p| p.len() > 1)
+            .ok_or_else(|| Unsupported(format!("concat {key}")))?
+            .iter()
+            .map(|p| self.field(p))
+            .collect::<Result<_, _>>()?;
+        for f in &fields {
+            self.depend(f);
+        }
+        let mut units = 0;
+        for f in &fields {
+            self.load_to(f, f.kind.width(), register(units));
+            units += f.kind.width().div_ceil(4) as u32;
+        }
+        Ok(())
     }
 
     fn statement(&mut self, s: &Value) -> Result<(), Unsupported> {
@@ -189,6 +226,26 @@ impl Rule {
     }
 
     fn matches(&mut self, m: &Value) -> Result<(), Unsupported> {
+        let (left, op, right) = (&m["left"], m["op"].as_str().unwrap_or(""), &m["right"]);
+        if left.get("ct").is_some() {
+            return self.ct_match(&left["ct"], op, right);
+        }
+        if left.get("fib").is_some() {
+            return self.fib_match(&left["fib"], op, right);
+        }
+        if left.get("concat").is_some() {
+            let set = right.as_str().and_then(|r| r.strip_prefix('@'));
+            let (Some(set), "==" | "!=") = (set, op) else { return unsupported(format!("concat match {m}")) };
+            self.load_key(left)?;
+            let set = set.to_string();
+            self.expr("lookup", |a| {
+                a.str(k::NFTA_LOOKUP_SET, &set).be32(k::NFTA_LOOKUP_SREG, k::NFT_REG_1);
+                if op == "!=" {
+                    a.be32(k::NFTA_LOOKUP_FLAGS, k::NFT_LOOKUP_F_INV);
+                }
+            });
+            return Ok(());
+        }
         let field = self.field(&m["left"])?;
         let op = match m["op"].as_str().unwrap_or("") {
             "==" => k::NFT_CMP_EQ,
@@ -262,6 +319,59 @@ impl Rule {
         Ok(())
     }
 
+    /// `ct status <flag>` (op `in`, or `==` as nft also reads it): the status bit masked out and
+    /// compared with zero.
+    fn ct_match(&mut self, ct: &Value, op: &str, right: &Value) -> Result<(), Unsupported> {
+        if ct.as_object().is_none_or(|o| o.len() != 1) || ct["key"] != "status" || !matches!(op, "in" | "==") {
+            return unsupported(format!("ct {ct} {op}"));
+        }
+        let bit = right.as_str().and_then(ct_status_bit).ok_or_else(|| Unsupported(format!("ct status {right}")))?;
+        self.expr("ct", |a| {
+            a.be32(k::NFTA_CT_DREG, k::NFT_REG_1).be32(k::NFTA_CT_KEY, k::NFT_CT_STATUS);
+        });
+        let mask = (1u32 << bit).to_ne_bytes();
+        self.expr("bitwise", |a| {
+            a.be32(k::NFTA_BITWISE_SREG, k::NFT_REG_1)
+                .be32(k::NFTA_BITWISE_DREG, k::NFT_REG_1)
+                .be32(k::NFTA_BITWISE_LEN, 4)
+                .value(k::NFTA_BITWISE_MASK, &mask)
+                .value(k::NFTA_BITWISE_XOR, &[0; 4]);
+        });
+        self.cmp(k::NFT_CMP_NEQ, &[0; 4]);
+        Ok(())
+    }
+
+    /// `fib <flags> type == <address type>`.
+    fn fib_match(&mut self, fib: &Value, op: &str, right: &Value) -> Result<(), Unsupported> {
+        let flags = fib["flags"].as_array().ok_or_else(|| Unsupported(format!("fib {fib}")))?;
+        let mut bits = 0;
+        for f in flags {
+            bits |= match f.as_str() {
+                Some("saddr") => k::NFTA_FIB_F_SADDR,
+                Some("daddr") => k::NFTA_FIB_F_DADDR,
+                Some("iif") => k::NFTA_FIB_F_IIF,
+                Some("oif") => k::NFTA_FIB_F_OIF,
+                _ => return unsupported(format!("fib flag {f}")),
+            };
+        }
+        let cmp_op = match op {
+            "==" => k::NFT_CMP_EQ,
+            "!=" => k::NFT_CMP_NEQ,
+            _ => return unsupported(format!("fib {op}")),
+        };
+        if fib["result"] != "type" || fib.as_object().is_some_and(|o| o.len() != 2) {
+            return unsupported(format!("fib {fib}"));
+        }
+        let rtn = right.as_str().and_then(addrtype).ok_or_else(|| Unsupported(format!("fib type {right}")))?;
+        self.expr("fib", |a| {
+            a.be32(k::NFTA_FIB_DREG, k::NFT_REG_1)
+                .be32(k::NFTA_FIB_RESULT, k::NFT_FIB_RESULT_ADDRTYPE)
+                .be32(k::NFTA_FIB_FLAGS, bits);
+        });
+        self.cmp(cmp_op, &rtn.to_ne_bytes());
+        Ok(())
+    }
+
     fn nat(&mut self, dnat: bool, body: &Value) -> Result<(), Unsupported> {
         let addr = body["addr"].as_str().ok_or_else(|| Unsupported(format!("nat {body}")))?;
         let (kind, family) = match body["family"].as_str() {
@@ -300,9 +410,7 @@ impl Rule {
             .as_str()
             .and_then(|d| d.strip_prefix('@'))
             .ok_or_else(|| Unsupported(format!("vmap {body}")))?;
-        let field = self.field(&body["key"])?;
-        self.depend(&field);
-        self.load(&field, field.kind.width());
+        self.load_key(&body["key"])?;
         let map = map.to_string();
         self.expr("lookup", |a| {
             a.str(k::NFTA_LOOKUP_SET, &map)
@@ -313,6 +421,37 @@ impl Rule {
     }
 }
 
+/// nft's register number for a value starting `units` 32-bit words into the register file: a
+/// 128-bit register's number where it starts one (for compatibility), else a 32-bit one.
+pub fn register(units: u32) -> u32 {
+    if units.is_multiple_of(4) { k::NFT_REG_1 + units / 4 } else { k::NFT_REG32_00 + units }
+}
+
+/// The conntrack status flags nft names, by bit.
+pub const CT_STATUS: &[(&str, u32)] =
+    &[("expected", 0), ("seen-reply", 1), ("assured", 2), ("confirmed", 3), ("snat", 4), ("dnat", 5), ("dying", 9)];
+
+fn ct_status_bit(name: &str) -> Option<u32> {
+    CT_STATUS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+}
+
+/// Route types (`RTN_*`) by nft's name, as `fib ... type` compares them.
+pub const ADDRTYPES: &[(&str, u32)] = &[
+    ("unspec", 0),
+    ("unicast", 1),
+    ("local", 2),
+    ("broadcast", 3),
+    ("anycast", 4),
+    ("multicast", 5),
+    ("blackhole", 6),
+    ("unreachable", 7),
+    ("prohibit", 8),
+];
+
+fn addrtype(name: &str) -> Option<u32> {
+    ADDRTYPES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,7 +460,8 @@ mod tests {
     #[test]
     fn unknown_constructs_are_reported_not_guessed() {
         let cases = [
-            json!({"match": {"left": {"ct": {"key": "status"}}, "op": "in", "right": "dnat"}}),
+            json!({"match": {"left": {"ct": {"key": "state"}}, "op": "in", "right": "established"}}),
+            json!({"match": {"left": {"ct": {"key": "status"}}, "op": "in", "right": "bogus"}}),
             json!({"match": {"left": {"payload": {"protocol": "ip", "field": "saddr"}}, "op": "==", "right": {"set": ["10.0.0.1"]}}}),
             json!({"match": {"left": {"meta": {"key": "iifname"}}, "op": "==", "right": "veth*"}}),
             json!({"match": {"left": {"meta": {"key": "mark"}}, "op": "<", "right": 3}}),

@@ -1,19 +1,23 @@
-//! nf_tables over netlink, without the `nft` program, for the batches plugins apply on every ADD
-//! and DEL: chains, rules, and elements of the sets and maps this crate declares.
+//! nf_tables over netlink, without the `nft` program: every batch the plugins apply (tables,
+//! base and regular chains, set and map declarations, rules, elements) and the listings they read
+//! back (`Native::list`: one table, one chain, the table names, in `nft -j`'s JSON shape).
 //!
 //! Starting `nft` costs a process, its shared libraries and a read of the ruleset, several
-//! milliseconds per invocation; this sends the same transaction from the plugin's own process. It
-//! compiles nft's JSON (the same documents the golden tests pin down) the way libnftables does, and
-//! a test compares the result with what `nft` itself installs, expression by expression. Anything
-//! it does not know (base chains, set declarations, rarer matches) makes the whole batch
-//! [`Unsupported`], and the caller hands it to `nft` instead: never a partial or guessed rule.
+//! milliseconds per invocation, and some hosts (Talos, Bottlerocket, minimal images) have no
+//! `nft` at all. This compiles nft's JSON (the same documents the golden tests pin down) the way
+//! libnftables does; tests compare the result with what `nft` itself installs, expression by
+//! expression, and our listings with nft's. Anything it does not know (rarer matches, from
+//! portmap's conditions) makes the whole batch [`Unsupported`], and the caller hands it to `nft`
+//! instead: never a partial or guessed rule.
 //!
 //! The socket stays open as long as the [`Native`] value. Closing an nfnetlink socket right after
 //! a transaction that deleted objects waits for an RCU grace period (the kernel flushes pending
 //! destruction first), so a plugin that deletes and then does other slow work (removing a veth)
 //! should keep it open until the end, when the grace period has passed.
 
+pub mod decode;
 mod expr;
+mod list;
 pub mod msg;
 pub mod value;
 
@@ -113,10 +117,105 @@ struct Command {
 /// Compiles a batch (`{"nftables": [...]}`) into commands, or says what it cannot do.
 fn compile(batch: &Value, schema: &Schema) -> Result<Vec<Command>, Unsupported> {
     let commands = batch["nftables"].as_array().ok_or_else(|| Unsupported("not a batch".into()))?;
-    commands.iter().map(|c| compile_one(c, schema)).collect()
+    commands.iter().enumerate().map(|(i, c)| compile_one(c, schema, i as u32 + 1)).collect()
 }
 
-fn compile_one(command: &Value, schema: &Schema) -> Result<Command, Unsupported> {
+/// A netfilter hook's number by nft's name (the same in the ip, ip6, inet and bridge families).
+fn hook(name: &str) -> Result<u32, Unsupported> {
+    Ok(match name {
+        "prerouting" => 0,
+        "input" => 1,
+        "forward" => 2,
+        "output" => 3,
+        "postrouting" => 4,
+        other => return Err(Unsupported(format!("hook {other}"))),
+    })
+}
+
+/// A chain's attributes: its name, and for a base chain its type, hook, priority and policy.
+fn chain_attrs(a: &mut Attrs, fam: u8, body: &Value) -> Result<(), Unsupported> {
+    a.str(k::NFTA_CHAIN_TABLE, text(body, "table")?).str(k::NFTA_CHAIN_NAME, text(body, "name")?);
+    let keys: Vec<&str> = body.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+    if let Some(extra) =
+        keys.iter().find(|key| !matches!(**key, "family" | "table" | "name" | "type" | "hook" | "prio" | "policy"))
+    {
+        return Err(Unsupported(format!("chain option {extra}")));
+    }
+    if !keys.iter().any(|key| matches!(*key, "type" | "hook" | "prio" | "policy")) {
+        return Ok(());
+    }
+    if !matches!(fam, k::NFPROTO_INET | k::NFPROTO_IPV4 | k::NFPROTO_IPV6 | k::NFPROTO_BRIDGE) {
+        return Err(Unsupported(format!("base chain in family {fam}")));
+    }
+    let kind = text(body, "type")?;
+    if !matches!(kind, "filter" | "nat" | "route") {
+        return Err(Unsupported(format!("chain type {kind}")));
+    }
+    let hooknum = hook(text(body, "hook")?)?;
+    let prio = body["prio"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or_else(|| Unsupported(format!("chain priority {}", body["prio"])))?;
+    a.str(k::NFTA_CHAIN_TYPE, kind);
+    match body.get("policy").map(|p| p.as_str()) {
+        None => {}
+        Some(Some("accept")) => {
+            a.be32(k::NFTA_CHAIN_POLICY, k::NF_ACCEPT as u32);
+        }
+        Some(Some("drop")) => {
+            a.be32(k::NFTA_CHAIN_POLICY, k::NF_DROP as u32);
+        }
+        Some(_) => return Err(Unsupported(format!("chain policy {}", body["policy"]))),
+    }
+    a.begin(k::NFTA_CHAIN_HOOK).be32(k::NFTA_HOOK_HOOKNUM, hooknum).be32(k::NFTA_HOOK_PRIORITY, prio as u32).end();
+    Ok(())
+}
+
+/// A set or map declaration as nft 1.0.6 sends it (see [`SetSpec::udata`]).
+fn set_attrs(a: &mut Attrs, body: &Value, is_map: bool, id: u32) -> Result<(), Unsupported> {
+    let keys: Vec<&str> = body.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+    if let Some(extra) =
+        keys.iter().find(|key| !matches!(**key, "family" | "table" | "name" | "type" | "map" | "flags"))
+    {
+        return Err(Unsupported(format!("set option {extra}")));
+    }
+    if let Some(flag) = body["flags"].as_array().into_iter().flatten().find(|f| *f != "interval") {
+        return Err(Unsupported(format!("set flag {flag}")));
+    }
+    let spec = SetSpec::from_declaration(body, is_map).ok_or_else(|| Unsupported(format!("set declaration {body}")))?;
+    if spec.interval && spec.fields.len() == 1 {
+        return Err(Unsupported("single-field interval set".into()));
+    }
+    let udata = spec.udata()?;
+    let mut flags = 0;
+    if spec.verdicts {
+        flags |= k::NFT_SET_MAP;
+    }
+    if spec.interval {
+        flags |= k::NFT_SET_INTERVAL | k::NFT_SET_CONCAT;
+    }
+    a.str(k::NFTA_SET_TABLE, text(body, "table")?)
+        .str(k::NFTA_SET_NAME, text(body, "name")?)
+        .be32(k::NFTA_SET_FLAGS, flags)
+        .be32(k::NFTA_SET_KEY_TYPE, spec.key_type())
+        .be32(k::NFTA_SET_KEY_LEN, spec.key_len());
+    if spec.verdicts {
+        a.be32(k::NFTA_SET_DATA_TYPE, k::NFT_DATA_VERDICT).be32(k::NFTA_SET_DATA_LEN, 0);
+    }
+    a.be32(k::NFTA_SET_ID, id);
+    if spec.interval {
+        // The field lengths let the kernel pick its concatenated-range backend (pipapo).
+        a.begin(k::NFTA_SET_DESC).begin(k::NFTA_SET_DESC_CONCAT);
+        for f in &spec.fields {
+            a.begin(k::NFTA_LIST_ELEM).be32(k::NFTA_SET_FIELD_LEN, f.width() as u32).end();
+        }
+        a.end().end();
+    }
+    a.bytes(k::NFTA_SET_USERDATA, &udata);
+    Ok(())
+}
+
+fn compile_one(command: &Value, schema: &Schema, id: u32) -> Result<Command, Unsupported> {
     let (verb, object) = command
         .as_object()
         .filter(|o| o.len() == 1)
@@ -137,19 +236,29 @@ fn compile_one(command: &Value, schema: &Schema) -> Result<Command, Unsupported>
     );
     let (msg, flags) = match (verb.as_str(), kind.as_str()) {
         ("add", "table") => {
-            a.str(k::NFTA_TABLE_NAME, text(body, "name")?);
+            if let Some(extra) =
+                body.as_object().and_then(|o| o.keys().find(|key| !matches!(key.as_str(), "family" | "name")))
+            {
+                return Err(Unsupported(format!("table option {extra}")));
+            }
+            a.str(k::NFTA_TABLE_NAME, text(body, "name")?).be32(k::NFTA_TABLE_FLAGS, 0);
             (k::NFT_MSG_NEWTABLE, NLM_F_CREATE)
         }
         ("add", "chain") => {
-            // Base chains (hook, priority, policy) are created by nft on the rare repair path.
-            if body
-                .as_object()
-                .is_some_and(|o| o.keys().any(|key| !matches!(key.as_str(), "family" | "table" | "name")))
-            {
-                return Err(Unsupported(format!("chain with options {body}")));
-            }
-            a.str(k::NFTA_CHAIN_TABLE, text(body, "table")?).str(k::NFTA_CHAIN_NAME, text(body, "name")?);
+            chain_attrs(&mut a, fam, body)?;
             (k::NFT_MSG_NEWCHAIN, NLM_F_CREATE)
+        }
+        ("add", kind @ ("set" | "map")) => {
+            set_attrs(&mut a, body, kind == "map", id)?;
+            (k::NFT_MSG_NEWSET, NLM_F_CREATE)
+        }
+        ("delete", "rule") => {
+            // One rule, by the handle a listing showed (a holder's jump in a key chain).
+            let handle = body["handle"].as_u64().ok_or_else(|| Unsupported(format!("rule without handle {body}")))?;
+            a.str(k::NFTA_RULE_TABLE, text(body, "table")?)
+                .str(k::NFTA_RULE_CHAIN, text(body, "chain")?)
+                .be64(k::NFTA_RULE_HANDLE, handle);
+            (k::NFT_MSG_DELRULE, 0)
         }
         ("delete", "chain") => {
             // Not recursive: a chain that still holds rules is refused (EBUSY), so a transaction
@@ -160,13 +269,6 @@ fn compile_one(command: &Value, schema: &Schema) -> Result<Command, Unsupported>
         }
         ("flush", "chain") => {
             a.str(k::NFTA_RULE_TABLE, text(body, "table")?).str(k::NFTA_RULE_CHAIN, text(body, "name")?);
-            (k::NFT_MSG_DELRULE, 0)
-        }
-        ("delete", "rule") => {
-            // One rule, by the handle a listing showed (a holder's jump in a key chain).
-            let handle = body["handle"].as_u64().ok_or_else(|| Unsupported(format!("rule without handle {body}")))?;
-            a.str(k::NFTA_RULE_TABLE, text(body, "table")?).str(k::NFTA_RULE_CHAIN, text(body, "chain")?);
-            a.be64(k::NFTA_RULE_HANDLE, handle);
             (k::NFT_MSG_DELRULE, 0)
         }
         ("add", "rule") => {
@@ -373,7 +475,12 @@ mod tests {
         assert_eq!(compile(&ok, &schema()).unwrap().len(), 5);
         for bad in [
             json!({"nftables": [{"add": {"chain": {"family": "inet", "table": "t", "name": "c", "hook": "input"}}}]}),
-            json!({"nftables": [{"add": {"set": {"family": "inet", "table": "t", "name": "x", "type": "ipv4_addr"}}}]}),
+            json!({"nftables": [{"add": {"chain": {"family": "inet", "table": "t", "name": "c", "type": "filter",
+                                                   "hook": "ingress", "prio": 0, "dev": "eth0"}}}]}),
+            json!({"nftables": [{"add": {"set": {"family": "inet", "table": "t", "name": "x", "type": "mark"}}}]}),
+            json!({"nftables": [{"add": {"set": {"family": "inet", "table": "t", "name": "x", "type": "ipv4_addr",
+                                                 "flags": ["timeout"]}}}]}),
+            json!({"nftables": [{"add": {"table": {"family": "inet", "name": "t", "flags": ["dormant"]}}}]}),
             json!({"nftables": [{"add": {"element": {"family": "inet", "table": "t", "name": "unknown", "elem": ["1"]}}}]}),
             json!({"nftables": [{"add": {"element": {"family": "inet", "table": "t", "name": "m", "elem": ["10.0.0.1"]}}}]}),
             json!({"nftables": [{"add": {"element": {"family": "inet", "table": "t", "name": "s", "elem": [["eth0", {"accept": null}]]}}}]}),

@@ -7,21 +7,60 @@ pub mod k {
     pub const NFNL_MSG_BATCH_END: u16 = 17;
 
     pub const NFT_MSG_NEWTABLE: u16 = 0;
+    pub const NFT_MSG_GETTABLE: u16 = 1;
     pub const NFT_MSG_NEWCHAIN: u16 = 3;
+    pub const NFT_MSG_GETCHAIN: u16 = 4;
     pub const NFT_MSG_DELCHAIN: u16 = 5;
     pub const NFT_MSG_NEWRULE: u16 = 6;
+    pub const NFT_MSG_GETRULE: u16 = 7;
     pub const NFT_MSG_DELRULE: u16 = 8;
+    pub const NFT_MSG_NEWSET: u16 = 9;
+    pub const NFT_MSG_GETSET: u16 = 10;
     pub const NFT_MSG_NEWSETELEM: u16 = 12;
+    pub const NFT_MSG_GETSETELEM: u16 = 13;
     pub const NFT_MSG_DELSETELEM: u16 = 14;
+    pub const NFT_MSG_GETGEN: u16 = 16;
+
+    pub const NFTA_GEN_ID: u16 = 1;
 
     pub const NFTA_TABLE_NAME: u16 = 1;
+    pub const NFTA_TABLE_FLAGS: u16 = 2;
+    pub const NFTA_TABLE_HANDLE: u16 = 4;
     pub const NFTA_CHAIN_TABLE: u16 = 1;
+    pub const NFTA_CHAIN_HANDLE: u16 = 2;
     pub const NFTA_CHAIN_NAME: u16 = 3;
+    pub const NFTA_CHAIN_HOOK: u16 = 4;
+    pub const NFTA_CHAIN_POLICY: u16 = 5;
+    pub const NFTA_CHAIN_TYPE: u16 = 7;
+    pub const NFTA_HOOK_HOOKNUM: u16 = 1;
+    pub const NFTA_HOOK_PRIORITY: u16 = 2;
+    pub const NFTA_HOOK_DEV: u16 = 3;
     pub const NFTA_RULE_TABLE: u16 = 1;
     pub const NFTA_RULE_CHAIN: u16 = 2;
     pub const NFTA_RULE_HANDLE: u16 = 3;
     pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
     pub const NFTA_RULE_USERDATA: u16 = 7;
+
+    pub const NFTA_SET_TABLE: u16 = 1;
+    pub const NFTA_SET_NAME: u16 = 2;
+    pub const NFTA_SET_FLAGS: u16 = 3;
+    pub const NFTA_SET_KEY_TYPE: u16 = 4;
+    pub const NFTA_SET_KEY_LEN: u16 = 5;
+    pub const NFTA_SET_DATA_TYPE: u16 = 6;
+    pub const NFTA_SET_DATA_LEN: u16 = 7;
+    pub const NFTA_SET_DESC: u16 = 9;
+    pub const NFTA_SET_ID: u16 = 10;
+    pub const NFTA_SET_USERDATA: u16 = 13;
+    pub const NFTA_SET_HANDLE: u16 = 16;
+    pub const NFTA_SET_DESC_CONCAT: u16 = 2;
+    pub const NFTA_SET_FIELD_LEN: u16 = 1;
+    pub const NFT_SET_CONSTANT: u32 = 0x2;
+    pub const NFT_SET_INTERVAL: u32 = 0x4;
+    pub const NFT_SET_MAP: u32 = 0x8;
+    pub const NFT_SET_TIMEOUT: u32 = 0x10;
+    pub const NFT_SET_CONCAT: u32 = 0x80;
+    /// The data type of verdict maps (NFT_DATA_VERDICT).
+    pub const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
     pub const NFTA_LIST_ELEM: u16 = 1;
     pub const NFTA_EXPR_NAME: u16 = 1;
     pub const NFTA_EXPR_DATA: u16 = 2;
@@ -31,7 +70,9 @@ pub mod k {
     pub const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
     pub const NFTA_SET_ELEM_KEY: u16 = 1;
     pub const NFTA_SET_ELEM_DATA: u16 = 2;
+    pub const NFTA_SET_ELEM_FLAGS: u16 = 3;
     pub const NFTA_SET_ELEM_USERDATA: u16 = 6;
+    pub const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
     pub const NFTA_SET_ELEM_KEY_END: u16 = 10;
 
     pub const NFTA_DATA_VALUE: u16 = 1;
@@ -44,6 +85,19 @@ pub mod k {
     pub const NFT_JUMP: i32 = -3;
     pub const NFT_GOTO: i32 = -4;
     pub const NFT_RETURN: i32 = -5;
+
+    pub const NFTA_CT_DREG: u16 = 1;
+    pub const NFTA_CT_KEY: u16 = 2;
+    pub const NFT_CT_STATUS: u32 = 2;
+
+    pub const NFTA_FIB_DREG: u16 = 1;
+    pub const NFTA_FIB_RESULT: u16 = 2;
+    pub const NFTA_FIB_FLAGS: u16 = 3;
+    pub const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+    pub const NFTA_FIB_F_SADDR: u32 = 1;
+    pub const NFTA_FIB_F_DADDR: u32 = 2;
+    pub const NFTA_FIB_F_IIF: u32 = 8;
+    pub const NFTA_FIB_F_OIF: u32 = 16;
 
     pub const NFTA_META_DREG: u16 = 1;
     pub const NFTA_META_KEY: u16 = 2;
@@ -89,6 +143,7 @@ pub mod k {
     pub const NFTA_NAT_TYPE: u16 = 1;
     pub const NFTA_NAT_FAMILY: u16 = 2;
     pub const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+    pub const NFTA_NAT_REG_ADDR_MAX: u16 = 4;
     pub const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
     pub const NFTA_NAT_FLAGS: u16 = 7;
     pub const NFT_NAT_SNAT: u32 = 0;
@@ -101,6 +156,7 @@ pub mod k {
     pub const NFT_REG_VERDICT: u32 = 0;
     pub const NFT_REG_1: u32 = 1;
     pub const NFT_REG_2: u32 = 2;
+    pub const NFT_REG32_00: u32 = 8;
 
     pub const NFPROTO_INET: u8 = 1;
     pub const NFPROTO_IPV4: u8 = 2;
@@ -114,7 +170,9 @@ pub mod k {
 }
 
 const NLA_F_NESTED: u16 = 0x8000;
+const NLA_TYPE_MASK: u16 = 0x3fff;
 pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_APPEND: u16 = 0x800;
 /// On a delete: fail (EBUSY) rather than delete what the object holds.
@@ -207,6 +265,60 @@ pub fn message(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: 
     out.extend_from_slice(&res_id.to_be_bytes());
     out.extend_from_slice(&attrs);
     out
+}
+
+/// The attributes in `buf`, as (type without the nested/byte-order flags, payload); a truncated
+/// attribute ends the walk (the kernel never sends one).
+pub fn parse(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        if off + 4 > buf.len() {
+            return None;
+        }
+        let len = u16::from_ne_bytes([buf[off], buf[off + 1]]) as usize;
+        let kind = u16::from_ne_bytes([buf[off + 2], buf[off + 3]]) & NLA_TYPE_MASK;
+        if len < 4 || off + len > buf.len() {
+            return None;
+        }
+        let data = &buf[off + 4..off + len];
+        off += (len + 3) & !3;
+        Some((kind, data))
+    })
+}
+
+/// The first attribute of type `kind` in `buf`.
+pub fn find(buf: &[u8], kind: u16) -> Option<&[u8]> {
+    parse(buf).find(|(k, _)| *k == kind).map(|(_, d)| d)
+}
+
+/// A NUL-terminated string attribute.
+pub fn get_str(buf: &[u8], kind: u16) -> Option<String> {
+    let d = find(buf, kind)?;
+    let d = d.split(|b| *b == 0).next().unwrap_or(d);
+    Some(String::from_utf8_lossy(d).into_owned())
+}
+
+pub fn get_be32(buf: &[u8], kind: u16) -> Option<u32> {
+    find(buf, kind).and_then(|d| Some(u32::from_be_bytes(d.get(..4)?.try_into().ok()?)))
+}
+
+pub fn get_be64(buf: &[u8], kind: u16) -> Option<u64> {
+    find(buf, kind).and_then(|d| Some(u64::from_be_bytes(d.get(..8)?.try_into().ok()?)))
+}
+
+/// The comment in libnftnl user data (a TLV list), if there is one.
+pub fn udata_comment(udata: &[u8], comment_type: u8) -> Option<String> {
+    let mut off = 0;
+    while off + 2 <= udata.len() {
+        let (kind, len) = (udata[off], udata[off + 1] as usize);
+        let value = udata.get(off + 2..off + 2 + len)?;
+        if kind == comment_type {
+            let text = value.split(|b| *b == 0).next().unwrap_or(value);
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        off += 2 + len;
+    }
+    None
 }
 
 /// An nf_tables message type.

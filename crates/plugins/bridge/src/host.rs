@@ -48,6 +48,11 @@ pub fn ensure_bridge(rtnl: &mut Rtnl, conf: &BridgeConf) -> anyhow::Result<Link>
     // We own the routes of this interface; router advertisements must not add their own.
     let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
     if !bridge.up {
+        // Without a usable link-local address the host sends no neighbour solicitation on the
+        // bridge (the kernel's NS takes its source from it), so IPv6 traffic forwarded to a
+        // container (a published port) stalls until the link-local's DAD ends, a second or two
+        // after the first port joins. The gateway addresses are added without DAD already.
+        let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_dad"), "0");
         rtnl.set_up(bridge.index).with_context(|| format!("setting {name} up"))?;
     }
     Ok(rtnl.link_by_index(bridge.index)?.unwrap_or(bridge))
