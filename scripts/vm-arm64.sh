@@ -11,8 +11,8 @@
 # Why not the host's / as in vm.sh: the host's programs are amd64, the guest runs arm64 code only.
 # The root is a Debian 12 arm64 tree made once by `debootstrap --foreign --arch=arm64` (it
 # downloads and unpacks without running arm64 code) with the packages the conformance scenarios
-# use (iproute2, nftables, iptables, python3, the arm64 reference plugins
-# containernetworking-plugins, the kernel). Its packages are unpacked on the host, not configured
+# use (iproute2, nftables, iptables, python3, iperf3, dnsmasq-base, the arm64 reference plugins
+# containernetworking-plugins and dnsname, the kernel). Its packages are unpacked on the host, not configured
 # (no arm64 code runs here: qemu-user needs binfmt_misc, which this machine does not set up and
 # which we do not change); the few things their maintainer scripts would do for these tests are
 # done below (users and groups, the awk and iptables alternatives). Cached under target/vm-arm64/.
