@@ -151,5 +151,95 @@ matches() { grep -qE -- "$2" <<< "$1"; }
 # running PID
 gone() { ! kill -0 "$1" 2>/dev/null; }
 
+# --- podman -----------------------------------------------------------------------------------
+
+# setup_podman: podman with its CNI network backend, everything under $P ($SB/podman), its only
+# plugin directory /opt/cni/bin (PLUGIN_DIR: firewall and tuning included, no /usr/lib/cni); the
+# busybox image loaded. Defines podman(), bounded to 60 s a call.
+setup_podman() {
+  P=$SB/podman
+  mkdir -p "$P/net.d" "$P/tmp"
+  cat > "$P/containers.conf" <<EOF
+[containers]
+apparmor_profile = "unconfined"
+log_driver = "k8s-file"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$P/events.log"
+image_copy_tmp_dir = "$P/tmp"
+runtime = "${E2E_OCI_RUNTIME:-runc}"
+static_dir = "$P/libpod"
+tmp_dir = "$P/tmp"
+volume_path = "$P/volumes"
+
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["/opt/cni/bin"]
+network_config_dir = "$P/net.d"
+EOF
+  cat > "$P/storage.conf" <<EOF
+[storage]
+driver = "vfs"
+graphroot = "$P/storage"
+runroot = "$P/runroot"
+EOF
+  export CONTAINERS_CONF=$P/containers.conf CONTAINERS_STORAGE_CONF=$P/storage.conf
+  podman_bin=$(type -P podman)
+  podman() { timeout 60 "$podman_bin" "$@"; }
+  podman image exists "$IMAGE" 2>/dev/null || check "podman: the busybox image loads (podman load)" podman load -i "$IMAGE_TAR"
+}
+
+# podman_fetch NETWORK URL...: a throwaway container on NETWORK fetches each URL in turn; prints
+# the pages (or wget's complaints), fails if the last fetch did. One container for several URLs:
+# podman notices a container's exit only after 20 s in this sandbox (conmon's exit file; nothing
+# of the plugins'). wget under a shell that stays PID 1, which timeout's signal can stop.
+# Named: podman's generated names (adjective_name) have an underscore, which our dnsname refuses
+# as a host name (RFC 1123), so an unnamed run fails on a network with DNS on.
+podman_fetch() {
+  local net=$1; shift
+  podman run --rm --name "fetch-$RANDOM" --network "$net" --cgroup-parent "$CGROUP_PARENT/podman" "$IMAGE" \
+    sh -c 'for u; do timeout 5 wget -q -O - "$u"; r=$?; done; exit $r' sh "$@" 2>&1
+}
+
+# podman_net_without_firewall NETWORK SUBNET: `podman network create`, then its conflist rewritten
+# without the firewall plugin (bridge, portmap, tuning): a control for what firewall lets through.
+podman_net_without_firewall() {
+  podman network create --subnet "$2" "$1" >/dev/null || return 1
+  python3 - "$P/net.d/$1.conflist" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["plugins"] = [p for p in c["plugins"] if p["type"] != "firewall"]
+json.dump(c, open(sys.argv[1], "w"))
+PY
+}
+
+# forward_drop: the sandbox host forwards nothing that no rule accepts (iptables and ip6tables
+# FORWARD policy DROP). Containers on one bridge go through FORWARD too when br_netfilter is there
+# (bridge-nf-call-iptables, on by default in a new network namespace).
+forward_drop() {
+  iptables -P FORWARD DROP && ip6tables -P FORWARD DROP
+  echo "# FORWARD policy DROP; bridge-nf-call-iptables=$(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo absent)"
+}
+
+# world_serve: make_world, with a route back to the containers' networks (10.89.0.0/16) and a
+# page on 198.51.100.2:8080 (busybox httpd in the world namespace, WORLD_HTTPD its PID);
+# world_stop stops it (by PID) and removes the namespace. Not through check: its PID must reach
+# the scenario, and a command substitution would wait for the server's end of its pipe.
+world_serve() {
+  make_world
+  ip -n world route add 10.89.0.0/16 via 198.51.100.1
+  mkdir -p "$SB/world-www" && echo "hello from the world" > "$SB/world-www/index.html"
+  ip netns exec world busybox httpd -f -p 8080 -h "$SB/world-www" < /dev/null > /dev/null 2>&1 &
+  WORLD_HTTPD=$!
+  wait_for 5 page_is http://198.51.100.2:8080/ "hello from the world"
+}
+world_stop() {
+  [[ -n ${WORLD_HTTPD:-} ]] && { kill "$WORLD_HTTPD" 2>/dev/null; wait "$WORLD_HTTPD" 2>/dev/null; }
+  WORLD_HTTPD=
+  drop_world
+}
+
 export -f network_hash instance_hash attachment_tag nft_has nft_clean_of no_reference_iptables allocations allocated_ip \
   no_veth no_netns fetch page_is has_allocation no_allocation same matches gone

@@ -6,8 +6,7 @@
 #
 #   conformance/e2e/run.sh [SCENARIO...]    (default: every file in conformance/e2e/scenarios)
 #   PLUGIN_DIR      plugins under test (default: target/debug); the only plugin directory the
-#                   runtimes see, besides the reference firewall that podman's networks
-#                   name (REFERENCE_DIR, default /usr/lib/cni)
+#                   runtimes see (podman's networks' firewall and tuning included)
 #   E2E_TIMEOUT     seconds before the whole run is killed (default 600)
 #   E2E_OCI_RUNTIME runc (default) or crun, for containerd (ctr and CRI) and podman alike
 #
@@ -25,7 +24,7 @@ top=$(cd "$here/../.." && pwd)
 if [[ -z ${E2E_SANDBOX:-} ]]; then
   [[ $(id -u) == 0 ]] || { echo "e2e: must run as root (it creates namespaces)" >&2; exit 1; }
   PLUGIN_DIR=$(realpath -e "${PLUGIN_DIR:-$top/target/debug}") || { echo "e2e: no plugin directory" >&2; exit 1; }
-  export PLUGIN_DIR REFERENCE_DIR=${REFERENCE_DIR:-/usr/lib/cni}
+  export PLUGIN_DIR
   scenarios=()
   for s in "$@"; do scenarios+=("$(realpath -e "$s")") || exit 1; done
   E2E_WORK=$(mktemp -d /tmp/cni-e2e.XXXXXX) || exit 1

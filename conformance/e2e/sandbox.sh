@@ -5,14 +5,13 @@
 #
 #   $SB                  tmpfs: the runtimes' roots, states, sockets, configs, logs, TMPDIR
 #   $SB/plugins          PLUGIN_DIR bound read-only (reachable whatever is hidden below)
-#   $SB/podman-cni-bin   our plugins (symlinks, dnsname included) and a copy of the reference firewall
 #   /run, /run/netns     tmpfs (containerd, runc, crun, podman, conmon, netns, xtables.lock)
 #   /var/lib/cni         tmpfs (host-local's default dataDir, libcni's result cache)
 #   /etc/cni/net.d       tmpfs (ctr's network configs)
 #   /var/lib/containers, /var/lib/containerd, /var/tmp
 #                        tmpfs, in case a runtime writes to its default place anyway (podman
 #                        load does: containers/image's blob-info cache, its copy buffer)
-#   /opt/cni/bin         PLUGIN_DIR read-only (ctr's plugin dir)
+#   /opt/cni/bin         PLUGIN_DIR read-only (ctr's and podman's only plugin directory)
 #   /usr/lib/cni, /usr/libexec/cni, /usr/local/lib/cni, /usr/local/libexec/cni
 #                        hidden by an empty read-only tmpfs where they exist: Debian's ctr also
 #                        searches /usr/lib/cni, and podman's defaults list them all
@@ -21,24 +20,18 @@
 #
 # A path whose directory does not exist on the machine (say /opt/cni) is made in an overlay of its
 # nearest existing ancestor, with the upper layer in $SB, so the machine's filesystem is never
-# written. Expects E2E_WORK (made by run.sh outside), PLUGIN_DIR and REFERENCE_DIR.
+# written. Expects E2E_WORK (made by run.sh outside) and PLUGIN_DIR.
 
 sandbox_die() { echo "e2e sandbox: $*" >&2; exit 1; }
 
 SB=$E2E_WORK/sandbox
 export SB
 mount -t tmpfs -o mode=755 cni-e2e "$SB" || sandbox_die "cannot mount tmpfs on $SB"
-mkdir -p "$SB/plugins" "$SB/podman-cni-bin" "$SB/cgroup" "$SB/tmp" "$SB/overlay"
+mkdir -p "$SB/plugins" "$SB/cgroup" "$SB/tmp" "$SB/overlay"
 
 # bind_ro DIR TARGET
 bind_ro() { mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" || sandbox_die "cannot bind $1 on $2"; }
 bind_ro "$PLUGIN_DIR" "$SB/plugins"
-for p in loopback host-local bridge portmap host-device tuning dnsname; do ln -s "$SB/plugins/$p" "$SB/podman-cni-bin/$p"; done
-# Podman's networks also name firewall, which this project does not ship yet: the reference's,
-# copied before /usr/lib/cni is hidden. A copy, so nothing else leaks in.
-for p in firewall; do
-  cp "$REFERENCE_DIR/$p" "$SB/podman-cni-bin/$p" 2>/dev/null || echo "e2e sandbox: no $REFERENCE_DIR/$p (podman's networks need it)" >&2
-done
 
 # A sysfs that lists the sandbox's interfaces; the cgroup hierarchies the runtimes need come along.
 mount --rbind /sys/fs/cgroup "$SB/cgroup" || sandbox_die "cannot bind /sys/fs/cgroup"

@@ -121,8 +121,8 @@ assert a == b and a.startswith("{\n MAC,") and not a.endswith("\n"), (a, b)' "$r
 fi
 
 if has_reference firewall; then
-  # Podman 4's default network: bridge + portmap + firewall + a bare tuning, at 0.4.0. Ours for
-  # all but firewall, which this project does not ship yet.
+  # Podman 4's default network: bridge + portmap + firewall + a bare tuning, at 0.4.0. Ours first
+  # in CNI_PATH (firewall included), the reference's after them.
   conflist podman "{\"cniVersion\":\"0.4.0\",\"name\":\"podman\",\"plugins\":[
     {\"type\":\"bridge\",\"bridge\":\"cni-podman0\",\"isGateway\":true,\"ipMasq\":true,\"hairpinMode\":true,
      \"ipam\":{\"type\":\"host-local\",\"routes\":[{\"dst\":\"0.0.0.0/0\"}],\"ranges\":[[{\"subnet\":\"10.88.0.0/16\",\"gateway\":\"10.88.0.1\"}]],

@@ -1,46 +1,19 @@
-# Podman with its CNI network backend: `podman network create` writes a conflist naming bridge,
-# portmap, firewall, tuning and (DNS on, the default) dnsname; `podman run -p 127.0.0.1:PORT:80`
-# publishes a busybox httpd; then stop, rm and `network rm`; then two containers reach each other
-# by name and alias. Podman's plugin directory holds our plugins (tuning and dnsname included) and
-# the reference's firewall (which this project does not ship yet), nothing else: the checks from outside
-# show that the bridge and the published port are ours (nft tables inet cni_bridge and
-# inet cni_portmap; the reference portmap 1.1.1 would have used iptables' nat table).
+# Podman with its CNI network backend, on our plugin directory alone (cni_plugin_dirs =
+# /opt/cni/bin, PLUGIN_DIR; no /usr/lib/cni): `podman network create` writes a conflist naming
+# bridge, portmap, firewall, tuning and (DNS on, the default) dnsname; `podman run -p
+# 127.0.0.1:PORT:80` publishes a busybox httpd; a second container reaches it; then stop, rm and
+# `network rm`; then two containers reach each other by name and alias. The sandbox host's FORWARD
+# policy is DROP and no firewalld runs, so Podman's `"backend": ""` means iptables and our
+# firewall's CNI-FORWARD rules are what let the containers' traffic through (31-podman-firewalld.sh:
+# the same with firewalld). The checks from outside show that the bridge and the published port
+# are ours (nft tables inet cni_bridge and inet cni_portmap; the reference portmap 1.1.1 would
+# have used iptables' nat table).
 
-P=$SB/podman
-mkdir -p "$P/net.d" "$P/tmp"
-cat > "$P/containers.conf" <<EOF
-[containers]
-apparmor_profile = "unconfined"
-log_driver = "k8s-file"
-
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "$P/events.log"
-image_copy_tmp_dir = "$P/tmp"
-runtime = "${E2E_OCI_RUNTIME:-runc}"
-static_dir = "$P/libpod"
-tmp_dir = "$P/tmp"
-volume_path = "$P/volumes"
-
-[network]
-network_backend = "cni"
-cni_plugin_dirs = ["$SB/podman-cni-bin"]
-network_config_dir = "$P/net.d"
-EOF
-cat > "$P/storage.conf" <<EOF
-[storage]
-driver = "vfs"
-graphroot = "$P/storage"
-runroot = "$P/runroot"
-EOF
-export CONTAINERS_CONF=$P/containers.conf CONTAINERS_STORAGE_CONF=$P/storage.conf
-podman_bin=$(type -P podman)
-podman() { timeout 60 "$podman_bin" "$@"; }
-
+setup_podman
+forward_drop
+if world_serve; then pass "podman: an outside namespace serves a page (198.51.100.2:8080)"; else fail "podman: an outside namespace serves a page (198.51.100.2:8080)"; fi
 check "podman: its network backend is CNI, its storage in the sandbox" \
   test "$(podman info --format '{{.Host.NetworkBackend}} {{.Store.GraphRoot}}')" = "cni $P/storage"
-check "podman: the busybox image loads (podman load)" podman load -i "$IMAGE_TAR"
 
 net=e2e-podman
 port=18081
@@ -62,30 +35,47 @@ check "podman: the container's address is from host-local in the network's range
 check "podman: host-local recorded it for the container" same "$ip" "$(allocated_ip $net "$cid")"
 check "podman: the sandbox host fetches the page on 127.0.0.1:$port" wait_for 10 page_is "http://127.0.0.1:$port/" "hello from podman"
 check "podman: ... and from the container's address" page_is "http://$ip/" "hello from podman"
-make_world
 check_fails "podman: the port is published on 127.0.0.1 only (an outside namespace gets nothing)" \
   fetch "http://198.51.100.1:$port/" world
-drop_world
+out=$(podman_fetch $net "http://$ip/" "http://198.51.100.2:8080/")
+if same "$out" $'hello from podman\nhello from the world'; then
+  pass "podman: a second container on the network reaches the first, and the outside namespace (forwarded, masqueraded)"
+else
+  fail "podman: a second container on the network reaches the first, and the outside namespace (forwarded, masqueraded)" "$out"
+fi
+check_fails "podman: the outside namespace cannot open a connection to the container (FORWARD drops it)" \
+  fetch "http://$ip/" world
+# What let it through: our firewall's per-address accept in CNI-FORWARD, which counted packets.
+accepted() { iptables -nvxL CNI-FORWARD | awk -v ip="$1" '$3 == "ACCEPT" && $8 == ip && $1 > 0 { f = 1 } END { exit !f }'; }
+check "podman: our firewall's CNI-FORWARD accept for $ip counted the container's packets" accepted "$ip"
 check "podman: our portmap published it (nft table inet cni_portmap, 127.0.0.1 . tcp . $port)" \
   nft_has "inet cni_portmap" "127.0.0.1 . tcp . $port comment \"$tag"
 check "podman: ... with a DNAT to $ip:80" nft_has "inet cni_portmap" "dnat ip to $ip:80"
 check "podman: no iptables nat rule of the reference portmap" bash -c '[[ $(iptables-save -t nat) != *CNI-* ]]'
 check "podman: our bridge masquerades for it (nft table inet cni_bridge)" nft_has "inet cni_bridge" "$tag"
 check "podman: the container's veth is on our bridge $bridge" matches "$(ip -o link show master "$bridge" type veth)" .
-check "podman: the reference firewall ran after our plugins (CNI-FORWARD accepts $ip)" \
+check "podman: our firewall ran after our bridge and portmap (the reference's rules: CNI-FORWARD accepts $ip)" \
   matches "$(iptables-save -t filter)" "-A CNI-FORWARD -s $ip/32 -j ACCEPT"
+check "podman: ... FORWARD jumps to CNI-FORWARD, CNI-FORWARD to the admin chain CNI-ADMIN first" \
+  bash -c '[[ $(iptables-save -t filter) == *"-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD"* ]] && iptables -S CNI-FORWARD 1 | grep -q -- "-j CNI-ADMIN"'
+check "podman: ... and no firewalld (no system bus here)" bash -c '! nft list table inet firewalld 2>/dev/null'
 
+check "podman: a network without the firewall plugin (control)" podman_net_without_firewall e2e-nofw 10.89.8.0/24
+check_fails "podman: ... its container cannot reach the outside namespace" podman_fetch e2e-nofw "http://198.51.100.2:8080/"
+check "podman: ... network rm" podman network rm e2e-nofw
 check "podman: stop" podman stop -t 0 web
 check "podman: no veth is left" no_veth
 check "podman: host-local released the address" no_allocation $net
 check "podman: no firewall entry of ours for the container is left" nft_clean_of "$tag"
 check "podman: ... nor any naming its address" nft_clean_of "$ip"
-check "podman: the reference firewall removed its rules too" bash -c "[[ \$(iptables-save) != *'$ip/32'* ]]"
+check "podman: our firewall removed its rules (no rule names $ip, the throwaway containers' neither)" \
+  bash -c "[[ \$(iptables-save) != *'10.89.5.'* ]]"
 check_fails "podman: 127.0.0.1:$port is closed" fetch "http://127.0.0.1:$port/"
 check "podman: rm" podman rm web
 check "podman: network rm" podman network rm $net
 check "podman: ... removes the conflist and the bridge" bash -c "[[ ! -e $conf ]] && ! ip link show '$bridge' 2>/dev/null"
 check "podman: no container is left" test -z "$(podman ps -aq)"
+world_stop
 
 # Names, as a Docker user has them on a user-defined network: `podman network create` with DNS on
 # (the default) chains our dnsname; two containers reach each other's web server by name, by
@@ -147,7 +137,7 @@ check "podman: network create -d macvlan" podman network create -d macvlan -o pa
 check "podman: ... is not listed: its plugin is missing" bash -c "[[ \$(podman network ls --format '{{.Name}}') != *e2e-missing* ]]"
 out=$(podman run --rm --name lost --network e2e-missing --cgroup-parent "$CGROUP_PARENT/podman" "$IMAGE" true 2>&1)
 status=$?
-if [[ $status != 0 ]] && matches "$out" 'failed to find plugin \\?"macvlan\\?" in path \['"$SB/podman-cni-bin"'\]'; then
+if [[ $status != 0 ]] && matches "$out" 'failed to find plugin \\?"macvlan\\?" in path \[/opt/cni/bin\]'; then
   pass "podman: a run on it fails: macvlan is not in the plugin directory"
 else
   fail "podman: a run on it fails: macvlan is not in the plugin directory (status $status)" "$out"

@@ -12,6 +12,7 @@ mod floors;
 mod host_local;
 mod machine;
 mod plugins;
+mod podman;
 mod ptp_bandwidth;
 mod stats;
 mod table;
@@ -157,6 +158,37 @@ fn main() -> anyhow::Result<()> {
         let count = |v: f64| format!("{v:.0}");
         table.value("nft/iptables processes per chain ADD", add as f64, ref_execs.map(|e| e.0 as f64), count);
         table.value("nft/iptables processes per chain DEL", del as f64, ref_execs.map(|e| e.1 as f64), count);
+    }
+
+    // Podman 4's chain, and its firewall and tuning alone.
+    eprintln!("bench: podman's chain");
+    let ours_pm = podman::measure(&opts.ours, &opts.cnitool, "ours", 0, &work, opts.rounds)?;
+    let ref_pm = Some(&opts.reference)
+        .filter(|d| podman::available(d))
+        .map(|d| podman::measure(d, &opts.cnitool, "ref", 1, &work, opts.rounds))
+        .transpose()?;
+    let rp = ref_pm.as_ref();
+    let podman_chain = "Podman's bridge+portmap+firewall+tuning (0.4.0) via cnitool";
+    table.latency(&format!("{podman_chain}: ADD"), &ours_pm.chain_add, rp.map(|r| &r.chain_add));
+    table.latency(&format!("{podman_chain}: DEL"), &ours_pm.chain_del, rp.map(|r| &r.chain_del));
+    table.latency("firewall ADD alone (backend \"\", iptables)", &ours_pm.firewall_add, rp.map(|r| &r.firewall_add));
+    table.latency("firewall DEL alone", &ours_pm.firewall_del, rp.map(|r| &r.firewall_del));
+    table.latency("tuning ADD alone (Podman's, no keys)", &ours_pm.tuning_add, rp.map(|r| &r.tuning_add));
+    table.latency("tuning DEL alone", &ours_pm.tuning_del, rp.map(|r| &r.tuning_del));
+    if let Some(ours) = ours_pm.processes {
+        let theirs = rp.and_then(|r| r.processes);
+        let count = |v: f64| format!("{v:.0}");
+        for (i, what) in [
+            "processes per Podman chain ADD",
+            "... of them iptables/nft",
+            "processes per Podman chain DEL",
+            "... of them iptables/nft",
+        ]
+        .iter()
+        .enumerate()
+        {
+            table.value(what, ours[i] as f64, theirs.map(|t| t[i] as f64), count);
+        }
     }
 
     // kind's ptp and k3s's bandwidth, each on its own.

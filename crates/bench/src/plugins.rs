@@ -160,7 +160,7 @@ pub fn firewall_processes(chain: &crate::chain::Chain, n: usize) -> anyhow::Resu
     counted.map(Some)
 }
 
-fn is_firewall_exec(line: &str) -> bool {
+pub fn is_firewall_exec(line: &str) -> bool {
     let Some(path) = line.split('"').nth(1) else { return false };
     let name = path.rsplit('/').next().unwrap_or(path);
     name == "nft" || name.starts_with("iptables") || name.starts_with("ip6tables")

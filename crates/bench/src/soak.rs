@@ -10,16 +10,17 @@
 //! `--lose-address` is the soak's own test: one running container's address file is removed
 //! behind the plugins' back (as a buggy IPAM would lose it), and the run must fail saying so.
 //!
-//! Each worker plays a runtime: it runs the chain bridge (with host-local) + portmap itself,
+//! Each worker plays a runtime: it runs its network's chain itself, bridge (with host-local) +
+//! portmap on the first network, Podman 4's bridge + portmap + firewall + tuning on the second,
 //! passing `prevResult` along and to DEL in reverse order, keeps up to three containers running
 //! at a time, and after a failed or killed ADD calls DEL without a result, as runtimes do. A
 //! killed DEL is retried. Every few seconds both networks are garbage-collected with the running
 //! containers as the valid ones, and those must keep their addresses, and pass CHECK: each still
-//! holds its published port (first in line or behind another holder) and its masquerade, whatever
-//! the other network's containers with the same address and the other holders of its port did. At
-//! the end every
-//! container is deleted, GC runs with nothing valid, and the host must hold no veth, address file,
-//! index entry or nftables entry of any container.
+//! holds its published port (first in line or behind another holder), its masquerade and on the
+//! second network its firewall accept, whatever the other network's containers with the same
+//! address and the other holders of its port did. At the end every container is deleted, GC runs
+//! with nothing valid, and the host must hold no veth, address file, index entry, nftables entry,
+//! iptables rule, firewall record or tuning file of any container.
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -34,6 +35,11 @@ use std::time::{Duration, Instant};
 /// The two networks, each on its own bridge, both on 10.66.0.0/16 (as Podman's and containerd's
 /// default networks share 10.88.0.0/16): the same address is often live on both at once.
 const NETWORKS: [(&str, &str); 2] = [("soak", "cni-soak"), ("soak2", "cni-soak2")];
+
+/// Each network's chain: a bridge network with published ports (containerd's), and Podman 4's
+/// (`firewall` with `"backend": ""`, which is iptables here: the sandbox has no system bus; a bare
+/// `tuning`).
+const CHAINS: [&[&str]; 2] = [&["bridge", "portmap"], &["bridge", "portmap", "firewall", "tuning"]];
 
 /// Host ports the containers publish: few, so that several containers hold each at once.
 const PORTS: u16 = 8;
@@ -141,13 +147,29 @@ impl Soak {
                         "ranges": [[{"subnet": "10.66.0.0/16"}]]}})
     }
 
-    fn portmap_conf(&self, net: usize, port: u16, prev: Option<&Value>) -> Value {
-        let mut c = json!({"cniVersion": "1.1.0", "name": NETWORKS[net].0, "type": "portmap",
-                           "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]}});
+    /// The config of `plugin` in network `net`'s chain, with `prev` as its `prevResult`.
+    fn conf(&self, net: usize, plugin: &str, port: u16, prev: Option<&Value>) -> Value {
+        let name = NETWORKS[net].0;
+        let mut c = match plugin {
+            "bridge" => self.bridge_conf(net),
+            "portmap" => json!({"cniVersion": "1.1.0", "name": name, "type": "portmap",
+                               "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]}}),
+            "firewall" => json!({"cniVersion": "1.1.0", "name": name, "type": "firewall", "backend": "",
+                                "dataDir": self.data_dir.join("firewall").display().to_string()}),
+            "tuning" => json!({"cniVersion": "1.1.0", "name": name, "type": "tuning",
+                              "dataDir": self.data_dir.join("tuning").display().to_string()}),
+            other => unreachable!("no plugin {other} in a chain"),
+        };
         if let Some(p) = prev {
             c["prevResult"] = p.clone();
         }
         c
+    }
+
+    /// Which plugin of a chain of `len` a kill goes to: the first (bridge, the slow one) in
+    /// `first_percent` of the cases, else one of the others.
+    fn victim(rng: &mut Rng, len: usize, first_percent: u64) -> usize {
+        if rng.percent(first_percent) { 0 } else { 1 + (rng.next() % (len as u64 - 1)) as usize }
     }
 
     /// Runs one plugin; with `kill_after`, SIGKILLs it then if it is still running.
@@ -168,6 +190,8 @@ impl Soak {
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", &self.plugins)
+            // No system bus: nothing reaches a bus outside the sandbox, and `"backend": ""` is iptables.
+            .env("DBUS_SYSTEM_BUS_ADDRESS", format!("unix:path={}", self.data_dir.join("no-bus").display()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -200,15 +224,19 @@ impl Soak {
     /// ADD through the chain; `None` when it failed or was killed (then DEL has been done).
     fn add(&self, rng: &mut Rng, net: usize, cid: &str, netns: &str, port: u16) -> Option<Value> {
         self.counts.adds.fetch_add(1, Ordering::Relaxed);
+        let chain = CHAINS[net];
         let kill = self.kill_delay(rng);
-        let kill_bridge = kill.filter(|_| rng.percent(60));
-        let outcome = match self.exec("bridge", "ADD", cid, netns, &self.bridge_conf(net), kill_bridge) {
-            Outcome::Ok(prev) => {
-                let kill_portmap = if kill_bridge.is_none() { kill } else { None };
-                self.exec("portmap", "ADD", cid, netns, &self.portmap_conf(net, port, Some(&prev)), kill_portmap)
+        let victim = Soak::victim(rng, chain.len(), 60);
+        let mut prev: Option<Value> = None;
+        let mut outcome = Outcome::Failed("empty chain".into());
+        for (i, plugin) in chain.iter().enumerate() {
+            let conf = self.conf(net, plugin, port, prev.as_ref());
+            outcome = self.exec(plugin, "ADD", cid, netns, &conf, kill.filter(|_| i == victim));
+            match &outcome {
+                Outcome::Ok(result) => prev = Some(result.clone()),
+                _ => break,
             }
-            other => other,
-        };
+        }
         match outcome {
             Outcome::Ok(result) => return Some(result),
             Outcome::Killed => {
@@ -225,21 +253,19 @@ impl Soak {
     #[allow(clippy::too_many_arguments)]
     fn del(&self, rng: &mut Rng, net: usize, cid: &str, netns: &str, port: u16, prev: Option<&Value>, may_kill: bool) {
         self.counts.dels.fetch_add(1, Ordering::Relaxed);
-        let mut bridge_conf = self.bridge_conf(net);
-        if let Some(p) = prev {
-            bridge_conf["prevResult"] = p.clone();
-        }
+        let chain = CHAINS[net];
         for attempt in 0..5 {
             let kill = if may_kill && attempt == 0 { self.kill_delay(rng) } else { None };
-            let kill_portmap = kill.filter(|_| rng.percent(40));
-            let portmap = self.exec("portmap", "DEL", cid, netns, &self.portmap_conf(net, port, prev), kill_portmap);
-            let bridge = match portmap {
-                Outcome::Ok(_) => {
-                    self.exec("bridge", "DEL", cid, netns, &bridge_conf, kill.filter(|_| kill_portmap.is_none()))
+            let victim = Soak::victim(rng, chain.len(), 60);
+            let mut outcome = Outcome::Failed("empty chain".into());
+            for (i, plugin) in chain.iter().enumerate().rev() {
+                let conf = self.conf(net, plugin, port, prev);
+                outcome = self.exec(plugin, "DEL", cid, netns, &conf, kill.filter(|_| i == victim));
+                if !matches!(outcome, Outcome::Ok(_)) {
+                    break;
                 }
-                other => other,
-            };
-            match bridge {
+            }
+            match outcome {
                 Outcome::Ok(_) => return,
                 Outcome::Killed => {
                     self.counts.del_kills.fetch_add(1, Ordering::Relaxed);
@@ -260,8 +286,8 @@ impl Soak {
                 .filter(|((n, _), _)| n == name)
                 .map(|(_, r)| json!({"containerID": r.cid, "ifname": "eth0"}))
                 .collect();
-            for (plugin, mut conf) in [("portmap", self.portmap_conf(net, 1, None)), ("bridge", self.bridge_conf(net))]
-            {
+            for plugin in CHAINS[net].iter().rev() {
+                let mut conf = self.conf(net, plugin, 1, None);
                 conf["cni.dev/valid-attachments"] = json!(valid);
                 if let Outcome::Failed(why) = self.exec(plugin, "GC", "", "", &conf, None) {
                     self.counts.unexpected(format!("GC failed: {why}"));
@@ -277,11 +303,9 @@ impl Soak {
         }
         for ((name, _), r) in &live {
             let net = NETWORKS.iter().position(|(n, _)| n == name).expect("one of ours");
-            let mut bridge_conf = self.bridge_conf(net);
-            bridge_conf["prevResult"] = r.result.clone();
-            let portmap_conf = self.portmap_conf(net, r.port, Some(&r.result));
-            for (plugin, conf) in [("portmap", &portmap_conf), ("bridge", &bridge_conf)] {
-                if let Outcome::Failed(why) = self.exec(plugin, "CHECK", &r.cid, &r.netns, conf, None) {
+            for plugin in CHAINS[net] {
+                let conf = self.conf(net, plugin, r.port, Some(&r.result));
+                if let Outcome::Failed(why) = self.exec(plugin, "CHECK", &r.cid, &r.netns, &conf, None) {
                     if std::env::var_os("SOAK_DEBUG").is_some() {
                         let t =
                             Command::new("nft").args(["-a", "list", "table", "inet", "cni_portmap"]).output().unwrap();
@@ -402,6 +426,22 @@ fn leftovers(data_dir: &Path) -> anyhow::Result<Vec<String>> {
     let cni_chains = iptables.lines().filter(|l| l.starts_with(":CNI-")).count();
     if cni_chains > 0 {
         left.push(format!("{cni_chains} iptables CNI- chains"));
+    }
+    // The firewall plugin's per-address accepts (its chains CNI-FORWARD and CNI-ADMIN stay, as the
+    // reference's: the admin chain is the operator's), its records and address claims, and
+    // tuning's saved originals.
+    let filter =
+        String::from_utf8_lossy(&Command::new("iptables-save").args(["-t", "filter"]).output()?.stdout).into_owned();
+    left.extend(
+        filter.lines().filter(|l| l.starts_with("-A") && l.contains("10.66.")).map(|l| format!("iptables {l}")),
+    );
+    for dir in ["firewall", "firewall/addr", "tuning"] {
+        for entry in std::fs::read_dir(data_dir.join(dir)).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != "lock" && entry.path().is_file() {
+                left.push(format!("{dir} file {name}"));
+            }
+        }
     }
     Ok(left)
 }

@@ -8,7 +8,11 @@
 pub mod base;
 pub mod bridge;
 pub mod conditions;
+pub mod dbus;
 pub mod exists;
+pub mod filter;
+pub mod filter_nft;
+pub mod firewalld;
 #[cfg(test)]
 mod golden;
 pub mod identity;
@@ -27,7 +31,7 @@ pub(crate) fn schema() -> &'static native::Schema {
     static SCHEMA: std::sync::OnceLock<native::Schema> = std::sync::OnceLock::new();
     SCHEMA.get_or_init(|| {
         let mut s = native::Schema::default();
-        for table in bridge::base_tables().iter().chain([portmap::base_table()].iter()) {
+        for table in bridge::base_tables().iter().chain([portmap::base_table(), filter_nft::base_table()].iter()) {
             s.declare(&table.objects);
         }
         s
