@@ -56,8 +56,14 @@ say "v$version of ${plugins[*]} ($(rustc -V)), SOURCE_DATE_EPOCH=$SOURCE_DATE_EP
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 sysroot=$(rustc --print sysroot)
 remap="--remap-path-prefix=$top=/build/cni-plugins-rs --remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$sysroot=/rustc"
-pkgs=()
-for p in "${plugins[@]}"; do pkgs+=(-p "$p"); done
+# The package of each plugin binary (firewall's is firewall-plugin: the library crate is firewall).
+mapfile -t pkgs < <(cargo metadata --no-deps --locked --format-version 1 | python3 -c '
+import json, sys
+bins = {t["name"]: p["name"] for p in json.load(sys.stdin)["packages"] for t in p["targets"] if "bin" in t["kind"]}
+for b in sys.argv[1:]:
+    if b not in bins: sys.exit("dist: no binary named " + b + " in the workspace")
+    print("-p"); print(bins[b])
+' "${plugins[@]}")
 
 mkdir -p "$out"
 for arch in "${arches[@]}"; do
