@@ -8,7 +8,7 @@ DESTDIR ?=
 BINDIR  ?= /opt/cni/bin
 CNITOOL := target/tools/cnitool
 
-.PHONY: all build release deps cnitool demo test test-vm test-vm-full unit conformance e2e soak soak-short fuzz bench profile lint install clean
+.PHONY: all build release deps cnitool demo test test-vm test-vm-full unit conformance e2e soak soak-short fuzz bench profile lint install clean dist dist-repro deb test-dist test-arm64 test-deb
 
 all: release
 
@@ -89,6 +89,32 @@ lint:
 install: release
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 $(addprefix target/release/,$(PLUGINS)) $(DESTDIR)$(BINDIR)/
+
+# Release artifacts (not part of make test). dist/cni-plugins-rs-linux-{amd64,arm64}-v<version>.tgz
+# with .sha256 and .sha512: static binaries of $(PLUGINS), reproducible (scripts/dist.sh says how).
+dist:
+	scripts/dist.sh $(PLUGINS)
+
+# The tarballs of HEAD built again from a fresh clone at another path: byte for byte the same?
+dist-repro:
+	scripts/dist-repro.sh
+
+# dist/cni-plugins-rs_<version>_{amd64,arm64}.deb, by dpkg-deb from the dist binaries (scripts/deb.sh).
+deb: dist
+	scripts/deb.sh $(PLUGINS)
+
+# The amd64 tarball unpacked into an empty directory passes the conformance scenarios (here).
+test-dist: cnitool
+	scripts/test-dist.sh amd64
+
+# The arm64 tarball's conformance run on Debian's arm64 kernel under qemu-system-aarch64 (TCG).
+test-arm64:
+	scripts/test-dist.sh arm64
+
+# The .deb installed, used from /usr/lib/cni and /opt/cni/bin, and removed, in the amd64 qemu
+# guest (its root is an overlay: the machine's dpkg database and /usr/lib/cni are not touched).
+test-deb:
+	scripts/test-deb.sh
 
 clean:
 	$(CARGO) clean

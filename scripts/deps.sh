@@ -14,12 +14,15 @@
 #     would also enable a system-wide dnsmasq on the machine's own port 53)
 #   golang-github-containernetworking-plugin-dnsname: the reference dnsname (/usr/lib/cni/dnsname),
 #     for side-by-side runs (conformance/scenarios/80-dnsname.sh)
+#   gcc-aarch64-linux-gnu, libc6-dev-arm64-cross: link the aarch64 release binaries, statically (make dist)
+#   qemu-system-arm, debootstrap: the arm64 lane, an arm64 Debian guest for the arm64 tarball (make test-arm64)
 set -euo pipefail
 packages=(iproute2 iputils-ping nftables iptables conntrack golang-go golang-github-appc-cni-dev dpkg-dev
           containernetworking-plugins ca-certificates containerd runc podman conmon busybox-static
           python3-grpcio python3-protobuf protobuf-compiler strace
           qemu-system-x86 cpio kmod iperf3 dbus-daemon firewalld dnsmasq-base
-          golang-github-containernetworking-plugin-dnsname)
+          golang-github-containernetworking-plugin-dnsname
+          gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
