@@ -61,8 +61,9 @@ check "ptp: ... the hostPort is closed" bash -c "$(declare -f fetch); ! fetch wo
 check "ptp: a second DEL succeeds" cni del kind p1
 ip netns delete p2
 check "ptp: DEL after the netns is gone succeeds" cni del kind p2
+# What is left, printed when the check fails (it failed once under load, not reproduced since).
 check "ptp: ... nothing is left: no veth, no route, no address" bash -c \
-  "! ip -o link show type veth | grep -v uplink | grep -q . && ! ip route show | grep -q 10.244.1. && ! ls $SANDBOX_WORK/ipam-kind/kind | grep -q '^10\\.'"
+  "! ip -o link show type veth | grep -v uplink | grep . && ! ip route show | grep 10.244.1. && ! ls $SANDBOX_WORK/ipam-kind/kind | grep '^10\\.'"
 
 # CHECK needs 0.4.0 or later (at 0.3.1 libcni refuses it).
 KIND_VERSION=1.0.0 kind_list kind1 "$SANDBOX_WORK/ipam-kind1" 10.244.2.0/24 fd00:10:244:2::/64
