@@ -9,7 +9,6 @@ pub mod base;
 pub mod bridge;
 pub mod conditions;
 pub mod dbus;
-pub mod exists;
 pub mod filter;
 pub mod filter_nft;
 pub mod firewalld;

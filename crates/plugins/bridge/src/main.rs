@@ -98,30 +98,23 @@ fn remove_firewall(nft: Option<&Nft>, id: &Identity, known: &Known) -> anyhow::R
     failures.finish()
 }
 
-/// The masquerade and the spoof-check entries go in separate one-transaction DELs, each of which
-/// fails with ENOENT exactly when the attachment's chain of that kind is absent (a chain that a map
-/// element points at cannot be deleted, so no element of ours can exist without it): then there
-/// is nothing of that kind to remove. Anything else (an address prevResult did not name, no
-/// prevResult) takes the listing path.
+/// The masquerade and the spoof-check entries go in one transaction, built for the chains of
+/// this attachment that exist (asked first: no element of ours can exist without its chain, which
+/// a map element pointing at it keeps from being deleted). Anything else (an address prevResult
+/// did not name, no prevResult, a probe or transaction that fails) takes the listing path.
 fn remove_nft_entries(nft: &Nft, id: &Identity, known: &Known) -> anyhow::Result<()> {
-    let mut listing_needed = false;
-    for (masq, spoof, possible) in
-        [(true, false, !known.addresses.is_empty()), (false, true, known.spoof_port.is_some())]
-    {
-        if !possible {
-            listing_needed = true;
-            continue;
-        }
-        match nft.apply(&firewall::bridge::del_batch(id, known, masq, spoof).to_json()) {
-            Ok(()) => {}
-            Err(e) if e.downcast_ref::<firewall::NftError>().is_some_and(firewall::NftError::is_not_found) => {}
-            Err(_) => listing_needed = true,
-        }
+    let listing = || firewall::bridge::del(nft, id, &Known::default(), true, true);
+    let Ok((masq, spoof)) = firewall::bridge::chains_present(id) else { return listing() };
+    if (masq && known.addresses.is_empty()) || (spoof && known.spoof_port.is_none()) {
+        return listing();
     }
-    if listing_needed {
-        firewall::bridge::del(nft, id, &Known::default(), true, true)?;
+    if !masq && !spoof {
+        return Ok(());
     }
-    Ok(())
+    match nft.apply(&firewall::bridge::del_batch(id, known, masq, spoof).to_json()) {
+        Ok(()) => Ok(()),
+        Err(_) => listing(),
+    }
 }
 
 impl Bridge {

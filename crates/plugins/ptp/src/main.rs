@@ -135,19 +135,16 @@ fn install_masquerade(a: &Attachment, backend: MasqBackend) -> anyhow::Result<()
 fn remove_masquerade(nft: Option<&Nft>, id: &Identity, addresses: Vec<IpAddr>) -> anyhow::Result<()> {
     let mut failures = Failures::new();
     failures.check("removing the reference plugin's entries", firewall::reference::bridge_del(id));
-    // Nothing of ours without our table (a GET: much cheaper than a transaction that fails).
-    let ours_possible = firewall::exists::table("inet", firewall::bridge::TABLE).unwrap_or(true);
+    // Nothing of ours without the attachment's masquerade chain: a GET first, since a transaction
+    // that fails for want of it waits out an RCU grace period (kind's nodes run ptp without
+    // ipMasq; a node where the bridge plugin made the table would pay that on every DEL).
+    let ours_possible = firewall::bridge::chains_present(id).map(|(masq, _)| masq).unwrap_or(true);
     let removed = nft.filter(|_| ours_possible).map_or(Ok(()), |nft| {
         let known = Known { addresses, spoof_port: None };
-        if !known.addresses.is_empty() {
-            // One transaction that fails with ENOENT exactly when there is no masquerade chain.
-            match nft.apply(&firewall::bridge::del_batch(id, &known, true, false).to_json()) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.downcast_ref::<firewall::NftError>().is_some_and(firewall::NftError::is_not_found) => {
-                    return Ok(());
-                }
-                Err(_) => {}
-            }
+        if !known.addresses.is_empty()
+            && nft.apply(&firewall::bridge::del_batch(id, &known, true, false).to_json()).is_ok()
+        {
+            return Ok(());
         }
         firewall::bridge::del(nft, id, &Known::default(), true, false)
     });
