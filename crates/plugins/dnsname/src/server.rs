@@ -284,18 +284,30 @@ impl NetworkDir {
     /// bind while they are open. Only the last DEL of a network pays for the scan.
     pub fn stop(&self) -> anyhow::Result<()> {
         let mut seen: Vec<i32> = Vec::new();
+        // Nothing found counts only once it has held for a moment: a DEL right after an ADD that
+        // was killed while dnsmasq daemonized found no process of it, and a daemon ran a moment
+        // later (the kill test, about one run in three). Costs the last DEL of a network 100 ms.
+        let mut quiet_since: Option<Instant> = None;
         for (signal, wait) in [(Signal::SIGTERM, STOP_TIMEOUT), (Signal::SIGKILL, STOP_TIMEOUT)] {
             let deadline = Instant::now() + wait;
             loop {
+                // Exited ones out first, then the scan: a process that forked the daemon and
+                // exited between a scan and this check would otherwise leave it unseen.
+                seen.retain(|pid| !has_exited(*pid));
                 for pid in self.running().map(Pid::as_raw).into_iter().chain(self.scan()) {
-                    if !seen.contains(&pid) {
+                    if !seen.contains(&pid) && !has_exited(pid) {
                         seen.push(pid);
                     }
                 }
-                seen.retain(|pid| !has_exited(*pid));
                 if seen.is_empty() {
-                    return Ok(());
+                    let since = *quiet_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= QUIET {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
                 }
+                quiet_since = None;
                 if Instant::now() > deadline {
                     break;
                 }
@@ -331,6 +343,9 @@ impl NetworkDir {
         }
     }
 }
+
+/// How long no server process of the network must be seen before a stop counts as done.
+const QUIET: Duration = Duration::from_millis(100);
 
 /// Whether `pid` is gone or a zombie (its files, sockets included, closed).
 fn has_exited(pid: i32) -> bool {
