@@ -339,6 +339,18 @@ fn remove_chains(nft: &Nft, doomed: &dyn Fn(&str) -> bool) -> anyhow::Result<()>
     Ok(())
 }
 
+/// GC of the masquerade and spoof-check entries of `network` whose attachment is not in `valid`,
+/// ours (when nftables can be used) and the reference's iptables ones: what bridge's and ptp's GC
+/// share. Each failure goes into `failures`.
+pub fn gc_attachments(network: &str, valid: &[cni::Attachment], failures: &mut cni::Failures) {
+    let ids: Vec<Identity> = valid.iter().map(|a| Identity::new(network, &a.container_id, &a.ifname)).collect();
+    if let Ok(nft) = Nft::locate() {
+        failures.check("collecting nftables entries", gc(&nft, network, &ids));
+    }
+    // Masquerade rules the iptables backend (ours or the reference's) left behind.
+    failures.check("collecting the reference plugin's entries", crate::reference::bridge_gc(network, &ids));
+}
+
 /// Removes every attachment chain of `network` whose attachment is not in `valid`, and repairs
 /// the base chains of whichever of our tables exist if someone removed or edited them (GC). A
 /// table that vanished entirely is recreated by the next ADD.

@@ -422,16 +422,7 @@ impl Plugin for Bridge {
     fn gc(&self, req: &Request) -> anyhow::Result<()> {
         let mut failures = Failures::new();
         if let Some(valid) = &req.config.valid_attachments {
-            let ids: Vec<Identity> =
-                valid.iter().map(|a| Identity::new(&req.config.name, &a.container_id, &a.ifname)).collect();
-            if let Ok(nft) = Nft::locate() {
-                failures.check("collecting nftables entries", firewall::bridge::gc(&nft, &req.config.name, &ids));
-            }
-            // Masquerade rules the iptables backend (ours or the reference's) left behind.
-            failures.check(
-                "collecting the reference plugin's entries",
-                firewall::reference::bridge_gc(&req.config.name, &ids),
-            );
+            firewall::bridge::gc_attachments(&req.config.name, valid, &mut failures);
         }
         // The spec requires GC to be passed on to the delegated IPAM plugin.
         if req.config.ipam_type.is_some() {
