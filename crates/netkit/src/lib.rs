@@ -12,6 +12,7 @@ pub mod link;
 pub mod link_settings;
 pub mod netlink;
 pub mod netns;
+pub mod policy;
 pub mod route;
 pub mod rtnl;
 pub mod sysctl;
