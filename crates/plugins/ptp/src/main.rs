@@ -322,7 +322,8 @@ impl Plugin for Ptp {
                 let Some(gw) = ip.gateway else { continue };
                 let subnet = IpNetwork::new(ip.address.network(), ip.address.prefix()).expect("same prefix");
                 let routes = rtnl.routes(Family::of(&gw))?;
-                let on_link = |r: &RouteSpec| r.oif == Some(link.index) && r.table == Some(netkit::route::MAIN_TABLE);
+                // In any table: sbr, chained after ptp, moves them into a table of their own.
+                let on_link = |r: &RouteSpec| r.oif == Some(link.index);
                 anyhow::ensure!(
                     routes.iter().any(|r| on_link(r) && r.dst == host_net(gw) && r.gw.is_none()),
                     "route to gateway {gw} dev {ifname} not found"
