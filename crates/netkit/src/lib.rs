@@ -15,6 +15,7 @@ pub mod netns;
 pub mod policy;
 pub mod route;
 pub mod rtnl;
+pub mod sublink;
 pub mod sysctl;
 pub mod tc;
 

@@ -560,3 +560,33 @@ pub fn request(command: cni::Command, conf: &Value, cni_args: &str) -> cni::Requ
         stdin: stdin.into_bytes(),
     }
 }
+
+/// Whether this kernel can run the calling test, which needs `what` (a link type, say): the
+/// `ip` commands of `probe` are tried in a throwaway namespace, once per `what` and process. When
+/// one fails, says "skipped: kernel lacks ..." on stderr (written directly: libtest hides what
+/// passing tests print) and returns false, so the test returns early and passes; under
+/// `CNI_RS_REQUIRE_KERNEL_FEATURES=1` (the VM lane, whose kernel has everything) it fails the
+/// test instead, so nothing is skipped silently there.
+pub fn kernel_has(what: &'static str, probe: &[&str]) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashMap<&'static str, bool>>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let has = *seen.entry(what).or_insert_with(|| {
+        let ns = new_netns();
+        probe.iter().all(|args| {
+            in_netns(Command::new("ip").args(args.split_whitespace()), &ns).output().is_ok_and(|o| o.status.success())
+        })
+    });
+    drop(seen);
+    if has {
+        return true;
+    }
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    assert!(
+        std::env::var("CNI_RS_REQUIRE_KERNEL_FEATURES").as_deref() != Ok("1"),
+        "kernel lacks {what} (and CNI_RS_REQUIRE_KERNEL_FEATURES=1 forbids skipping {test})"
+    );
+    let _ = writeln!(std::io::stderr(), "skipped: kernel lacks {what} ({test})");
+    false
+}

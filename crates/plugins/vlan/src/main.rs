@@ -1,0 +1,198 @@
+//! `vlan`: the container's interface is an 802.1Q VLAN of a host interface (`master`), so the
+//! container sits on that VLAN of the physical network. Multus users attach pods to tagged
+//! networks with it.
+//!
+//! ADD reads top to bottom: validate, find the master (in the host, or in the container with
+//! `linkInContainer`), create the VLAN straight into the container under a temporary name and
+//! rename it there (so no name in the host can clash), IPAM, addresses and routes, report. Every
+//! step registers its undo with a [`Rollback`]: unlike the reference, a failed IPAM or
+//! configuration leaves no link behind, and a failed configuration releases the allocation.
+//!
+//! DEL never looks at the master (the reference's DEL fails once the master is gone, which leaks
+//! the allocation): it removes the container's interface and releases the allocation, each tried
+//! whatever the other did, and a missing namespace or interface is success. Without `ipam` the
+//! interface is L2 only (the reference requires IPAM and leaks the link when it is missing).
+
+mod config;
+
+use anyhow::Context;
+use cni::{CniResult, Code, Command, Failures, Interface, Plugin, Request, ResultExt, Rollback, delegate, fault};
+use config::VlanConf;
+use netkit::iface::{self, Dad};
+use netkit::sublink::{self, SubKind, SubLink};
+use netkit::{NetNs, Rtnl};
+use std::os::fd::AsFd;
+
+struct Vlan;
+
+impl Vlan {
+    fn add_attachment<'a>(
+        &self,
+        req: &'a Request,
+        conf: &VlanConf,
+        container: &'a NetNs,
+        undo: &mut Rollback<'a>,
+    ) -> anyhow::Result<CniResult> {
+        let ifname = req.env.ifname.as_str();
+        let mut inside = Rtnl::open_in(container)?;
+        if inside.link_by_name(ifname)?.is_some() {
+            anyhow::bail!("interface {ifname:?} already exists in the container");
+        }
+
+        // The master, where the config says it is. The VLAN is created by a handle in the
+        // master's namespace (the kernel finds IFLA_LINK there) and born in the container.
+        let mut at_master = if conf.link_in_container { Rtnl::open_in(container)? } else { Rtnl::open()? };
+        let master = at_master
+            .link_by_name(&conf.master)?
+            .with_context(|| format!("failed to lookup master {:?}: Link not found", conf.master))
+            .code(Code::InvalidConfig)?;
+        if let Some(mtu) = conf.mtu
+            && mtu > master.mtu
+        {
+            return Err(
+                cni::Error::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into()
+            );
+        }
+        let temporary = sublink::temporary_name();
+        let vlan = SubLink {
+            name: &temporary,
+            kind: SubKind::Vlan { id: conf.vlan_id },
+            master: Some(master.index),
+            netns: (!conf.link_in_container).then(|| container.as_fd()),
+            mtu: conf.mtu,
+        };
+        at_master.create_sublink(&vlan).map_err(|e| match e.errno() {
+            Some(nix::libc::EOPNOTSUPP) => {
+                anyhow::anyhow!("failed to create vlan: the kernel has no vlan (8021q) link type")
+            }
+            _ => anyhow::Error::new(e).context("failed to create vlan"),
+        })?;
+        let link = inside.link_by_name(&temporary)?.context("the new vlan link vanished")?;
+        let index = link.index;
+        undo.push(format!("vlan link {ifname}"), move || match Rtnl::open_in(container)?.delete_link(index) {
+            Err(e) if e.is(nix::libc::ENODEV) => Ok(()),
+            other => Ok(other?),
+        });
+        inside.rename(index, ifname).with_context(|| format!("failed to rename vlan to {ifname:?}"))?;
+        fault::point("vlan:link-created")?;
+        let interface = Interface {
+            name: ifname.to_string(),
+            mac: link.mac_string(),
+            sandbox: req.env.netns.clone(),
+            ..Interface::default()
+        };
+
+        // Addresses from IPAM, all on the VLAN.
+        let mut result = CniResult::default();
+        if req.config.ipam_type.is_some() {
+            let allocated = delegate::ipam(req, Command::Add).context("failed to execute IPAM delegate")?;
+            undo.push("the IPAM allocation", move || delegate::ipam(req, Command::Del).map(|_| ()));
+            result = allocated.context("IPAM returned no result")?;
+            anyhow::ensure!(!result.ips.is_empty(), "IPAM plugin returned missing IP config");
+        }
+        fault::point("vlan:ipam-added")?;
+        for ip in &mut result.ips {
+            ip.interface = Some(0);
+        }
+        result.interfaces = vec![interface];
+        // On a shared segment, duplicate address detection means something: it runs, as in
+        // the reference.
+        container.run(|| iface::configure_interface(&mut Rtnl::open()?, ifname, &result, Dad::Enabled))??;
+        // The reference reports the config's dns, whatever IPAM said.
+        result.dns = req.config.dns.clone();
+        Ok(result)
+    }
+}
+
+impl Plugin for Vlan {
+    fn name(&self) -> &'static str {
+        "vlan"
+    }
+
+    fn add(&self, req: &Request) -> anyhow::Result<CniResult> {
+        let conf = VlanConf::parse(req)?;
+        let container = NetNs::open(&req.env.netns)?;
+        let mut undo = Rollback::new("vlan");
+        let result = self.add_attachment(req, &conf, &container, &mut undo)?;
+        undo.commit();
+        Ok(result)
+    }
+
+    fn del(&self, req: &Request) -> anyhow::Result<()> {
+        // Nothing of the config is needed but ipam: the master may be gone, the keys changed.
+        let mut failures = Failures::new();
+        let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
+            Some(ns) => ns.run(|| -> anyhow::Result<()> {
+                let mut rtnl = Rtnl::open()?;
+                if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
+                    match rtnl.delete_link(link.index) {
+                        // Gone with its master a moment ago.
+                        Err(e) if e.is(nix::libc::ENODEV) => {}
+                        other => other.with_context(|| format!("deleting {}", req.env.ifname))?,
+                    }
+                }
+                Ok(())
+            })?,
+            None => Ok(()),
+        });
+        failures.check("removing the interface", removed);
+        if req.config.ipam_type.is_some() {
+            failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
+        }
+        failures.finish()
+    }
+
+    fn check(&self, req: &Request) -> anyhow::Result<()> {
+        let conf = VlanConf::parse(req)?;
+        let container = NetNs::open(&req.env.netns)?;
+        if req.config.ipam_type.is_some() {
+            delegate::ipam(req, Command::Check)?;
+        }
+        let prev = req.config.prev_result.as_ref().context("vlan: Required prevResult missing")?;
+        let ifname = req.env.ifname.as_str();
+        let listed = prev
+            .interfaces
+            .iter()
+            .find(|i| i.name == ifname && i.sandbox == req.env.netns)
+            .with_context(|| format!("Sandbox in prevResult doesn't match configured netns: {}", req.env.netns))?;
+        let mut at_master = if conf.link_in_container { Rtnl::open_in(&container)? } else { Rtnl::open()? };
+        at_master.link_by_name(&conf.master)?.with_context(|| format!("failed to lookup master {:?}", conf.master))?;
+
+        container.run(|| -> anyhow::Result<()> {
+            let mut rtnl = Rtnl::open()?;
+            let link = rtnl
+                .link_by_name(ifname)?
+                .with_context(|| format!("vlan: Container Interface name in prevResult: {ifname} not found"))?;
+            let Some(SubKind::Vlan { id }) = rtnl.sublink_kind(link.index)? else {
+                anyhow::bail!("Error: Container interface {ifname} not of type vlan");
+            };
+            anyhow::ensure!(
+                listed.mac.is_empty() || listed.mac == link.mac_string(),
+                "vlan: Interface {ifname} Mac {} doesn't match container Mac: {}",
+                listed.mac,
+                link.mac_string()
+            );
+            anyhow::ensure!(id == conf.vlan_id, "vlan: {ifname} has VLAN ID {id}, configured {}", conf.vlan_id);
+            if let Some(mtu) = conf.mtu {
+                anyhow::ensure!(
+                    mtu == link.mtu,
+                    "vlan: configured MTU of {ifname} is {mtu}, current value is {}",
+                    link.mtu
+                );
+            }
+            iface::check_addresses(&mut rtnl, ifname, prev)?;
+            iface::check_routes(&mut rtnl, prev)
+        })?
+    }
+
+    fn status(&self, req: &Request) -> anyhow::Result<()> {
+        if req.config.ipam_type.is_some() {
+            delegate::ipam(req, Command::Status)?;
+        }
+        Ok(())
+    }
+}
+
+fn main() {
+    cni::skel::run(Vlan)
+}
