@@ -105,6 +105,8 @@ fn a_vlan_interface_reaches_its_vlan_and_goes_on_del() {
     let w = world();
     switch_vlan(&w, "trunk", 100, "10.100.0.1/24");
     switch_vlan(&w, "trunk", 200, "10.100.0.2/24");
+    // The switch answers ARP only on the VLAN that holds the address asked for.
+    testkit::set_sysctl(&w.sw, "net/ipv4/conf/all/arp_ignore", "1");
     let host_links = links(&w.host);
 
     let r = run(&w, "ADD", &conf(&w, json!({}))).ok();
