@@ -28,6 +28,11 @@ impl Address {
         self.flags.contains(AddressFlags::Dadfailed)
     }
 
+    /// Added without duplicate address detection (IFA_F_NODAD).
+    pub fn is_nodad(&self) -> bool {
+        self.flags.contains(AddressFlags::Nodad)
+    }
+
     /// Global scope: not link-local, not host (loopback) scope.
     pub fn is_global(&self) -> bool {
         self.scope == u8::from(AddressScope::Universe)

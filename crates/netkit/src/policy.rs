@@ -61,6 +61,8 @@ pub struct TableRoute {
     pub src: Option<IpAddr>,
     pub oif: Option<u32>,
     pub table: u32,
+    /// `RT_SCOPE_*`: 0 universe (through a gateway or to anywhere), 253 link, 254 host.
+    pub scope: u8,
     msg: RouteMessage,
 }
 
@@ -78,6 +80,7 @@ impl TableRoute {
             src: None,
             oif: None,
             table: u32::from(msg.header.table),
+            scope: u8::from(msg.header.scope),
             msg: msg.clone(),
         };
         for attr in &msg.attributes {

@@ -31,10 +31,11 @@ struct Ipvlan;
 fn default_route_interface(rtnl: &mut Rtnl) -> anyhow::Result<String> {
     for family in [Family::V4, Family::V6] {
         for route in rtnl.routes(family)? {
-            if route.dst.prefix() == 0 && route.table == Some(netkit::route::MAIN_TABLE) {
-                if let Some(link) = route.oif.map(|i| rtnl.link_by_index(i)).transpose()?.flatten() {
-                    return Ok(link.name);
-                }
+            if route.dst.prefix() == 0
+                && route.table == Some(netkit::route::MAIN_TABLE)
+                && let Some(link) = route.oif.map(|i| rtnl.link_by_index(i)).transpose()?.flatten()
+            {
+                return Ok(link.name);
             }
         }
     }
