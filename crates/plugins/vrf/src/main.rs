@@ -109,7 +109,9 @@ impl Vrf {
                     mtu: None,
                 };
                 rtnl.create_sublink(&spec).map_err(|e| match e.errno() {
-                    Some(nix::libc::EOPNOTSUPP) => anyhow::anyhow!("could not add VRF {}: the kernel has no vrf link type", conf.vrf_name),
+                    Some(nix::libc::EOPNOTSUPP) => {
+                        anyhow::anyhow!("could not add VRF {}: the kernel has no vrf link type", conf.vrf_name)
+                    }
                     _ => anyhow::Error::new(e).context(format!("could not add VRF {}", conf.vrf_name)),
                 })?;
                 let vrf = rtnl.link_by_name(&conf.vrf_name)?.context("the new VRF vanished")?;
@@ -154,8 +156,9 @@ impl Vrf {
 
         let present = global_v6(&mut rtnl, link.index)?;
         for address in addresses_before.iter().filter(|a| !present.iter().any(|p| p.net == a.net)) {
-            rtnl.add_address(link.index, address.net, address.is_nodad())
-                .with_context(|| format!("could not restore address {} to {ifname} @ {}", address.net, conf.vrf_name))?;
+            rtnl.add_address(link.index, address.net, address.is_nodad()).with_context(|| {
+                format!("could not restore address {} to {ifname} @ {}", address.net, conf.vrf_name)
+            })?;
             wait_for_local_route(&mut rtnl, address, table)?;
         }
         for route in &routes {
@@ -174,8 +177,11 @@ impl Plugin for Vrf {
 
     fn add(&self, req: &Request) -> anyhow::Result<CniResult> {
         let conf = VrfConf::parse(req)?;
-        let prev =
-            req.config.prev_result.as_ref().ok_or_else(|| cni::Error::config("missing prevResult from earlier plugin"))?;
+        let prev = req
+            .config
+            .prev_result
+            .as_ref()
+            .ok_or_else(|| cni::Error::config("missing prevResult from earlier plugin"))?;
         let ns = NetNs::open(&req.env.netns)?;
         let mut undo = Rollback::new("vrf");
         self.enslave(req, &conf, &ns, &mut undo).context("cmdAdd failed")?;
@@ -184,7 +190,10 @@ impl Plugin for Vrf {
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
-        let conf = VrfConf::parse(req)?;
+        // A config ADD refuses (no vrfname, an old version) made nothing: nothing to remove, and
+        // failing here would stop the runtime's DEL of the rest of the chain (the reference's
+        // does).
+        let Ok(conf) = VrfConf::parse(req) else { return Ok(()) };
         let Some(ns) = NetNs::open_if_exists(&req.env.netns)? else { return Ok(()) };
         let mut rtnl = Rtnl::open_in(&ns)?;
         // A link of that name that is not a VRF is not ours to touch.
@@ -196,7 +205,10 @@ impl Plugin for Vrf {
             match rtnl.set_master(link.index, 0) {
                 Err(e) if e.is(nix::libc::ENODEV) => {}
                 other => {
-                    failures.check(&format!("resetMaster: could not reset master of {}", req.env.ifname), other.map_err(Into::into));
+                    failures.check(
+                        &format!("resetMaster: could not reset master of {}", req.env.ifname),
+                        other.map_err(Into::into),
+                    );
                 }
             }
         }

@@ -207,7 +207,9 @@ fn bad_config_is_refused_before_anything_changes() {
     assert_eq!(out.err_code(), 7);
     assert!(out.json()["msg"].as_str().unwrap().contains("has already a master set: br0"), "{}", out.stdout);
     assert_eq!(state(&w.c), before);
-    // DEL of a name that is not a VRF leaves it alone.
+    // DEL of a config ADD refuses succeeds (the chain's DEL goes on), and of a name that is not a
+    // VRF leaves it alone.
+    run(&w, "DEL", "eth0", &conf(&w, json!({"vrfname": ""}))).ok();
     run(&w, "DEL", "eth0", &conf(&w, json!({"vrfname": "br0"}))).ok();
     assert!(testkit::link(&w.c, "br0").is_some());
 }
