@@ -220,6 +220,14 @@ fn a_failed_add_leaves_nothing() {
         out.err_code();
         assert_clean(&w, &host_links);
     }
+    // Killed half way (a runtime's timeout): the runtime's DEL removes the link and the allocation.
+    let out = Invocation::new("ADD", "ctr-ipvlan", w.c.path(), "net1", &conf(&w, json!({})))
+        .var("CNI_RS_FAULT", Some("ipvlan:ipam-added=kill"))
+        .run(&bin(), &w.host);
+    assert!(!out.success());
+    assert!(testkit::link(&w.c, "net1").is_some(), "the kill left the link");
+    run(&w, "DEL", &conf(&w, json!({}))).ok();
+    assert_clean(&w, &host_links);
 }
 
 #[test]

@@ -158,6 +158,7 @@ impl Sbr {
             table = next_free_table(&used, table + 1);
         }
 
+        cni::fault::point("sbr:tables-filled")?;
         // Only now out of the main table: the gateways above had to be reachable through them,
         // and two addresses of one subnet both need the subnet's route.
         for route in routes {

@@ -220,3 +220,30 @@ fn del_without_the_netns_or_the_interface_succeeds() {
     let bare = json!({"cniVersion": "1.0.0", "name": "sbr-test", "type": "sbr"}).to_string();
     run(&w, "DEL", "net1", &bare).ok();
 }
+
+#[test]
+fn a_failed_or_killed_add_is_undone_or_cleaned_by_del() {
+    let w = world();
+    let before = policy_state(&w.c);
+    let c = conf(w.c.path(), json!({}));
+    for fault in ["sbr:tables-filled=fail", "sbr:tables-filled=panic"] {
+        let out = Invocation::new("ADD", "ctr-sbr", w.c.path(), "net1", &c)
+            .var("CNI_RS_FAULT", Some(fault))
+            .run(&bin(), &w.host);
+        out.err_code();
+        assert_eq!(policy_state(&w.c), before, "{fault}");
+    }
+    // Killed half way (a runtime's timeout): the runtime's DEL removes the rules and tables.
+    let out = Invocation::new("ADD", "ctr-sbr", w.c.path(), "net1", &c)
+        .var("CNI_RS_FAULT", Some("sbr:tables-filled=kill"))
+        .run(&bin(), &w.host);
+    assert!(!out.success());
+    assert!(ip(&w.c, "-4 rule show").contains("10.2.0.2"), "the kill left the rule");
+    run(&w, "DEL", "net1", &c).ok();
+    assert!(!ip(&w.c, "-4 rule show").contains("10.2.0.2") && !ip(&w.c, "-6 rule show").contains("fd00:2::2"));
+    assert_eq!(ip(&w.c, "-4 route show table 100"), "");
+    assert_eq!(ip(&w.c, "-6 route show table 101"), "");
+    // And a new ADD works as the first did.
+    run(&w, "ADD", "net1", &c).ok();
+    assert!(client_ping(&w.w, "10.2.0.2"));
+}

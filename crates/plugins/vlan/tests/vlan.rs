@@ -196,6 +196,14 @@ fn a_failed_add_leaves_nothing() {
         out.err_code();
         assert_clean(&w, &host_links, &store(&w));
     }
+    // Killed half way (a runtime's timeout): the runtime's DEL removes the link and the allocation.
+    let out = Invocation::new("ADD", "ctr-vlan", w.c.path(), "net1", &conf(&w, json!({})))
+        .var("CNI_RS_FAULT", Some("vlan:ipam-added=kill"))
+        .run(&bin(), &w.host);
+    assert!(!out.success());
+    assert!(testkit::link(&w.c, "net1").is_some(), "the kill left the link");
+    run(&w, "DEL", &conf(&w, json!({}))).ok();
+    assert_clean(&w, &host_links, &store(&w));
     // The name is taken in the container.
     ip(&w.c, "link add net1 type veth peer name other");
     assert!(run(&w, "ADD", &conf(&w, json!({}))).json()["msg"].as_str().unwrap().contains("already exists"));

@@ -161,6 +161,16 @@ fn a_failed_add_leaves_the_container_as_it_was() {
         assert_eq!(state(&w.c), before, "{fault}");
     }
     assert!(ping_via(&w.c, "eth0", "192.0.2.1"), "the gateway route is back in main");
+    // Killed half way (a runtime's timeout): the runtime's DEL frees the interface and removes
+    // the VRF.
+    let out = Invocation::new("ADD", "ctr-vrf", w.c.path(), "eth0", &conf(&w, json!({})))
+        .var("CNI_RS_FAULT", Some("vrf:enslaved=kill"))
+        .run(&bin(), &w.host);
+    assert!(!out.success());
+    assert_eq!(master_of(&w.c, "eth0").as_deref(), Some("blue"), "the kill left eth0 in the VRF");
+    run(&w, "DEL", "eth0", &conf(&w, json!({}))).ok();
+    assert_eq!(master_of(&w.c, "eth0"), None);
+    assert!(testkit::link(&w.c, "blue").is_none());
 }
 
 #[test]
