@@ -59,17 +59,17 @@ check "ctr: host-local released the address" no_allocation $net
 check "ctr: no firewall entry of the container is left" nft_clean_of "$tag"
 check "ctr: ... nor any naming its address" nft_clean_of "$ip "
 
-# A config that names a plugin PLUGIN_DIR lacks (vrf is in /usr/lib/cni, which Debian's ctr also
-# searches, but is hidden here): the run fails and leaves nothing.
+# A config that names a plugin PLUGIN_DIR lacks (no directory has one of that name; vrf, used
+# here before, is one of ours now): the run fails and leaves nothing.
 rm /etc/cni/net.d/10-$net.conflist
 cat > /etc/cni/net.d/10-e2e-missing.conflist <<EOF
 {"cniVersion": "1.0.0", "name": "e2e-missing", "plugins": [
-  {"type": "vrf", "vrfname": "e2e", "ipam": {"type": "host-local", "subnet": "10.89.2.0/24"}}]}
+  {"type": "e2e-no-such-plugin", "ipam": {"type": "host-local", "subnet": "10.89.2.0/24"}}]}
 EOF
 out=$(timeout 60 ctr run --cni --rm --runc-binary "${E2E_OCI_RUNTIME:-runc}" --cgroup "$CGROUP_PARENT/ctr-missing" \
   "$IMAGE" missing true < /dev/null 2>&1)
 status=$?
-if [[ $status != 0 ]] && matches "$out" 'failed to find plugin "vrf"'; then
+if [[ $status != 0 ]] && matches "$out" 'failed to find plugin "e2e-no-such-plugin"'; then
   pass "ctr: a network naming a plugin missing from PLUGIN_DIR fails the run"
 else
   fail "ctr: a network naming a plugin missing from PLUGIN_DIR fails the run (status $status)" "$out"
