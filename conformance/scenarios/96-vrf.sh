@@ -70,7 +70,10 @@ if has_reference vrf; then
   ln -sf "$REFERENCE_DIR/vrf" "$mixed/vrf"
   vrf_list ref cni-vrfr 10.97.4.0/24 "$SANDBOX_WORK/ipam-ref"
   vrf_list ours cni-vrfo 10.97.4.0/24 "$SANDBOX_WORK/ipam-ours"
-  state() { ip -n "$1" -d link show blue | grep -o 'vrf table [0-9]*'; ip -n "$1" route show vrf blue | sed 's/proto [a-z]* //'; ip -n "$1" -6 route show vrf blue | grep -v fe80 | sed 's/proto [a-z]* //; s/ pref medium//'; }
+  # Debian's reference is 1.1.1, older than the re-adding of routes through gateways into the
+  # VRF's table (v1.4.0, #874): it loses them, so they are left out of the comparison (the checks
+  # above show ours keeps them, as v1.9.1 does).
+  state() { ip -n "$1" -d link show blue | grep -o 'vrf table [0-9]*'; { ip -n "$1" route show vrf blue; ip -n "$1" -6 route show vrf blue; } | grep -v -e fe80 -e ' via ' | sed 's/proto [a-z]* //; s/ pref medium//'; }
   ip netns add r1
   theirs=$(CNI_PATH=$mixed "$CNITOOL" add ref /run/netns/r1)
   ref_state=$(state r1)
@@ -78,7 +81,7 @@ if has_reference vrf; then
   ip netns add o1
   ours=$(cni add ours o1)
   check "vrf: same result as the reference" same_json "$ours" "$theirs" mac sandbox name
-  check "vrf: same VRF and routes as the reference" bash -c "$(declare -f state); diff <(echo \"\$1\") <(state o1)" _ "$ref_state"
+  check "vrf: same VRF and connected routes as the reference" bash -c "$(declare -f state); diff <(echo \"\$1\") <(state o1)" _ "$ref_state"
   cni del ours o1 >/dev/null; ip netns delete o1
   ip netns add x1
   CNI_PATH=$mixed "$CNITOOL" add ref /run/netns/x1 >/dev/null
