@@ -191,6 +191,11 @@ impl Plugin for Sbr {
             return Err(cni::Error::config(format!("No IP addresses supplied on interface: {ifname}")).into());
         }
         let ips = addresses_of(prev, ifname);
+        // Beyond the reference, which would then only take the interface's routes out of the
+        // main table: with no address of this interface there is nothing to route by.
+        if ips.is_empty() {
+            return Err(cni::Error::config(format!("No IP addresses supplied on interface: {ifname}")).into());
+        }
         let ns = NetNs::open(&req.env.netns)?;
         let _lock = lock_netns(&req.env.netns)?;
         let mut rtnl = Rtnl::open_in(&ns)?;

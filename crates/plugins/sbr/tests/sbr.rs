@@ -193,6 +193,12 @@ fn a_failed_add_leaves_nothing() {
                        "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "net1"}]}})
     .to_string();
     assert_eq!(run(&w, "ADD", "net1", &empty).err_code(), 7);
+    // Addresses, but all of another interface.
+    let other = json!({"cniVersion": "1.0.0", "name": "sbr-test", "type": "sbr",
+                       "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0"}],
+                                      "ips": [{"address": "10.1.0.2/24", "interface": 0}]}})
+    .to_string();
+    assert_eq!(run(&w, "ADD", "net1", &other).err_code(), 7);
     assert_eq!(run(&w, "ADD", "net1", &conf(w.c.path(), json!({"table": -1}))).err_code(), 7);
     assert_eq!(policy_state(&w.c), before);
 }
