@@ -71,9 +71,10 @@ if has_reference sbr && has_reference ptp && has_reference host-local; then
   side_list ref "$SANDBOX_WORK/ipam-ref"
   side_list ours "$SANDBOX_WORK/ipam-ours"
   ip netns add r1; ip netns add o1
-  theirs=$(CNI_IFNAME=net1 CNI_PATH=$mixed "$CNITOOL" add ref /run/netns/r1)
+  # (The reference sbr logs every step on stderr.)
+  theirs=$(CNI_IFNAME=net1 CNI_PATH=$mixed "$CNITOOL" add ref /run/netns/r1 2>/dev/null)
   ref_state=$(state r1)
-  CNI_IFNAME=net1 CNI_PATH=$mixed "$CNITOOL" del ref /run/netns/r1 >/dev/null
+  CNI_IFNAME=net1 CNI_PATH=$mixed "$CNITOOL" del ref /run/netns/r1 >/dev/null 2>&1
   ip netns delete r1
   ours=$(CNI_IFNAME=net1 CNI_PATH=$PLUGIN_DIR "$CNITOOL" add ours /run/netns/o1)
   check "sbr: same result as the reference" same_json "$ours" "$theirs" mac name sandbox
@@ -81,7 +82,7 @@ if has_reference sbr && has_reference ptp && has_reference host-local; then
   # The reference's ADD, our DEL (a node switched over).
   CNI_IFNAME=net1 CNI_PATH=$PLUGIN_DIR "$CNITOOL" del ours /run/netns/o1 >/dev/null
   ip netns add x1
-  CNI_IFNAME=net1 CNI_PATH=$mixed "$CNITOOL" add ref /run/netns/x1 >/dev/null
+  CNI_IFNAME=net1 CNI_PATH=$mixed "$CNITOOL" add ref /run/netns/x1 >/dev/null 2>&1
   check "sbr: our DEL removes what the reference's ADD made" bash -c \
     "CNI_IFNAME=net1 CNI_PATH=$PLUGIN_DIR $CNITOOL del ref /run/netns/x1 && ! ip -n x1 rule show | grep -q 10.62.0.2 && test -z \"\$(ip -n x1 route show table 100)\""
   ip netns delete x1

@@ -108,20 +108,43 @@ impl Vrf {
                     netns: None,
                     mtu: None,
                 };
-                rtnl.create_sublink(&spec).map_err(|e| match e.errno() {
-                    Some(nix::libc::EOPNOTSUPP) => {
-                        anyhow::anyhow!("could not add VRF {}: the kernel has no vrf link type", conf.vrf_name)
+                match rtnl.create_sublink(&spec) {
+                    Ok(()) => {
+                        let vrf = rtnl.link_by_name(&conf.vrf_name)?.context("the new VRF vanished")?;
+                        let index = vrf.index;
+                        // Only while no interface is in it: another ADD may have joined it since.
+                        undo.push(format!("VRF {}", conf.vrf_name), move || {
+                            let mut rtnl = Rtnl::open_in(ns)?;
+                            if rtnl.links()?.iter().any(|l| l.master == Some(index)) {
+                                return Ok(());
+                            }
+                            match rtnl.delete_link(index) {
+                                Err(e) if e.is(nix::libc::ENODEV) => Ok(()),
+                                other => Ok(other?),
+                            }
+                        });
+                        rtnl.set_up(index)
+                            .with_context(|| format!("could not set link up for VRF {}", conf.vrf_name))?;
+                        (vrf, table)
                     }
-                    _ => anyhow::Error::new(e).context(format!("could not add VRF {}", conf.vrf_name)),
-                })?;
-                let vrf = rtnl.link_by_name(&conf.vrf_name)?.context("the new VRF vanished")?;
-                let index = vrf.index;
-                undo.push(format!("VRF {}", conf.vrf_name), move || match Rtnl::open_in(ns)?.delete_link(index) {
-                    Err(e) if e.is(nix::libc::ENODEV) => Ok(()),
-                    other => Ok(other?),
-                });
-                rtnl.set_up(index).with_context(|| format!("could not set link up for VRF {}", conf.vrf_name))?;
-                (vrf, table)
+                    // Another ADD into the same VRF made it a moment ago (the reference fails
+                    // here): join it as if it had been there.
+                    Err(e) if e.is(nix::libc::EEXIST) => match find_vrf(&mut rtnl, &conf.vrf_name)? {
+                        Some((_, found)) if conf.table.is_some_and(|t| t != found) => {
+                            return Err(cni::Error::config(format!(
+                                "VRF {} already exist with different routing table {found}",
+                                conf.vrf_name
+                            ))
+                            .into());
+                        }
+                        Some(found) => found,
+                        None => anyhow::bail!("could not add VRF {}: {e}", conf.vrf_name),
+                    },
+                    Err(e) if e.is(nix::libc::EOPNOTSUPP) => {
+                        anyhow::bail!("could not add VRF {}: the kernel has no vrf link type", conf.vrf_name)
+                    }
+                    Err(e) => return Err(anyhow::Error::new(e).context(format!("could not add VRF {}", conf.vrf_name))),
+                }
             }
         };
 

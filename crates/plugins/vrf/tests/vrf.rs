@@ -147,6 +147,41 @@ fn a_second_interface_joins_the_existing_vrf() {
 }
 
 #[test]
+fn concurrent_adds_share_one_vrf_and_concurrent_dels_remove_it() {
+    if !kernel_ready() {
+        return;
+    }
+    let w = world();
+    let names = ["eth1", "eth2", "eth3", "eth4"];
+    let mut confs = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        link_namespaces(&w.c, name, &format!("10.7{i}.0.2/24"), &w.nb, &format!("p{i}"), &format!("10.7{i}.0.1/24"));
+        let mut c: Value = serde_json::from_str(&conf(&w, json!({}))).unwrap();
+        c["prevResult"] = prev(&w, name, &format!("10.7{i}.0.2/24"));
+        confs.push(c.to_string());
+    }
+    for command in ["ADD", "DEL"] {
+        let children: Vec<_> = names
+            .iter()
+            .zip(&confs)
+            .map(|(name, c)| Invocation::new(command, name, w.c.path(), name, c).spawn(&bin(), Some(&w.host)))
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stdout));
+        }
+        if command == "ADD" {
+            assert_eq!(ip(&w.c, "-d link show type vrf").matches("vrf table").count(), 1, "one VRF");
+            for name in names {
+                assert_eq!(master_of(&w.c, name).as_deref(), Some("blue"), "{name}");
+            }
+            assert!(ping_via(&w.c, "blue", "10.73.0.1"));
+        }
+    }
+    assert!(testkit::link(&w.c, "blue").is_none(), "the last DEL removed the VRF");
+}
+
+#[test]
 fn a_failed_add_leaves_the_container_as_it_was() {
     if !kernel_ready() {
         return;
