@@ -10,6 +10,7 @@ pub mod conntrack;
 pub mod iface;
 pub mod link;
 pub mod link_settings;
+pub mod macvlan;
 pub mod netlink;
 pub mod netns;
 pub mod route;
