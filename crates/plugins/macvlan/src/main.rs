@@ -9,6 +9,9 @@
 //! and routes, report. Every step registers its undo with a [`Rollback`], so a failed or
 //! panicking ADD leaves neither the link nor an IPAM allocation.
 //!
+//! The result's `dns` is the config's when it says anything, else what IPAM gave (the reference
+//! reports the config's always, so `static`'s `dns` never reached the runtime).
+//!
 //! DEL needs no master and no prevResult: the interface is found by its name in the container
 //! (gone, or the namespace gone, is success), then the IPAM allocation is released; every step
 //! is tried. By kernel design the container cannot reach the host through its own master (the

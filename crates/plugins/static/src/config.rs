@@ -3,7 +3,7 @@
 //! merged in the reference's order and validated before anything is printed.
 //!
 //! The order, as the reference: the config's addresses, then `CNI_ARGS IP=` appended to them, then
-//! `GATEWAY=` given to every address whose subnet holds it; `args.cni.ips` replaces the list, and
+//! `GATEWAY=` given to each of those `IP=` addresses whose subnet holds it; `args.cni.ips` replaces the list, and
 //! `runtimeConfig.ips` (Multus' `ips` annotation) replaces it again.
 //!
 //! Beyond the reference, a gateway of the other family than its address is refused (the
@@ -108,6 +108,7 @@ impl StaticConf {
         }
 
         req.args.check_known(&["IP", "GATEWAY"])?;
+        let from_config = addresses.len();
         if let Some(ips) = req.args.get("IP").filter(|v| !v.is_empty()) {
             for ip in ips.split(',').map(str::trim) {
                 addresses.push(Address { address: cidr(ip, "'ip' field")?, gateway: None });
@@ -119,7 +120,9 @@ impl StaticConf {
                     .trim()
                     .parse()
                     .map_err(|_| Error::config(format!("invalid gateway address: {item}")))?;
-                for a in addresses.iter_mut().filter(|a| a.address.contains(gw)) {
+                // Only the CNI_ARGS addresses: the reference's config addresses are not parsed
+                // yet when it applies GATEWAY=, so they keep their own gateway.
+                for a in addresses[from_config..].iter_mut().filter(|a| a.address.contains(gw)) {
                     a.gateway = Some(gw);
                 }
             }
@@ -200,11 +203,15 @@ mod tests {
         let want = |a: &str, g: &str| Address { address: net(a), gateway: Some(g.parse().unwrap()) };
         assert_eq!(
             c.addresses,
-            vec![want("10.10.0.1/24", "10.10.0.254"), want("10.10.0.2/24", "10.10.0.254"), want("fd00::5/64", "fd00::1")]
+            vec![
+                Address { address: net("10.10.0.1/24"), gateway: None },
+                want("10.10.0.2/24", "10.10.0.254"),
+                want("fd00::5/64", "fd00::1")
+            ]
         );
         // A gateway no subnet holds is ignored, as by the reference.
-        let c = parse_with(conf(ipam.clone()), "GATEWAY=192.168.1.1").unwrap();
-        assert_eq!(c.addresses[0].gateway, None);
+        let c = parse_with(conf(ipam.clone()), "IP=10.10.0.3/24;GATEWAY=192.168.1.1").unwrap();
+        assert_eq!(c.addresses[1].gateway, None);
         // Unknown keys need IgnoreUnknown; key names are exact.
         assert_eq!(parse_with(conf(ipam.clone()), "ip=10.10.0.2/24").unwrap_err().code, Code::InvalidEnv);
         assert_eq!(parse_with(conf(ipam.clone()), "IgnoreUnknown=1;K8S_POD_NAME=x").unwrap().addresses.len(), 1);

@@ -60,7 +60,7 @@ fn runtime_addresses_override_the_config() {
     let r = run("ADD", &c, "IgnoreUnknown=1;IP=10.10.0.7/24;GATEWAY=10.10.0.1").ok();
     let ips: Vec<&Value> = r["ips"].as_array().unwrap().iter().collect();
     assert_eq!(ips.len(), 3, "{r}");
-    assert_eq!(*ips[0], json!({"address": "10.10.0.1/24", "gateway": "10.10.0.1"}));
+    assert_eq!(*ips[0], json!({"address": "10.10.0.1/24", "gateway": "10.10.0.254"}), "the config's own gateway");
     assert_eq!(*ips[2], json!({"address": "10.10.0.7/24", "gateway": "10.10.0.1"}));
     c["runtimeConfig"] = json!({"ips": ["10.30.0.9/16"]});
     assert_eq!(run("ADD", &c, "").ok()["ips"], json!([{"address": "10.30.0.9/16"}]));
