@@ -17,6 +17,7 @@ pub mod route;
 pub mod rtnl;
 pub mod sysctl;
 pub mod tc;
+pub mod tuntap;
 
 pub use addr::Address;
 pub use link::{Link, VethPair, format_mac, parse_mac};
