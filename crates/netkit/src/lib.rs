@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod bridge_vlan;
 pub mod conntrack;
+pub mod dummy;
 pub mod iface;
 pub mod link;
 pub mod link_settings;
