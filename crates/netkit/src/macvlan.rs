@@ -103,7 +103,10 @@ impl Rtnl {
         if let Some(len) = m.bc_queue_len {
             data.push(InfoMacVlan::BcQueueLen(len));
         }
-        attrs.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::MacVlan), LinkInfo::Data(InfoData::MacVlan(data))]));
+        attrs.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(data)),
+        ]));
         self.sock.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 

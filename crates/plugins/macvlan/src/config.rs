@@ -46,7 +46,8 @@ struct RawRuntime {
 impl MacvlanConf {
     pub fn parse(req: &Request) -> Result<MacvlanConf, Error> {
         let raw: Raw = req.config.decode()?;
-        let mode = Mode::parse(&raw.mode).ok_or_else(|| Error::config(format!("unknown macvlan mode: {:?}", raw.mode)))?;
+        let mode =
+            Mode::parse(&raw.mode).ok_or_else(|| Error::config(format!("unknown macvlan mode: {:?}", raw.mode)))?;
         let mtu = match raw.mtu {
             0 => None,
             m @ 68..=65535 => Some(m as u32),
@@ -63,10 +64,9 @@ impl MacvlanConf {
         }
         let mac = match mac.as_str() {
             "" => None,
-            text => Some(
-                netkit::parse_mac(text)
-                    .ok_or_else(|| Error::config(format!("invalid args {text} for MAC addr: address {text}: invalid MAC address")))?,
-            ),
+            text => Some(netkit::parse_mac(text).ok_or_else(|| {
+                Error::config(format!("invalid args {text} for MAC addr: address {text}: invalid MAC address"))
+            })?),
         };
         if mac.is_some_and(|m| m[0] & 1 == 1) {
             return Err(Error::config("mac: a multicast address cannot be an interface's address"));
@@ -101,7 +101,14 @@ mod tests {
         let c = parse(json!({}), "").unwrap();
         assert_eq!(
             c,
-            MacvlanConf { master: None, mode: Mode::Bridge, mtu: None, mac: None, link_in_container: false, bc_queue_len: None }
+            MacvlanConf {
+                master: None,
+                mode: Mode::Bridge,
+                mtu: None,
+                mac: None,
+                link_in_container: false,
+                bc_queue_len: None
+            }
         );
         let c = parse(
             json!({"master": "eth1", "mode": "vepa", "mtu": 1400, "mac": "0a:58:0a:01:00:05", "linkInContainer": true, "bcqueuelen": 500}),
@@ -118,8 +125,11 @@ mod tests {
     fn mac_precedence_config_then_args_then_runtime() {
         let c = parse(json!({"mac": "0a:00:00:00:00:01"}), "MAC=0a:00:00:00:00:02").unwrap();
         assert_eq!(c.mac.unwrap()[5], 2);
-        let c = parse(json!({"mac": "0a:00:00:00:00:01", "runtimeConfig": {"mac": "0a:00:00:00:00:03"}}), "MAC=0a:00:00:00:00:02")
-            .unwrap();
+        let c = parse(
+            json!({"mac": "0a:00:00:00:00:01", "runtimeConfig": {"mac": "0a:00:00:00:00:03"}}),
+            "MAC=0a:00:00:00:00:02",
+        )
+        .unwrap();
         assert_eq!(c.mac.unwrap()[5], 3);
     }
 

@@ -139,7 +139,11 @@ impl MacvlanPlugin {
         cni::trace::mark("link created");
 
         let mut result = CniResult {
-            interfaces: vec![Interface { name: ifname.to_string(), sandbox: req.env.netns.clone(), ..Interface::default() }],
+            interfaces: vec![Interface {
+                name: ifname.to_string(),
+                sandbox: req.env.netns.clone(),
+                ..Interface::default()
+            }],
             ..CniResult::default()
         };
         if req.config.ipam_type.is_some() {

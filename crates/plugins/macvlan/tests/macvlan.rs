@@ -159,9 +159,11 @@ fn default_master_and_link_in_container() {
     // macvlan of a macvlan on the lower's own lower).
     let c = new_netns();
     ip(&s.host, &format!("link add vf0 type veth peer name inner0 netns {}", c.path()));
-    let conf = json!({"cniVersion": "1.0.0", "name": "l2", "type": "macvlan", "master": "inner0", "linkInContainer": true});
+    let conf =
+        json!({"cniVersion": "1.0.0", "name": "l2", "type": "macvlan", "master": "inner0", "linkInContainer": true});
     // Without linkInContainer the host has no such master.
-    let out = s.run("ADD", &c, "ctr", &json!({"cniVersion": "1.0.0", "name": "l2", "type": "macvlan", "master": "inner0"}));
+    let out =
+        s.run("ADD", &c, "ctr", &json!({"cniVersion": "1.0.0", "name": "l2", "type": "macvlan", "master": "inner0"}));
     assert_eq!(out.err_code(), 7, "{}", out.stdout);
     let r = s.run("ADD", &c, "ctr", &conf).ok();
     let link = &ip_json(&c, "-d link show net1")[0];

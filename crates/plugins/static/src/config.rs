@@ -116,10 +116,8 @@ impl StaticConf {
         }
         if let Some(gws) = req.args.get("GATEWAY").filter(|v| !v.is_empty()) {
             for item in gws.split(',') {
-                let gw: IpAddr = item
-                    .trim()
-                    .parse()
-                    .map_err(|_| Error::config(format!("invalid gateway address: {item}")))?;
+                let gw: IpAddr =
+                    item.trim().parse().map_err(|_| Error::config(format!("invalid gateway address: {item}")))?;
                 // Only the CNI_ARGS addresses: the reference's config addresses are not parsed
                 // yet when it applies GATEWAY=, so they keep their own gateway.
                 for a in addresses[from_config..].iter_mut().filter(|a| a.address.contains(gw)) {
@@ -219,13 +217,17 @@ mod tests {
 
     #[test]
     fn args_and_runtime_config_replace() {
-        let mut c = conf(json!({"type": "static", "addresses": [{"address": "10.10.0.1/24", "gateway": "10.10.0.254"}]}));
+        let mut c =
+            conf(json!({"type": "static", "addresses": [{"address": "10.10.0.1/24", "gateway": "10.10.0.254"}]}));
         c["args"] = json!({"cni": {"ips": ["10.20.0.5/24"]}});
         let got = parse_with(c.clone(), "IP=10.10.0.9/24").unwrap();
         assert_eq!(got.addresses, vec![Address { address: net("10.20.0.5/24"), gateway: None }]);
         c["runtimeConfig"] = json!({"ips": ["10.30.0.5/24", "fd30::5/64"]});
         let got = parse_with(c, "").unwrap();
-        assert_eq!(got.addresses.iter().map(|a| a.address).collect::<Vec<_>>(), [net("10.30.0.5/24"), net("fd30::5/64")]);
+        assert_eq!(
+            got.addresses.iter().map(|a| a.address).collect::<Vec<_>>(),
+            [net("10.30.0.5/24"), net("fd30::5/64")]
+        );
     }
 
     #[test]
@@ -253,7 +255,8 @@ mod tests {
         let e = parse_with(json!({"cniVersion": "1.0.0", "name": "n", "type": "static"}), "").unwrap_err();
         assert_eq!(e.msg, "IPAM config missing 'ipam' key");
         // Two addresses of a family need 0.3.0.
-        let mut c = conf(json!({"type": "static", "addresses": [{"address": "10.1.0.2/24"}, {"address": "10.2.0.2/24"}]}));
+        let mut c =
+            conf(json!({"type": "static", "addresses": [{"address": "10.1.0.2/24"}, {"address": "10.2.0.2/24"}]}));
         c["cniVersion"] = json!("0.2.0");
         assert_eq!(parse_with(c.clone(), "").unwrap_err().code, Code::IncompatibleVersion);
         c["cniVersion"] = json!("0.3.0");

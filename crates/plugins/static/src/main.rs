@@ -9,8 +9,8 @@
 
 mod config;
 
-use config::StaticConf;
 use cni::{CniResult, IpConfig, Plugin, Request};
+use config::StaticConf;
 
 struct Static;
 

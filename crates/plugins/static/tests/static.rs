@@ -96,10 +96,7 @@ fn bad_input_is_the_spec_error_json() {
     let out = run("ADD", &c, "");
     assert_eq!(out.exit_code, 1);
     assert_eq!(out.err_code(), 7);
-    assert_eq!(
-        out.json()["msg"],
-        "the 'address' field is expected to be in CIDR notation, got: '10.10.0.1'"
-    );
+    assert_eq!(out.json()["msg"], "the 'address' field is expected to be in CIDR notation, got: '10.10.0.1'");
     assert_eq!(run("ADD", &conf("1.0.0"), "FOO=bar").err_code(), 4);
     // 0.2.0 cannot say two addresses of a family.
     let mut c = conf("0.2.0");

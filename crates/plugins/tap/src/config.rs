@@ -62,11 +62,9 @@ impl TapConf {
         }
         let mac = match mac.as_str() {
             "" => None,
-            text => Some(
-                netkit::parse_mac(text)
-                    .filter(|m| m[0] & 1 == 0)
-                    .ok_or_else(|| Error::config(format!("invalid args {text} for MAC addr: not a unicast MAC address")))?,
-            ),
+            text => Some(netkit::parse_mac(text).filter(|m| m[0] & 1 == 0).ok_or_else(|| {
+                Error::config(format!("invalid args {text} for MAC addr: not a unicast MAC address"))
+            })?),
         };
         Ok(TapConf {
             multi_queue: raw.multi_queue,
@@ -99,7 +97,15 @@ mod tests {
         let c = parse(json!({}), "").unwrap();
         assert_eq!(
             c,
-            TapConf { multi_queue: false, mtu: None, mac: None, owner: None, group: None, selinux_context: None, bridge: None }
+            TapConf {
+                multi_queue: false,
+                mtu: None,
+                mac: None,
+                owner: None,
+                group: None,
+                selinux_context: None,
+                bridge: None
+            }
         );
         let c = parse(
             json!({"multiQueue": true, "mtu": 9000, "mac": "0a:00:00:00:00:01", "owner": 1000, "group": 0,
@@ -111,7 +117,10 @@ mod tests {
         assert_eq!((c.mtu, c.owner, c.group), (Some(9000), Some(1000), Some(0)));
         assert_eq!(c.selinux_context.as_deref(), Some("system_u:system_r:container_t:s0"));
         assert_eq!(c.bridge.as_deref(), Some("br0"));
-        let c = parse(json!({"mac": "0a:00:00:00:00:01", "runtimeConfig": {"mac": "0a:00:00:00:00:03"}}), "MAC=0a:00:00:00:00:02");
+        let c = parse(
+            json!({"mac": "0a:00:00:00:00:01", "runtimeConfig": {"mac": "0a:00:00:00:00:03"}}),
+            "MAC=0a:00:00:00:00:02",
+        );
         assert_eq!(c.unwrap().mac.unwrap()[5], 3);
         assert_eq!(parse(json!({"mac": "0a:00:00:00:00:01"}), "MAC=0a:00:00:00:00:02").unwrap().mac.unwrap()[5], 2);
     }

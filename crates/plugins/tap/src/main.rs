@@ -116,15 +116,18 @@ impl TapPlugin {
         }
         ctr.rename(index, ifname).with_context(|| format!("failed to rename tap to {ifname:?}"))?;
         if let Some(bridge) = &bridge {
-            ctr.set_master(index, bridge.index).with_context(|| {
-                format!("failed to set tap {ifname} as a port of bridge {}", bridge.name)
-            })?;
+            ctr.set_master(index, bridge.index)
+                .with_context(|| format!("failed to set tap {ifname} as a port of bridge {}", bridge.name))?;
         }
         ctr.set_up(index).context("failed to set tap interface up")?;
         cni::trace::mark("tap created");
 
         let mut result = CniResult {
-            interfaces: vec![Interface { name: ifname.to_string(), sandbox: req.env.netns.clone(), ..Interface::default() }],
+            interfaces: vec![Interface {
+                name: ifname.to_string(),
+                sandbox: req.env.netns.clone(),
+                ..Interface::default()
+            }],
             ..CniResult::default()
         };
         if req.config.ipam_type.is_some() {

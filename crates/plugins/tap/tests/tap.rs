@@ -42,10 +42,7 @@ fn a_persistent_tap_with_every_key() {
                  "routes": [{"dst": "0.0.0.0/0"}]},
         "dns": {"nameservers": ["10.90.0.53"]}}));
     let r = run(&host, "ADD", c.path(), &conf, "").ok();
-    assert_eq!(
-        r["interfaces"],
-        json!([{"name": "tap0", "mac": "0a:58:00:00:00:07", "sandbox": c.path()}])
-    );
+    assert_eq!(r["interfaces"], json!([{"name": "tap0", "mac": "0a:58:00:00:00:07", "sandbox": c.path()}]));
     assert_eq!(r["ips"][0], json!({"address": "10.90.0.5/24", "gateway": "10.90.0.1", "interface": 0}));
     assert_eq!(r["dns"], json!({"nameservers": ["10.90.0.53"]}));
 
@@ -118,7 +115,8 @@ fn bad_input_is_the_spec_error_and_leaves_nothing() {
         assert!(only_lo(&c), "{extra}");
     }
     // IPAM failing after the tap exists: the tap goes too.
-    let bad_ipam = conf(json!({"ipam": {"type": "static", "addresses": [{"address": "10.90.0.5/24", "gateway": "10.91.0.1"}],
+    let bad_ipam =
+        conf(json!({"ipam": {"type": "static", "addresses": [{"address": "10.90.0.5/24", "gateway": "10.91.0.1"}],
                                        "routes": [{"dst": "0.0.0.0/0"}]}}));
     let out = run(&host, "ADD", c.path(), &bad_ipam, "");
     assert_eq!(out.exit_code, 1, "{}", out.stdout);
