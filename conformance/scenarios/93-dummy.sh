@@ -25,6 +25,7 @@ check "dummy: upstream's result shape" json_assert "$r" \
 check "dummy: a dummy link holding the addresses, up" bash -c \
   "ip -n d1 -d link show eth0 | grep -q 'dummy' && ip -n d1 -o addr show dev eth0 | grep -q 'inet 10.93.0.5/24' && ip -n d1 -o addr show dev eth0 | grep -q 'inet6 fd93::5/64'"
 check "dummy: the route through the gateway" bash -c "ip -n d1 route show 192.168.0.0/16 | grep -q 'via 10.93.0.1 dev eth0'"
+ip -n d1 link set lo up
 check "dummy: the container reaches its own address" ip netns exec d1 ping -c1 -W2 10.93.0.5
 check "dummy: CHECK passes" env CAP_ARGS='{"ips":["10.93.0.5/24","fd93::5/64"]}' bash -c "CNI_PATH=$PLUGIN_DIR $CNITOOL check dum /run/netns/d1"
 ip -n d1 route del 192.168.0.0/16

@@ -13,7 +13,8 @@
 //! reports the config's always, so `static`'s `dns` never reached the runtime).
 //!
 //! DEL needs no master and no prevResult: the interface is found by its name in the container
-//! (gone, or the namespace gone, is success), then the IPAM allocation is released; every step
+//! (gone, or the namespace gone, is success; a macvlan under one of our temporary names, left by
+//! an ADD killed before its rename, goes too), then the IPAM allocation is released; every step
 //! is tried. By kernel design the container cannot reach the host through its own master (the
 //! host's address lives on the lower device); every other station on the segment it can.
 
@@ -39,6 +40,27 @@ fn temporary_name() -> String {
         bytes = (nanos.subsec_nanos() ^ std::process::id()).to_ne_bytes();
     }
     format!("mv{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Whether `name` is one of our temporary names.
+fn is_temporary_name(name: &str) -> bool {
+    name.len() == 10 && name.starts_with("mv") && name[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Deletes the attachment's interface, and any macvlan an ADD killed before its rename left under
+/// a temporary name, in the calling thread's namespace.
+fn delete_links(ifname: &str) -> anyhow::Result<()> {
+    let mut rtnl = Rtnl::open()?;
+    let mut doomed: Vec<Link> = rtnl.link_by_name(ifname)?.into_iter().collect();
+    doomed.extend(rtnl.links()?.into_iter().filter(|l| l.is_kind("macvlan") && is_temporary_name(&l.name)));
+    for link in doomed {
+        match rtnl.delete_link(link.index) {
+            // Removed under us (the namespace is being dismantled): gone is gone.
+            Err(e) if e.is(nix::libc::ENODEV) => {}
+            other => other.with_context(|| format!("deleting {}", link.name))?,
+        }
+    }
+    Ok(())
 }
 
 /// The handle on the namespace the master lives in: the host's, or the container's with
@@ -135,6 +157,8 @@ impl MacvlanPlugin {
             }
             Ok(())
         });
+        // A kill from here to the rename leaves the temporary name: DEL looks for those too.
+        cni::trace::mark("temporary link created");
         ctr.rename(index, ifname).with_context(|| format!("failed to rename macvlan to {ifname:?}"))?;
         cni::trace::mark("link created");
 
@@ -200,17 +224,7 @@ impl Plugin for MacvlanPlugin {
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         let mut failures = Failures::new();
         let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
-            Some(ns) => ns.run(|| -> anyhow::Result<()> {
-                let mut rtnl = Rtnl::open()?;
-                if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
-                    match rtnl.delete_link(link.index) {
-                        // Removed under us (the namespace is being dismantled): gone is gone.
-                        Err(e) if e.is(nix::libc::ENODEV) => {}
-                        other => other.with_context(|| format!("deleting {}", req.env.ifname))?,
-                    }
-                }
-                Ok(())
-            })?,
+            Some(ns) => ns.run(|| delete_links(&req.env.ifname))?,
             None => Ok(()),
         });
         failures.check("removing the interface", removed);
@@ -288,4 +302,15 @@ impl Plugin for MacvlanPlugin {
 
 fn main() {
     cni::skel::run(MacvlanPlugin)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn temporary_names() {
+        assert!(super::is_temporary_name(&super::temporary_name()));
+        for other in ["mv", "mv0123456", "mv0123456789", "mvxyz01234", "eth0", "tap01234567"] {
+            assert!(!super::is_temporary_name(other), "{other}");
+        }
+    }
 }

@@ -7,7 +7,8 @@
 //! configs), set MTU and MAC, rename it, enslave it to `bridge`, bring it up, IPAM, report. Every
 //! step registers its undo with a [`Rollback`], so a failed or panicking ADD leaves neither the
 //! tap nor an IPAM allocation. DEL finds the tap by its name in the container (gone, or the
-//! namespace gone, is success), then releases the IPAM allocation; every step is tried.
+//! namespace gone, is success; a tap under one of our temporary names, left by an ADD killed before
+//! its rename, goes too), then releases the IPAM allocation; every step is tried.
 //!
 //! The tap is created with `IFF_TAP | IFF_NO_PI` (as `ip tuntap add mode tap`), plus
 //! `IFF_MULTI_QUEUE` with `multiQueue`; `owner` and `group` let that user or group open it
@@ -43,6 +44,27 @@ fn temporary_name() -> String {
         bytes = (nanos.subsec_nanos() ^ std::process::id()).to_ne_bytes();
     }
     format!("tap{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Whether `name` is one of our temporary names.
+fn is_temporary_name(name: &str) -> bool {
+    name.len() == 11 && name.starts_with("tap") && name[3..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Deletes the attachment's interface, and any tap an ADD killed before its rename left under a
+/// temporary name, in the calling thread's namespace.
+fn delete_links(ifname: &str) -> anyhow::Result<()> {
+    let mut rtnl = Rtnl::open()?;
+    let mut doomed: Vec<Link> = rtnl.link_by_name(ifname)?.into_iter().collect();
+    doomed.extend(rtnl.links()?.into_iter().filter(|l| l.is_kind("tun") && is_temporary_name(&l.name)));
+    for link in doomed {
+        match rtnl.delete_link(link.index) {
+            // Removed under us (the namespace is being dismantled): gone is gone.
+            Err(e) if e.is(nix::libc::ENODEV) => {}
+            other => other.with_context(|| format!("deleting {}", link.name))?,
+        }
+    }
+    Ok(())
 }
 
 fn selinux_enabled() -> bool {
@@ -108,6 +130,8 @@ impl TapPlugin {
             }
             Ok(())
         });
+        // A kill from here to the rename leaves the temporary name: DEL looks for those too.
+        cni::trace::mark("temporary tap created");
         if let Some(mtu) = conf.mtu {
             ctr.set_mtu(index, mtu).with_context(|| format!("setting the tap's MTU to {mtu}"))?;
         }
@@ -175,16 +199,7 @@ impl Plugin for TapPlugin {
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         let mut failures = Failures::new();
         let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
-            Some(ns) => ns.run(|| -> anyhow::Result<()> {
-                let mut rtnl = Rtnl::open()?;
-                if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
-                    match rtnl.delete_link(link.index) {
-                        Err(e) if e.is(nix::libc::ENODEV) => {}
-                        other => other.with_context(|| format!("deleting {}", req.env.ifname))?,
-                    }
-                }
-                Ok(())
-            })?,
+            Some(ns) => ns.run(|| delete_links(&req.env.ifname))?,
             None => Ok(()),
         });
         failures.check("removing the interface", removed);
@@ -249,4 +264,15 @@ impl Plugin for TapPlugin {
 
 fn main() {
     cni::skel::run(TapPlugin)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn temporary_names() {
+        assert!(super::is_temporary_name(&super::temporary_name()));
+        for other in ["tap", "tap0", "tap0123456", "tap012345678", "tapxyz01234", "mv01234567"] {
+            assert!(!super::is_temporary_name(other), "{other}");
+        }
+    }
 }

@@ -127,3 +127,29 @@ fn bad_input_is_the_spec_error_and_leaves_nothing() {
     assert!(out.stdout.contains("already exists"), "{}", out.stdout);
     assert!(testkit::link(&c, "tap0").is_some());
 }
+
+/// Kill injection: SIGKILL at every step of ADD (debug builds die at the trace mark named in
+/// `CNI_RS_FAULT`), then DEL without a result, as a runtime does after a failed ADD: nothing is
+/// left, not even a tap under a temporary name, and the next ADD works.
+#[test]
+fn a_kill_at_any_step_of_add_is_cleaned_up_by_del() {
+    let host = new_netns();
+    let c = new_netns();
+    let conf = conf(json!({"mtu": 1400, "ipam": {"type": "static", "addresses": [{"address": "10.90.1.5/24"}]}}));
+    let mut left_by_kills = 0;
+    for step in ["tap:main", "tap:temporary tap created", "tap:tap created", "static:main", "tap:ipam done", "tap:exit"] {
+        let out = Invocation::new("ADD", "ctr-tap", c.path(), "tap0", &conf.to_string())
+            .var("CNI_RS_FAULT", Some(&format!("{step}=kill")))
+            .run(&bin(), &host);
+        assert!(!out.success(), "{step}: not killed");
+        if !only_lo(&c) {
+            left_by_kills += 1;
+        }
+        assert!(run(&host, "DEL", c.path(), &conf, "").success());
+        assert!(only_lo(&c), "after DEL, killed at {step}: {}", ip(&c, "link show"));
+        run(&host, "ADD", c.path(), &conf, "").ok();
+        assert!(run(&host, "DEL", c.path(), &conf, "").success());
+        assert!(only_lo(&c));
+    }
+    assert!(left_by_kills >= 4, "only {left_by_kills} kills left anything behind");
+}
