@@ -239,3 +239,47 @@ fn status_needs_the_master() {
     missing["master"] = json!("nosuch0");
     assert_eq!(s.run_with("STATUS", "", "", &missing, "").err_code(), 50);
 }
+
+#[test]
+fn concurrent_adds_and_dels_on_one_master() {
+    let s = Segment::new();
+    let store = TempDir::new("macvlan-many");
+    let conf = json!({"cniVersion": "1.0.0", "name": "many", "type": "macvlan", "master": "uplink0",
+        "ipam": {"type": "host-local", "dataDir": store.path().display().to_string(),
+                 "ranges": [[{"subnet": "10.50.0.0/24", "rangeStart": "10.50.0.30", "rangeEnd": "10.50.0.60"}]]}});
+    let containers: Vec<Netns> = (0..8).map(|_| new_netns()).collect();
+    let spawn = |verb: &str| -> Vec<std::process::Child> {
+        containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Invocation::new(verb, &format!("ctr-{i}"), c.path(), "net1", &conf.to_string())
+                    .spawn(&bin(), Some(&s.host))
+            })
+            .collect()
+    };
+    let outputs: Vec<_> = spawn("ADD").into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let mut addresses = Vec::new();
+    for out in &outputs {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        addresses.push(r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string());
+    }
+    let mut distinct = addresses.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 8, "{addresses:?}");
+    // Every container reaches the neighbour and the next container.
+    for (i, c) in containers.iter().enumerate() {
+        assert!(ping(c, "10.50.0.100"), "container {i}");
+        assert!(ping(c, &addresses[(i + 1) % 8]), "container {i} to {}", addresses[(i + 1) % 8]);
+    }
+    for child in spawn("DEL") {
+        assert!(child.wait_with_output().unwrap().status.success());
+    }
+    for c in &containers {
+        assert!(testkit::link(c, "net1").is_none());
+    }
+    assert!(testkit::host_local_leftovers(&store.path().join("many")).iter().all(|l| !l.starts_with("address")));
+    assert!(s.stray_host_links().is_empty());
+}

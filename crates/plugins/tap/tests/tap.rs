@@ -137,7 +137,8 @@ fn a_kill_at_any_step_of_add_is_cleaned_up_by_del() {
     let c = new_netns();
     let conf = conf(json!({"mtu": 1400, "ipam": {"type": "static", "addresses": [{"address": "10.90.1.5/24"}]}}));
     let mut left_by_kills = 0;
-    for step in ["tap:main", "tap:temporary tap created", "tap:tap created", "static:main", "tap:ipam done", "tap:exit"] {
+    for step in ["tap:main", "tap:temporary tap created", "tap:tap created", "static:main", "tap:ipam done", "tap:exit"]
+    {
         let out = Invocation::new("ADD", "ctr-tap", c.path(), "tap0", &conf.to_string())
             .var("CNI_RS_FAULT", Some(&format!("{step}=kill")))
             .run(&bin(), &host);
