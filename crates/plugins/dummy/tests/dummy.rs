@@ -129,3 +129,29 @@ fn bad_input_and_failures_leave_nothing() {
     let out = run(&host, "ADD", c.path(), &static_conf());
     assert!(out.stdout.contains("already exists"), "{}", out.stdout);
 }
+
+/// Kill injection: SIGKILL at the steps of ADD after which something exists (the link; the
+/// link and the IPAM result; the configured link), then DEL without a result, as a runtime does
+/// after a failed ADD: nothing is left, and the next ADD works. (Few steps: this runs in the VM
+/// lane, under emulation.)
+#[test]
+fn a_kill_during_add_is_cleaned_up_by_del() {
+    if !kernel_ready() {
+        return;
+    }
+    let host = new_netns();
+    let c = new_netns();
+    let conf = static_conf();
+    for step in ["dummy:link created", "dummy:delegate static done", "dummy:configured"] {
+        let out = Invocation::new("ADD", "ctr-dummy", c.path(), "dummy0", &conf.to_string())
+            .var("CNI_RS_FAULT", Some(&format!("{step}=kill")))
+            .run(&bin(), &host);
+        assert!(!out.success(), "{step}: not killed");
+        assert!(!only_lo(&c), "{step}: the kill left nothing for DEL to do");
+        assert!(run(&host, "DEL", c.path(), &conf).success());
+        assert!(only_lo(&c), "after DEL, killed at {step}");
+    }
+    run(&host, "ADD", c.path(), &conf).ok();
+    assert!(run(&host, "DEL", c.path(), &conf).success());
+    assert!(only_lo(&c));
+}
