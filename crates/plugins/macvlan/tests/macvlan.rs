@@ -283,3 +283,27 @@ fn concurrent_adds_and_dels_on_one_master() {
     assert!(testkit::host_local_leftovers(&store.path().join("many")).iter().all(|l| !l.starts_with("address")));
     assert!(s.stray_host_links().is_empty());
 }
+
+#[test]
+fn gc_is_passed_on_to_ipam() {
+    let s = Segment::new();
+    let store = TempDir::new("macvlan-gc");
+    let mut conf = json!({"cniVersion": "1.1.0", "name": "gcnet", "type": "macvlan", "master": "uplink0",
+        "ipam": {"type": "host-local", "dataDir": store.path().display().to_string(),
+                 "ranges": [[{"subnet": "10.50.0.0/24", "rangeStart": "10.50.0.70"}]]}});
+    let (a, b) = (new_netns(), new_netns());
+    s.run("ADD", &a, "ctr-a", &conf).ok();
+    s.run("ADD", &b, "ctr-b", &conf).ok();
+    let allocated = || {
+        testkit::host_local_leftovers(&store.path().join("gcnet")).iter().filter(|l| l.starts_with("address")).count()
+    };
+    assert_eq!(allocated(), 2);
+    conf["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-a", "ifname": "net1"}]);
+    let gc = Invocation::new("GC", "", "", "", &conf.to_string())
+        .var("CNI_CONTAINERID", None)
+        .var("CNI_NETNS", None)
+        .var("CNI_IFNAME", None)
+        .run(&bin(), &s.host);
+    assert!(gc.success(), "{}", gc.stdout);
+    assert_eq!(allocated(), 1, "ctr-b's address is released, ctr-a's kept");
+}
