@@ -18,6 +18,7 @@ pub mod route;
 pub mod rtnl;
 pub mod sysctl;
 pub mod tc;
+pub mod tempname;
 pub mod tuntap;
 
 pub use addr::Address;

@@ -111,7 +111,8 @@ mod tests {
             }
         );
         let c = parse(
-            json!({"master": "eth1", "mode": "vepa", "mtu": 1400, "mac": "0a:58:0a:01:00:05", "linkInContainer": true, "bcqueuelen": 500}),
+            json!({"master": "eth1", "mode": "vepa", "mtu": 1400, "mac": "0a:58:0a:01:00:05",
+                   "linkInContainer": true, "bcqueuelen": 500}),
             "",
         )
         .unwrap();

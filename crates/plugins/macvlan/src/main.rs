@@ -25,34 +25,22 @@ use cni::{CniResult, Code, Command, Error, Failures, Interface, Plugin, Request,
 use config::MacvlanConf;
 use netkit::iface::{self, Dad};
 use netkit::macvlan::{Macvlan, Mode};
-use netkit::{Link, NetNs, Rtnl, sysctl};
+use netkit::{Link, NetNs, Rtnl, sysctl, tempname};
 use std::os::fd::AsFd;
 
 struct MacvlanPlugin;
 
-/// A temporary name for the new link: `mv` and 8 random hex digits.
-fn temporary_name() -> String {
-    let mut bytes = [0u8; 4];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given.
-    let n = unsafe { nix::libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n != bytes.len() as isize {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        bytes = (nanos.subsec_nanos() ^ std::process::id()).to_ne_bytes();
-    }
-    format!("mv{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
-}
-
-/// Whether `name` is one of our temporary names.
-fn is_temporary_name(name: &str) -> bool {
-    name.len() == 10 && name.starts_with("mv") && name[2..].bytes().all(|b| b.is_ascii_hexdigit())
-}
+/// The prefix of our temporary link names.
+const TEMP_PREFIX: &str = "mv";
 
 /// Deletes the attachment's interface, and any macvlan an ADD killed before its rename left under
 /// a temporary name, in the calling thread's namespace.
 fn delete_links(ifname: &str) -> anyhow::Result<()> {
     let mut rtnl = Rtnl::open()?;
     let mut doomed: Vec<Link> = rtnl.link_by_name(ifname)?.into_iter().collect();
-    doomed.extend(rtnl.links()?.into_iter().filter(|l| l.is_kind("macvlan") && is_temporary_name(&l.name)));
+    doomed.extend(
+        rtnl.links()?.into_iter().filter(|l| l.is_kind("macvlan") && tempname::is_temporary_name("mv", &l.name)),
+    );
     for link in doomed {
         match rtnl.delete_link(link.index) {
             // Removed under us (the namespace is being dismantled): gone is gone.
@@ -95,7 +83,7 @@ fn create_link(
     master: &Link,
 ) -> anyhow::Result<Link> {
     for _ in 0..10 {
-        let name = temporary_name();
+        let name = tempname::temporary_name(TEMP_PREFIX);
         let spec = Macvlan {
             name: &name,
             parent: master.index,
@@ -113,7 +101,7 @@ fn create_link(
             Err(e) if e.is(nix::libc::EEXIST) && container_rtnl.link_by_name(&name)?.is_some() => continue,
             Err(e) if e.is(nix::libc::EINVAL) || e.is(nix::libc::EOPNOTSUPP) => {
                 return Err(Error::config(format!(
-                    "failed to create macvlan: master {:?} cannot carry one ({e}); it must be an Ethernet device",
+                    "failed to create macvlan on master {:?}: {e} (a macvlan needs an Ethernet master)",
                     master.name
                 ))
                 .into());
@@ -302,15 +290,4 @@ impl Plugin for MacvlanPlugin {
 
 fn main() {
     cni::skel::run(MacvlanPlugin)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn temporary_names() {
-        assert!(super::is_temporary_name(&super::temporary_name()));
-        for other in ["mv", "mv0123456", "mv0123456789", "mvxyz01234", "eth0", "tap01234567"] {
-            assert!(!super::is_temporary_name(other), "{other}");
-        }
-    }
 }

@@ -182,7 +182,7 @@ fn bad_input_is_the_spec_error_and_leaves_nothing() {
     let cases = [
         (json!({"mode": "l3"}), 7, "unknown macvlan mode"),
         (json!({"master": "nosuch0"}), 7, "failed to lookup master \"nosuch0\""),
-        (json!({"master": "lo"}), 7, "must be an Ethernet device"),
+        (json!({"master": "lo"}), 7, "a macvlan needs an Ethernet master"),
         (json!({"mtu": 9000}), 7, "invalid MTU 9000, must be [0, master MTU(1500)]"),
         (json!({"mac": "nonsense"}), 7, "invalid args nonsense for MAC addr"),
     ];

@@ -29,34 +29,21 @@ use cni::{CniResult, Command, Error, Failures, Interface, Plugin, Request, Rollb
 use config::TapConf;
 use netkit::iface::{self, Dad};
 use netkit::tuntap::{self, Tap};
-use netkit::{Link, NetNs, Rtnl, sysctl};
+use netkit::{Link, NetNs, Rtnl, sysctl, tempname};
 use std::path::Path;
 
 struct TapPlugin;
 
-/// A temporary name for the new device: `tap` and 8 random hex digits.
-fn temporary_name() -> String {
-    let mut bytes = [0u8; 4];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given.
-    let n = unsafe { nix::libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n != bytes.len() as isize {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        bytes = (nanos.subsec_nanos() ^ std::process::id()).to_ne_bytes();
-    }
-    format!("tap{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
-}
-
-/// Whether `name` is one of our temporary names.
-fn is_temporary_name(name: &str) -> bool {
-    name.len() == 11 && name.starts_with("tap") && name[3..].bytes().all(|b| b.is_ascii_hexdigit())
-}
+/// The prefix of our temporary link names.
+const TEMP_PREFIX: &str = "tap";
 
 /// Deletes the attachment's interface, and any tap an ADD killed before its rename left under a
 /// temporary name, in the calling thread's namespace.
 fn delete_links(ifname: &str) -> anyhow::Result<()> {
     let mut rtnl = Rtnl::open()?;
     let mut doomed: Vec<Link> = rtnl.link_by_name(ifname)?.into_iter().collect();
-    doomed.extend(rtnl.links()?.into_iter().filter(|l| l.is_kind("tun") && is_temporary_name(&l.name)));
+    doomed
+        .extend(rtnl.links()?.into_iter().filter(|l| l.is_kind("tun") && tempname::is_temporary_name("tap", &l.name)));
     for link in doomed {
         match rtnl.delete_link(link.index) {
             // Removed under us (the namespace is being dismantled): gone is gone.
@@ -77,13 +64,14 @@ fn create_tap(conf: &TapConf) -> anyhow::Result<u32> {
     if let Some(context) = conf.selinux_context.as_deref().filter(|_| selinux_enabled()) {
         std::fs::write("/proc/thread-self/attr/current", context).map_err(|e| {
             Error::config(format!(
-                "selinuxContext: cannot create the tap as {context}: {e} (the policy must allow the plugin a dynamic transition to it)"
+                "selinuxContext: cannot create the tap as {context}: {e} \
+                 (the policy must allow the plugin a dynamic transition to it)"
             ))
         })?;
     }
     let mut rtnl = Rtnl::open()?;
     for _ in 0..10 {
-        let name = temporary_name();
+        let name = tempname::temporary_name(TEMP_PREFIX);
         let tap = Tap { name: &name, multi_queue: conf.multi_queue, owner: conf.owner, group: conf.group };
         match tuntap::create_tap(&tap) {
             Ok(()) => {
@@ -264,15 +252,4 @@ impl Plugin for TapPlugin {
 
 fn main() {
     cni::skel::run(TapPlugin)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn temporary_names() {
-        assert!(super::is_temporary_name(&super::temporary_name()));
-        for other in ["tap", "tap0", "tap0123456", "tap012345678", "tapxyz01234", "mv01234567"] {
-            assert!(!super::is_temporary_name(other), "{other}");
-        }
-    }
 }
