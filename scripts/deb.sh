@@ -11,7 +11,7 @@
 # per plugin (/opt/cni/bin/bridge -> /usr/lib/cni/bridge), so both kinds of runtime find one copy.
 #
 # Living with containernetworking-plugins: dpkg-divert, not Conflicts/Replaces. We provide a
-# subset of the reference's plugins (no dhcp, macvlan, ipvlan, vlan, vrf, sbr, static here), and
+# subset of the reference's plugins (no dhcp, ipvlan, vlan, vrf, sbr here), and
 # containerd and golang-github-containers-common depend on or suggest that package: a Conflicts
 # would make apt remove it and with it the plugins we do not have (and possibly the packages that
 # need it). So preinst diverts each of our plugins' paths, /usr/lib/cni/<name> ->
