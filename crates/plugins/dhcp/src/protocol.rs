@@ -102,11 +102,13 @@ pub fn call(socket_path: &str, call: &Call, wait: Duration) -> Result<Value, Err
     msg.push(b'\n');
     stream.write_all(&msg).map_err(io)?;
     let line = read_line(&stream).map_err(io)?;
-    let reply: Reply = serde_json::from_slice(&line)
-        .map_err(|e| Error::decode(format!("unreadable reply from the DHCP daemon at {socket_path}: {e}")))?;
-    match (reply.error, reply.result) {
-        (Some(e), _) => Err(Error::new(Code::from_u32(e.code), e.msg).with_details(e.details)),
-        (None, Some(v)) => Ok(v),
-        (None, None) => Err(Error::decode(format!("empty reply from the DHCP daemon at {socket_path}"))),
+    let unreadable = |e: String| Error::decode(format!("unreadable reply from the DHCP daemon at {socket_path}: {e}"));
+    let mut reply: serde_json::Map<String, Value> = serde_json::from_slice(&line).map_err(|e| unreadable(e.to_string()))?;
+    if let Some(e) = reply.remove("error") {
+        let e: ReplyError = serde_json::from_value(e).map_err(|e| unreadable(e.to_string()))?;
+        return Err(Error::new(Code::from_u32(e.code), e.msg).with_details(e.details));
     }
+    // `"result": null` is the answer of a call without a result (release, status).
+    reply.remove("result").ok_or_else(|| unreadable("neither result nor error".into()))
 }
+

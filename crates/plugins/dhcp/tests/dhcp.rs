@@ -1,0 +1,397 @@
+//! Kernel tests: the built `dhcp` daemon gets leases from a real DHCP server (Debian's dnsmasq)
+//! for container interfaces, driven by the built `dhcp` plugin as a runtime runs it.
+//!
+//! Layout, all in throwaway namespaces: a "server" namespace with bridge `br0` (10.77.0.1/24) and
+//! dnsmasq on it; one namespace per container, its `eth0` a veth whose peer is a port of `br0`;
+//! a sandbox "host" namespace where the daemon runs (it enters the containers' namespaces by path).
+//! dnsmasq and the daemon are started by the test and stopped by PID when their guard drops;
+//! every wait is bounded.
+
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use testkit::{Invocation, Netns, Output, TempDir, in_netns, ip, new_netns};
+
+const NET: &str = "dnet";
+
+fn dhcp() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dhcp"))
+}
+
+/// Polls `f` every 50 ms for at most `limit`.
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL after 5 s) and reaped when dropped.
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn pid(&self) -> i32 {
+        self.0.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    fn stop(&mut self) {
+        let Some(mut child) = self.0.take() else { return };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        if !wait_for(Duration::from_secs(5), || child.try_wait().ok().flatten().is_some()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The server side: namespace, bridge, dnsmasq and its lease file.
+struct Server {
+    ns: Netns,
+    dir: TempDir,
+    dnsmasq: Proc,
+}
+
+impl Server {
+    /// dnsmasq handing out 10.77.0.50-150 for `lease` with T1 `t1` seconds.
+    fn start(lease: &str, t1: Option<u32>) -> Server {
+        let ns = new_netns();
+        ip(&ns, "link set lo up");
+        ip(&ns, "link add br0 type bridge");
+        ip(&ns, "addr add 10.77.0.1/24 dev br0");
+        ip(&ns, "link set br0 up");
+        let dir = TempDir::new("dhcp-server");
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args(["--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--interface=br0", "--bind-interfaces"])
+            .arg("--user=root")
+            .arg("--pid-file=")
+            .arg(format!("--dhcp-range=10.77.0.50,10.77.0.150,255.255.255.0,{lease}"))
+            .arg(format!("--dhcp-leasefile={}", dir.path().join("leases").display()))
+            .arg(format!("--log-facility={}", dir.path().join("log").display()))
+            .args(["--log-dhcp", "--dhcp-authoritative", "--dhcp-option=option:router,10.77.0.1"])
+            .args(["--dhcp-option=option:dns-server,10.77.0.53", "--dhcp-option=option:domain-name,dhcp.test"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(t1) = t1 {
+            cmd.arg(format!("--dhcp-option=option:T1,{t1}")).arg(format!("--dhcp-option=option:T2,{}", t1 * 2));
+        }
+        in_netns(&mut cmd, &ns);
+        let dnsmasq = Proc(Some(cmd.spawn().expect("starting dnsmasq")));
+        let s = Server { ns, dir, dnsmasq };
+        assert!(
+            wait_for(Duration::from_secs(10), || s.log().contains("DHCP, IP range")),
+            "dnsmasq did not start: {}",
+            s.log()
+        );
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// The lease file's lines: `expiry mac address hostname client-id`.
+    fn leases(&self) -> Vec<Vec<String>> {
+        let text = std::fs::read_to_string(self.dir.path().join("leases")).unwrap_or_default();
+        text.lines().map(|l| l.split_whitespace().map(String::from).collect()).collect()
+    }
+
+    fn lease_of(&self, addr: &str) -> Option<Vec<String>> {
+        self.leases().into_iter().find(|l| l.get(2).map(String::as_str) == Some(addr))
+    }
+
+    /// A container namespace with `eth0` plugged into `br0` (down, no address).
+    fn container(&self, port: &str) -> Netns {
+        let ctr = new_netns();
+        let mut rtnl = netkit::Rtnl::open_in(&self.ns).expect("netlink in the server namespace");
+        rtnl.create_veth(&netkit::VethPair {
+            name: port,
+            peer_name: "eth0",
+            peer_ns: Some(ctr.as_fd()),
+            ..Default::default()
+        })
+        .expect("creating the container's veth");
+        ip(&self.ns, &format!("link set {port} master br0 up"));
+        ctr
+    }
+}
+
+/// `dhcp daemon` in a sandbox host namespace, with its socket and state in a temp dir.
+struct Daemon {
+    host: Netns,
+    dir: TempDir,
+    proc: Proc,
+    flags: Vec<String>,
+}
+
+impl Daemon {
+    fn start(flags: &[&str]) -> Daemon {
+        let host = new_netns();
+        ip(&host, "link set lo up");
+        let dir = TempDir::new("dhcp-daemon");
+        let mut d = Daemon { host, dir, proc: Proc(None), flags: flags.iter().map(|s| s.to_string()).collect() };
+        d.restart();
+        d
+    }
+
+    fn socket(&self) -> String {
+        self.dir.path().join("run/dhcp.sock").display().to_string()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Stops the daemon (if running) and starts it again.
+    fn restart(&mut self) {
+        self.proc.stop();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let mut cmd = Command::new(dhcp());
+        cmd.args(["daemon", "-socketpath", &self.socket(), "-pidfile"])
+            .arg(self.dir.path().join("dhcp.pid"))
+            .args(&self.flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        in_netns(&mut cmd, &self.host);
+        self.proc = Proc(Some(cmd.spawn().expect("starting dhcp daemon")));
+        let sock = self.socket();
+        assert!(
+            wait_for(Duration::from_secs(10), || UnixStream::connect(&sock).is_ok()),
+            "daemon did not listen: {}",
+            self.log()
+        );
+    }
+
+    fn conf(&self, extra: Value) -> Value {
+        let mut ipam = json!({"type": "dhcp", "daemonSocketPath": self.socket()});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            ipam[k] = v.clone();
+        }
+        json!({"cniVersion": "1.0.0", "name": NET, "type": "macvlan", "ipam": ipam})
+    }
+
+    fn run(&self, command: &str, id: &str, ctr: &Netns, conf: &Value) -> Output {
+        Invocation::new(command, id, ctr.path(), "eth0", &conf.to_string())
+            .var("CNI_ARGS", Some(&format!("IgnoreUnknown=1;K8S_POD_NAME=pod-{id}")))
+            .run(&dhcp(), &self.host)
+    }
+
+    /// Sends raw bytes to the socket and returns the reply line as JSON.
+    fn raw(&self, bytes: &[u8]) -> Value {
+        let mut s = UnixStream::connect(self.socket()).expect("connecting to the daemon");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {out:?}"))
+    }
+
+    fn state_files(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("run/dhcp-leases")).map_or(0, |d| d.count())
+    }
+}
+
+fn address_of(result: &Value) -> String {
+    result["ips"][0]["address"].as_str().expect("an address").to_string()
+}
+
+fn bare(cidr: &str) -> String {
+    cidr.split('/').next().unwrap().to_string()
+}
+
+#[test]
+fn add_gets_a_lease_and_del_releases_it() {
+    let server = Server::start("10m", None);
+    let daemon = Daemon::start(&["-timeout", "2s", "-resendtimeout", "20s"]);
+    // DNS servers and domain come only when asked for (the default request is router and mask).
+    let provide = json!({"provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}],
+                         "request": [{"option": "6"}, {"option": "15"}]});
+
+    // Three containers at once: three different leases.
+    let ctrs: Vec<Netns> = (0..3).map(|i| server.container(&format!("vs{i}"))).collect();
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = ctrs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (d, conf) = (&daemon, daemon.conf(provide.clone()));
+                s.spawn(move || d.run("ADD", &format!("c{i}"), c, &conf).ok())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut seen = Vec::new();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["cniVersion"], "1.0.0");
+        let addr = address_of(r);
+        assert!(addr.starts_with("10.77.0.") && addr.ends_with("/24"), "{r}");
+        assert_eq!(r["ips"][0]["gateway"], "10.77.0.1");
+        assert_eq!(r["routes"], json!([{"dst": "0.0.0.0/0", "gw": "10.77.0.1"}]));
+        assert_eq!(r["dns"], json!({"nameservers": ["10.77.0.53"], "domain": "dhcp.test"}));
+        let lease = server.lease_of(&bare(&addr)).unwrap_or_else(|| panic!("{addr} not in {:?}", server.leases()));
+        assert_eq!(lease[3], format!("pod-c{i}"), "host-name from CNI_ARGS: {lease:?}");
+        // The client ID is the reference's: type 0, then containerID/network/ifname.
+        let cid: Vec<String> =
+            std::iter::once(0u8).chain(format!("c{i}/{NET}/eth0").bytes()).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(lease[4], cid.join(":"));
+        assert!(!seen.contains(&addr));
+        seen.push(addr.clone());
+        // The daemon brought the interface up to ask.
+        assert!(testkit::is_up(&testkit::link(&ctrs[i], "eth0").unwrap()));
+        ip(&ctrs[i], &format!("addr add {addr} dev eth0"));
+    }
+    assert_eq!(daemon.state_files(), 3);
+
+    // ADD again (a runtime retrying) and CHECK give the same lease.
+    let again = daemon.run("ADD", "c0", &ctrs[0], &daemon.conf(provide.clone())).ok();
+    assert_eq!(address_of(&again), seen[0]);
+    let mut check_conf = daemon.conf(json!({}));
+    check_conf["prevResult"] = results[0].clone();
+    daemon.run("CHECK", "c0", &ctrs[0], &check_conf).ok();
+    check_conf["prevResult"]["ips"][0]["address"] = json!("10.77.0.250/24");
+    assert_eq!(daemon.run("CHECK", "c0", &ctrs[0], &check_conf).err_code(), 999);
+
+    // DEL releases: the server forgets the lease. A second DEL succeeds.
+    for (i, c) in ctrs.iter().enumerate() {
+        daemon.run("DEL", &format!("c{i}"), c, &daemon.conf(json!({}))).ok();
+        let a = bare(&seen[i]);
+        assert!(wait_for(Duration::from_secs(5), || server.lease_of(&a).is_none()), "{a} still leased: {}", server.log());
+        daemon.run("DEL", &format!("c{i}"), c, &daemon.conf(json!({}))).ok();
+    }
+    assert_eq!(daemon.state_files(), 0);
+    // CHECK of a released attachment fails.
+    assert_eq!(daemon.run("CHECK", "c0", &ctrs[0], &check_conf).err_code(), 999);
+    drop(server);
+}
+
+#[test]
+fn daemon_restart_keeps_the_lease_and_renews_it() {
+    let server = Server::start("2m", Some(4));
+    let mut daemon = Daemon::start(&["-timeout", "2s", "-resendtimeout", "10s"]);
+    let ctr = server.container("vs0");
+    let r = daemon.run("ADD", "r1", &ctr, &daemon.conf(json!({}))).ok();
+    let addr = address_of(&r);
+    ip(&ctr, &format!("addr add {addr} dev eth0"));
+    let expiry = |s: &Server| s.lease_of(&bare(&addr)).map_or(0, |l| l[0].parse::<u64>().unwrap());
+    let first = expiry(&server);
+    assert!(first > 0);
+
+    // SIGTERM and start again: the lease is read back and renewed at T1 (4 s) without any call.
+    let old_pid = daemon.proc.pid();
+    daemon.restart();
+    assert_ne!(daemon.proc.pid(), old_pid);
+    assert!(
+        wait_for(Duration::from_secs(20), || expiry(&server) > first),
+        "no renewal after the restart\ndaemon: {}\nserver: {}",
+        daemon.log(),
+        server.log()
+    );
+    let again = daemon.run("ADD", "r1", &ctr, &daemon.conf(json!({}))).ok();
+    assert_eq!(address_of(&again), addr);
+
+    // Killed outright (no SIGTERM), the same.
+    let pid = nix::unistd::Pid::from_raw(daemon.proc.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let second = expiry(&server);
+    daemon.restart();
+    assert!(wait_for(Duration::from_secs(20), || expiry(&server) > second), "no renewal after SIGKILL: {}", daemon.log());
+
+    daemon.run("DEL", "r1", &ctr, &daemon.conf(json!({}))).ok();
+    assert!(wait_for(Duration::from_secs(5), || server.lease_of(&bare(&addr)).is_none()));
+
+    // A lease whose namespace is gone is dropped at start, not renewed.
+    let ctr2 = server.container("vs1");
+    let r2 = daemon.run("ADD", "r2", &ctr2, &daemon.conf(json!({}))).ok();
+    assert_eq!(daemon.state_files(), 1, "{r2}");
+    daemon.proc.stop();
+    ctr2.remove();
+    daemon.restart();
+    assert!(wait_for(Duration::from_secs(5), || daemon.state_files() == 0));
+}
+
+#[test]
+fn malformed_requests_get_errors_and_the_daemon_survives() {
+    let daemon = Daemon::start(&["-timeout", "1s", "-resendtimeout", "2s"]);
+    let code = |v: &Value| v["error"]["code"].as_u64().unwrap_or_else(|| panic!("no error: {v}"));
+    assert_eq!(code(&daemon.raw(b"this is not json\n")), 6);
+    assert_eq!(code(&daemon.raw(b"{\"method\":\"explode\"}\n")), 6);
+    assert_eq!(code(&daemon.raw(b"[1,2,3]\n")), 6);
+    assert_eq!(code(&daemon.raw(b"")), 6);
+    assert_eq!(code(&daemon.raw(&vec![b'{'; 3 << 20])), 6);
+    let bad_id = json!({"method": "allocate", "containerID": "", "netns": "/x", "ifName": "eth0", "config": {}});
+    assert_eq!(code(&daemon.raw(format!("{bad_id}\n").as_bytes())), 3);
+    let bad_opt = json!({"method": "allocate", "containerID": "c", "netns": "/x", "ifName": "eth0",
+                         "config": {"name": NET, "ipam": {"provide": [{"option": "nope", "value": "x"}]}}});
+    assert_eq!(code(&daemon.raw(format!("{bad_opt}\n").as_bytes())), 7);
+    let no_ns = json!({"method": "allocate", "containerID": "c", "netns": "/proc/self/no-such-ns", "ifName": "eth0",
+                       "config": {"name": NET}});
+    assert_eq!(code(&daemon.raw(format!("{no_ns}\n").as_bytes())), 3);
+    // A client that connects and says nothing is cut off; others are served meanwhile.
+    let _silent = UnixStream::connect(daemon.socket()).unwrap();
+    let status = json!({"method": "status"});
+    assert_eq!(daemon.raw(format!("{status}\n").as_bytes()), json!({"result": null}));
+    let ctr = new_netns();
+    let mut conf = daemon.conf(json!({}));
+    conf["cniVersion"] = json!("1.1.0");
+    Invocation::new("STATUS", "", "", "", &conf.to_string()).run(&dhcp(), &daemon.host).ok();
+    // No server: ADD fails within the configured time, keeps no state.
+    ip(&ctr, "link add eth0 type veth peer name eth1");
+    let started = Instant::now();
+    let out = daemon.run("ADD", "lonely", &ctr, &daemon.conf(json!({})));
+    assert_eq!(out.err_code(), 999, "{}", out.stdout);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(daemon.state_files(), 0);
+    // An interface that does not exist.
+    assert_eq!(
+        Invocation::new("ADD", "x", ctr.path(), "nope0", &daemon.conf(json!({})).to_string())
+            .run(&dhcp(), &daemon.host)
+            .err_code(),
+        999
+    );
+}
+
+#[test]
+fn bad_config_and_missing_daemon_are_spec_errors() {
+    let host = new_netns();
+    let ctr = new_netns();
+    let dir = TempDir::new("dhcp-nodaemon");
+    let sock = dir.path().join("none.sock").display().to_string();
+    let conf = |ipam: Value| {
+        let mut c = json!({"cniVersion": "1.1.0", "name": NET, "type": "macvlan",
+                           "ipam": {"type": "dhcp", "daemonSocketPath": sock}});
+        for (k, v) in ipam.as_object().into_iter().flatten() {
+            c["ipam"][k] = v.clone();
+        }
+        c.to_string()
+    };
+    let run = |cmd: &str, c: &str| Invocation::new(cmd, "c1", ctr.path(), "eth0", c).run(&dhcp(), &host);
+    assert_eq!(run("ADD", &conf(json!({"provide": [{"option": "bogus", "value": "1"}]}))).err_code(), 7);
+    assert_eq!(run("ADD", &conf(json!({"request": [{"option": "300"}]}))).err_code(), 7);
+    assert_eq!(run("ADD", &conf(json!({"priority": "high"}))).err_code(), 6);
+    assert_eq!(run("ADD", "{not json").err_code(), 6);
+    let out = run("ADD", &conf(json!({})));
+    assert_eq!(out.err_code(), 11, "{}", out.stdout);
+    assert_eq!(run("STATUS", &conf(json!({}))).err_code(), 50);
+    assert!(!Path::new(&sock).exists());
+}
