@@ -280,8 +280,13 @@ impl Sockets {
         let bcast = SockaddrIn::new(255, 255, 255, 255, SERVER_PORT);
         if let Some(server) = to {
             let [a, b, c, d] = server.octets();
-            if socket::sendto(self.udp.as_raw_fd(), &bytes, &SockaddrIn::new(a, b, c, d, SERVER_PORT), MsgFlags::empty())
-                .is_ok()
+            if socket::sendto(
+                self.udp.as_raw_fd(),
+                &bytes,
+                &SockaddrIn::new(a, b, c, d, SERVER_PORT),
+                MsgFlags::empty(),
+            )
+            .is_ok()
             {
                 return Ok(());
             }
@@ -313,7 +318,10 @@ impl Sockets {
             };
             let Some(payload) = udp_payload(&buf[..n], CLIENT_PORT) else { continue };
             let Ok(m) = Message::parse(payload) else { continue };
-            if m.op == packet::BOOTREPLY && m.xid == xid && m.chaddr == mac && m.kind().is_some_and(|k| kinds.contains(&k))
+            if m.op == packet::BOOTREPLY
+                && m.xid == xid
+                && m.chaddr == mac
+                && m.kind().is_some_and(|k| kinds.contains(&k))
             {
                 return Ok(m);
             }

@@ -26,7 +26,7 @@ use crate::config::{Config, client_id};
 use crate::packet::{self, opt};
 use crate::protocol::{self, Call, Method, Reply};
 use anyhow::Context;
-use cni::{Code, CniResult, Dns, Error, IpConfig, Route};
+use cni::{CniResult, Code, Dns, Error, IpConfig, Route};
 use ipnetwork::{IpNetwork, Ipv4Network};
 use netkit::{NetNs, Rtnl};
 use serde::{Deserialize, Serialize};
@@ -197,7 +197,8 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     let (listener, activated) = listener(&socket_path)?;
     std::fs::create_dir_all(&flags.statedir).with_context(|| format!("creating {}", flags.statedir))?;
 
-    let daemon = Arc::new(Daemon { flags: flags.clone(), leases: Mutex::new(HashMap::new()), calls: AtomicUsize::new(0) });
+    let daemon =
+        Arc::new(Daemon { flags: flags.clone(), leases: Mutex::new(HashMap::new()), calls: AtomicUsize::new(0) });
     daemon.restore();
 
     let cleanup = (socket_path.clone(), flags.pidfile.clone(), activated);
@@ -465,9 +466,9 @@ impl Daemon {
             let t = self.flags.timing;
             let guard = entry.phase.lock().unwrap_or_else(|e| e.into_inner());
             // The thread ends after at most one exchange's wait and the RELEASE.
-            let _ = entry.changed.wait_timeout_while(guard, t.timeout * 2 + Duration::from_secs(5), |p| {
-                !matches!(p, Phase::Over(_))
-            });
+            let _ = entry
+                .changed
+                .wait_timeout_while(guard, t.timeout * 2 + Duration::from_secs(5), |p| !matches!(p, Phase::Over(_)));
         }
         let _ = std::fs::remove_file(self.state_file(id));
     }
@@ -508,9 +509,10 @@ impl Daemon {
             };
             let id = saved.client_id.clone();
             let lease = saved.lease.clone();
+            let address = lease.address;
             match self.start(saved, Some(lease)) {
                 Ok(e) => {
-                    eprintln!("dhcp daemon: {id}: resumed the lease of {}", e.priority);
+                    eprintln!("dhcp daemon: {id}: resumed the lease of {address}");
                     self.leases.lock().unwrap_or_else(|e| e.into_inner()).insert(id, e);
                 }
                 Err(e) => eprintln!("dhcp daemon: {id}: cannot resume: {e:#}"),
@@ -610,8 +612,12 @@ impl Daemon {
                 let rebinding = now >= lease.rebind_at;
                 match client.extend(&lease, rebinding, &mut wait) {
                     Ok(l) => {
-                        eprintln!("dhcp daemon: {}: lease {}, expiration in {}s", saved.client_id,
-                            if rebinding { "rebound" } else { "renewed" }, l.expire_at - now_secs());
+                        eprintln!(
+                            "dhcp daemon: {}: lease {}, expiration in {}s",
+                            saved.client_id,
+                            if rebinding { "rebound" } else { "renewed" },
+                            l.expire_at - now_secs()
+                        );
                         lease = l;
                     }
                     Err(e) => {
@@ -682,11 +688,13 @@ fn save(path: &Path, saved: &Saved) {
 pub fn to_result(lease: &Lease, priority: u32) -> Result<serde_json::Value, Error> {
     let internal = |e: anyhow::Error| Error::new(Code::Internal, format!("{e:#}"));
     let prefix = lease.prefix().map_err(internal)?;
-    let ack = packet::Message { options: lease.options.clone(), ..packet::Message::request(packet::Kind::Ack, 0, [0; 6]) };
+    let ack =
+        packet::Message { options: lease.options.clone(), ..packet::Message::request(packet::Kind::Ack, 0, [0; 6]) };
     let gateway = ack.ip_list(opt::ROUTER).first().copied();
     let net = |ip: Ipv4Addr, p: u8| IpNetwork::V4(Ipv4Network::new(ip, p).expect("prefix checked to be at most 32"));
     let mut routes = Vec::new();
-    match lease.options.get(&opt::CLASSLESS_ROUTES).and_then(|v| packet::classless_routes(v)).filter(|r| !r.is_empty()) {
+    match lease.options.get(&opt::CLASSLESS_ROUTES).and_then(|v| packet::classless_routes(v)).filter(|r| !r.is_empty())
+    {
         Some(classless) => {
             for r in classless {
                 let mut route = Route::new(net(r.dst, r.prefix), Some(IpAddr::V4(r.router)));
@@ -698,7 +706,11 @@ pub fn to_result(lease: &Lease, priority: u32) -> Result<serde_json::Value, Erro
         }
         None => {
             if let Some(v) = lease.options.get(&opt::STATIC_ROUTES) {
-                routes.extend(packet::static_routes(v).into_iter().map(|r| Route::new(net(r.dst, r.prefix), Some(IpAddr::V4(r.router)))));
+                routes.extend(
+                    packet::static_routes(v)
+                        .into_iter()
+                        .map(|r| Route::new(net(r.dst, r.prefix), Some(IpAddr::V4(r.router)))),
+                );
             }
             if let Some(gw) = gateway {
                 routes.push(Route::new(net(Ipv4Addr::UNSPECIFIED, 0), Some(IpAddr::V4(gw))));
@@ -710,7 +722,11 @@ pub fn to_result(lease: &Lease, priority: u32) -> Result<serde_json::Value, Erro
     }
     let dns = Dns {
         nameservers: ack.ip_list(opt::DNS).iter().map(ToString::to_string).collect(),
-        domain: lease.options.get(&opt::DOMAIN_NAME).map(|d| String::from_utf8_lossy(d).trim_end_matches('\0').to_string()).unwrap_or_default(),
+        domain: lease
+            .options
+            .get(&opt::DOMAIN_NAME)
+            .map(|d| String::from_utf8_lossy(d).trim_end_matches('\0').to_string())
+            .unwrap_or_default(),
         ..Dns::default()
     };
     let result = CniResult {

@@ -18,7 +18,7 @@ mod packet;
 mod protocol;
 
 use anyhow::Context;
-use cni::{Code, CniResult, Error, Plugin, Request};
+use cni::{CniResult, Code, Error, Plugin, Request};
 use config::Config;
 use protocol::{Call, Method};
 use std::time::Duration;
@@ -81,9 +81,14 @@ impl Plugin for Dhcp {
     }
 
     fn status(&self, req: &Request) -> anyhow::Result<()> {
+        // A daemon that cannot be reached means no address can be had: code 50. A bad config
+        // keeps its own code.
         call(req, Method::Status).map(|_| ()).map_err(|e| {
             let e = Error::from_anyhow(&e);
-            anyhow::Error::new(Error::new(Code::NotAvailable, e.msg))
+            match e.code {
+                Code::TryAgainLater | Code::Io => anyhow::Error::new(Error::new(Code::NotAvailable, e.msg)),
+                _ => anyhow::Error::new(e),
+            }
         })
     }
 }

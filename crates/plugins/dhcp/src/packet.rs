@@ -300,7 +300,10 @@ mod tests {
         let v = [8, 10, 10, 0, 0, 1, 0, 10, 0, 0, 254, 25, 192, 168, 1, 128, 0, 0, 0, 0];
         let r = classless_routes(&v).unwrap();
         assert_eq!(r.len(), 3);
-        assert_eq!(r[0], StaticRoute { dst: Ipv4Addr::new(10, 0, 0, 0), prefix: 8, router: Ipv4Addr::new(10, 0, 0, 1) });
+        assert_eq!(
+            r[0],
+            StaticRoute { dst: Ipv4Addr::new(10, 0, 0, 0), prefix: 8, router: Ipv4Addr::new(10, 0, 0, 1) }
+        );
         assert_eq!(r[1].prefix, 0);
         assert_eq!(r[2].dst, Ipv4Addr::new(192, 168, 1, 128));
         assert!(r[2].router.is_unspecified());

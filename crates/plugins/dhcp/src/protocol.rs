@@ -70,7 +70,10 @@ impl Reply {
     }
 
     pub fn err(e: &Error) -> Reply {
-        Reply { result: None, error: Some(ReplyError { code: e.code.as_u32(), msg: e.msg.clone(), details: e.details.clone() }) }
+        Reply {
+            result: None,
+            error: Some(ReplyError { code: e.code.as_u32(), msg: e.msg.clone(), details: e.details.clone() }),
+        }
     }
 }
 
@@ -103,7 +106,8 @@ pub fn call(socket_path: &str, call: &Call, wait: Duration) -> Result<Value, Err
     stream.write_all(&msg).map_err(io)?;
     let line = read_line(&stream).map_err(io)?;
     let unreadable = |e: String| Error::decode(format!("unreadable reply from the DHCP daemon at {socket_path}: {e}"));
-    let mut reply: serde_json::Map<String, Value> = serde_json::from_slice(&line).map_err(|e| unreadable(e.to_string()))?;
+    let mut reply: serde_json::Map<String, Value> =
+        serde_json::from_slice(&line).map_err(|e| unreadable(e.to_string()))?;
     if let Some(e) = reply.remove("error") {
         let e: ReplyError = serde_json::from_value(e).map_err(|e| unreadable(e.to_string()))?;
         return Err(Error::new(Code::from_u32(e.code), e.msg).with_details(e.details));
@@ -111,4 +115,3 @@ pub fn call(socket_path: &str, call: &Call, wait: Duration) -> Result<Value, Err
     // `"result": null` is the answer of a call without a result (release, status).
     reply.remove("result").ok_or_else(|| unreadable("neither result nor error".into()))
 }
-

@@ -63,7 +63,7 @@ impl Drop for Proc {
 struct Server {
     ns: Netns,
     dir: TempDir,
-    dnsmasq: Proc,
+    _dnsmasq: Proc,
 }
 
 impl Server {
@@ -92,7 +92,7 @@ impl Server {
         }
         in_netns(&mut cmd, &ns);
         let dnsmasq = Proc(Some(cmd.spawn().expect("starting dnsmasq")));
-        let s = Server { ns, dir, dnsmasq };
+        let s = Server { ns, dir, _dnsmasq: dnsmasq };
         assert!(
             wait_for(Duration::from_secs(10), || s.log().contains("DHCP, IP range")),
             "dnsmasq did not start: {}",
@@ -223,7 +223,7 @@ fn bare(cidr: &str) -> String {
 #[test]
 fn add_gets_a_lease_and_del_releases_it() {
     let server = Server::start("10m", None);
-    let daemon = Daemon::start(&["-timeout", "2s", "-resendtimeout", "20s"]);
+    let daemon = Daemon::start(&["-timeout", "5s", "-resendtimeout", "30s"]);
     // DNS servers and domain come only when asked for (the default request is router and mask).
     let provide = json!({"provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}],
                          "request": [{"option": "6"}, {"option": "15"}]});
@@ -276,7 +276,11 @@ fn add_gets_a_lease_and_del_releases_it() {
     for (i, c) in ctrs.iter().enumerate() {
         daemon.run("DEL", &format!("c{i}"), c, &daemon.conf(json!({}))).ok();
         let a = bare(&seen[i]);
-        assert!(wait_for(Duration::from_secs(5), || server.lease_of(&a).is_none()), "{a} still leased: {}", server.log());
+        assert!(
+            wait_for(Duration::from_secs(5), || server.lease_of(&a).is_none()),
+            "{a} still leased: {}",
+            server.log()
+        );
         daemon.run("DEL", &format!("c{i}"), c, &daemon.conf(json!({}))).ok();
     }
     assert_eq!(daemon.state_files(), 0);
@@ -288,7 +292,7 @@ fn add_gets_a_lease_and_del_releases_it() {
 #[test]
 fn daemon_restart_keeps_the_lease_and_renews_it() {
     let server = Server::start("2m", Some(4));
-    let mut daemon = Daemon::start(&["-timeout", "2s", "-resendtimeout", "10s"]);
+    let mut daemon = Daemon::start(&["-timeout", "5s", "-resendtimeout", "30s"]);
     let ctr = server.container("vs0");
     let r = daemon.run("ADD", "r1", &ctr, &daemon.conf(json!({}))).ok();
     let addr = address_of(&r);
@@ -315,7 +319,11 @@ fn daemon_restart_keeps_the_lease_and_renews_it() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
     let second = expiry(&server);
     daemon.restart();
-    assert!(wait_for(Duration::from_secs(20), || expiry(&server) > second), "no renewal after SIGKILL: {}", daemon.log());
+    assert!(
+        wait_for(Duration::from_secs(20), || expiry(&server) > second),
+        "no renewal after SIGKILL: {}",
+        daemon.log()
+    );
 
     daemon.run("DEL", "r1", &ctr, &daemon.conf(json!({}))).ok();
     assert!(wait_for(Duration::from_secs(5), || server.lease_of(&bare(&addr)).is_none()));
@@ -394,4 +402,30 @@ fn bad_config_and_missing_daemon_are_spec_errors() {
     assert_eq!(out.err_code(), 11, "{}", out.stdout);
     assert_eq!(run("STATUS", &conf(json!({}))).err_code(), 50);
     assert!(!Path::new(&sock).exists());
+}
+
+#[test]
+fn socket_activation_takes_the_passed_socket() {
+    // systemd-socket-activate listens, then execs the daemon on the first connection with
+    // LISTEN_FDS=1 (as cni-dhcp.socket does): the daemon serves on fd 3 and binds nothing itself.
+    let host = new_netns();
+    let dir = TempDir::new("dhcp-activation");
+    let passed = dir.path().join("passed.sock");
+    let own = dir.path().join("own/dhcp.sock");
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(&passed)
+        .arg(dhcp())
+        .args(["daemon", "-socketpath"])
+        .arg(&own)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    in_netns(&mut cmd, &host);
+    let _activator = Proc(Some(cmd.spawn().expect("starting systemd-socket-activate")));
+    assert!(wait_for(Duration::from_secs(10), || passed.exists()));
+    let conf = json!({"cniVersion": "1.1.0", "name": NET, "type": "macvlan",
+                      "ipam": {"type": "dhcp", "daemonSocketPath": passed.display().to_string()}});
+    Invocation::new("STATUS", "", "", "", &conf.to_string()).run(&dhcp(), &host).ok();
+    assert!(!own.exists(), "the daemon bound its own socket too");
 }
