@@ -145,14 +145,32 @@ impl Client {
         Ok(Lease::from_ack(&ack, server))
     }
 
+    /// Whether `addr` is configured on the interface: only then can the client unicast to the
+    /// server and be answered at `ciaddr` (the kernel would send from 0.0.0.0 otherwise, which the
+    /// server's kernel drops as a martian, and the server's reply to `ciaddr` would find no ARP
+    /// answer). The main plugin configures it; run alone, the dhcp plugin does not.
+    fn configured(&self, addr: Ipv4Addr) -> bool {
+        let Ok(mut rtnl) = netkit::Rtnl::open() else { return false };
+        let addrs = rtnl.addresses(Some(self.iface.index), Some(netkit::Family::V4)).unwrap_or_default();
+        addrs.iter().any(|a| a.net.ip() == std::net::IpAddr::V4(addr))
+    }
+
     /// RENEWING (unicast to the server) or REBINDING (broadcast): a REQUEST with `ciaddr` set.
+    /// Without the address on the interface, a broadcast REQUEST naming it in option 50 instead
+    /// (RFC 2131's INIT-REBOOT form), whose answer reaches the packet socket.
     pub fn extend(&self, lease: &Lease, rebinding: bool, wait: Wait) -> anyhow::Result<Lease> {
         retry(self.timing, wait, || {
             let s = Sockets::open(&self.iface)?;
             let xid = random_u32();
             let mut req = self.message(Kind::Request, xid);
-            req.ciaddr = lease.address;
-            s.send(&req, (!rebinding).then_some(lease.server))?;
+            let to = if self.configured(lease.address) {
+                req.ciaddr = lease.address;
+                (!rebinding).then_some(lease.server)
+            } else {
+                req.options.insert(opt::REQUESTED_IP, lease.address.octets().to_vec());
+                None
+            };
+            s.send(&req, to)?;
             let ack = s.receive(xid, self.iface.mac, self.timing.timeout, &[Kind::Ack, Kind::Nak])?;
             check_ack(&ack)?;
             Ok(Lease::from_ack(&ack, lease.server))
@@ -166,7 +184,7 @@ impl Client {
         rel.ciaddr = lease.address;
         rel.flags = 0;
         rel.options.insert(opt::SERVER_ID, lease.server.octets().to_vec());
-        s.send(&rel, Some(lease.server))
+        s.send(&rel, self.configured(lease.address).then_some(lease.server))
     }
 }
 
@@ -273,8 +291,8 @@ impl Sockets {
         Ok(Sockets { udp, packet })
     }
 
-    /// Sends to `to` (the server) or, without one, to 255.255.255.255. A unicast that cannot be
-    /// routed (the address is not on the interface) goes out as a broadcast instead.
+    /// Sends to `to` (the server) or, without one, to 255.255.255.255. A unicast the kernel
+    /// refuses goes out as a broadcast instead.
     fn send(&self, m: &Message, to: Option<Ipv4Addr>) -> anyhow::Result<()> {
         let bytes = m.encode();
         let bcast = SockaddrIn::new(255, 255, 255, 255, SERVER_PORT);

@@ -429,3 +429,19 @@ fn socket_activation_takes_the_passed_socket() {
     Invocation::new("STATUS", "", "", "", &conf.to_string()).run(&dhcp(), &host).ok();
     assert!(!own.exists(), "the daemon bound its own socket too");
 }
+
+#[test]
+fn a_lease_whose_address_is_not_configured_is_renewed_and_released_by_broadcast() {
+    // The dhcp plugin alone configures nothing: the client cannot unicast from the address, so it
+    // renews with a broadcast REQUEST naming the address and releases by broadcast.
+    let server = Server::start("2m", Some(3));
+    let daemon = Daemon::start(&["-timeout", "5s", "-resendtimeout", "30s"]);
+    let ctr = server.container("vs0");
+    let addr = bare(&address_of(&daemon.run("ADD", "u1", &ctr, &daemon.conf(json!({}))).ok()));
+    assert!(testkit::addresses(&ctr, "eth0").iter().all(|a| !a.starts_with(&addr)));
+    let expiry = || server.lease_of(&addr).map_or(0, |l| l[0].parse::<u64>().unwrap());
+    let first = expiry();
+    assert!(wait_for(Duration::from_secs(20), || expiry() > first), "not renewed: {}", daemon.log());
+    daemon.run("DEL", "u1", &ctr, &daemon.conf(json!({}))).ok();
+    assert!(wait_for(Duration::from_secs(5), || server.lease_of(&addr).is_none()), "not released: {}", server.log());
+}
