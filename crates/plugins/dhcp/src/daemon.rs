@@ -49,7 +49,7 @@ pub const MAX_CALLS: usize = 128;
 /// How long a caller may take to send its request, and we to write the reply.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a bound lease sleeps before looking at its interface again.
-const LINK_CHECK: Duration = Duration::from_secs(30);
+const LINK_CHECK: Duration = Duration::from_secs(10);
 
 /// The daemon's flags, as the reference's `dhcp daemon` takes them.
 #[derive(Debug, Clone)]
@@ -305,6 +305,8 @@ struct Entry {
     changed: Condvar,
     commands: Mutex<Sender<Cmd>>,
     priority: u32,
+    /// The attachment: (network, containerID, ifname).
+    attachment: (String, String, String),
 }
 
 impl Entry {
@@ -333,6 +335,10 @@ impl Entry {
 struct Saved {
     #[serde(rename = "clientID")]
     client_id: String,
+    /// The attachment's identity, for GC.
+    network: String,
+    #[serde(rename = "containerID")]
+    container_id: String,
     netns: String,
     #[serde(rename = "ifName")]
     ifname: String,
@@ -373,6 +379,11 @@ impl Daemon {
         if !call.config.is_object() {
             return Err(Error::decode("error parsing netconf: config is not a JSON object"));
         }
+        if call.method == Method::Gc {
+            let conf = Config::parse(&call.config, &call.args)?;
+            self.gc(&conf.network, &call.config)?;
+            return Ok(None);
+        }
         cni::env::validate_container_id(&call.container_id)?;
         cni::env::validate_ifname(&call.ifname)?;
         let conf = Config::parse(&call.config, &call.args)?;
@@ -384,8 +395,33 @@ impl Daemon {
                 self.release(&id);
                 Ok(None)
             }
-            Method::Status => Ok(None),
+            Method::Status | Method::Gc => Ok(None),
         }
+    }
+
+    /// GC: releases every lease of `network` whose attachment is not in the config's
+    /// `cni.dev/valid-attachments` (a runtime lists every attachment still in use).
+    fn gc(&self, network: &str, config: &serde_json::Value) -> Result<(), Error> {
+        let Some(valid) = config.get("cni.dev/valid-attachments").or_else(|| config.get("cni.dev/attachments")) else {
+            return Ok(());
+        };
+        let valid: Vec<cni::Attachment> = cni::json::from_value(valid)?;
+        let stale: Vec<String> = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, e)| {
+                let (net, cid, ifname) = &e.attachment;
+                net == network && !valid.iter().any(|a| &a.container_id == cid && &a.ifname == ifname)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            eprintln!("dhcp daemon: {id}: not a valid attachment any more (GC), releasing");
+            self.release(&id);
+        }
+        Ok(())
     }
 
     /// The longest an acquisition can take: every retry plus the last attempt's two waits.
@@ -420,6 +456,8 @@ impl Daemon {
                 }
                 let saved = Saved {
                     client_id: id.to_string(),
+                    network: conf.network.clone(),
+                    container_id: call.container_id.clone(),
                     netns: call.netns.clone(),
                     ifname: call.ifname.clone(),
                     options: conf.options.clone(),
@@ -528,6 +566,7 @@ impl Daemon {
             changed: Condvar::new(),
             commands: Mutex::new(tx),
             priority: saved.priority,
+            attachment: (saved.network.clone(), saved.container_id.clone(), saved.ifname.clone()),
         });
         let (e, d) = (entry.clone(), self.clone());
         std::thread::Builder::new()
@@ -590,7 +629,13 @@ impl Daemon {
                     if stopped.get() {
                         return Ok(self.stop(&client, &lease, &state_file));
                     }
-                    if find_iface(&saved.ifname, false).is_err() {
+                    if !Path::new(&path).exists() {
+                        // The runtime removed the namespace without a DEL. This thread keeps it
+                        // alive, so its interface (a macvlan, say) would live on with the lease.
+                        let why = self.stop(&client, &lease, &state_file);
+                        return Ok(format!("the netns {} is gone; {why}", saved.netns));
+                    }
+                    if !link_exists(&saved.ifname) {
                         let _ = std::fs::remove_file(&state_file);
                         return Ok(format!("interface {} no longer exists", saved.ifname));
                     }
@@ -667,6 +712,11 @@ fn find_iface(name: &str, up: bool) -> anyhow::Result<Iface> {
     }
     let mac = link.mac.as_slice().try_into().with_context(|| format!("{name} has no Ethernet address"))?;
     Ok(Iface { name: name.to_string(), index: link.index, mac })
+}
+
+/// Whether the interface exists; a netlink failure counts as yes (the next look decides).
+fn link_exists(name: &str) -> bool {
+    Rtnl::open().and_then(|mut r| r.link_by_name(name)).map_or(true, |l| l.is_some())
 }
 
 /// Writes the state file atomically: a reader (a restarted daemon) sees the old or the new one.

@@ -3,7 +3,8 @@
 //!   inside the container's network namespace;
 //! - `dhcp` run by a runtime (or a plugin delegating IPAM) asks the daemon over its unix socket
 //!   (`ipam.daemonSocketPath`, default `/run/cni/dhcp.sock`): ADD allocates, CHECK checks, DEL
-//!   releases, STATUS says whether the daemon answers.
+//!   releases, STATUS says whether the daemon answers, GC releases the network's leases of
+//!   attachments the runtime no longer lists (the reference has no GC).
 //!
 //! The plugin validates the config before calling (code 7 for a bad option name, as the reference
 //! reports only after dialing). Differences from the reference: CHECK does not acquire a lease
@@ -78,6 +79,10 @@ impl Plugin for Dhcp {
             }
         }
         Ok(())
+    }
+
+    fn gc(&self, req: &Request) -> anyhow::Result<()> {
+        call(req, Method::Gc).map(|_| ())
     }
 
     fn status(&self, req: &Request) -> anyhow::Result<()> {

@@ -7,7 +7,8 @@
 //! daemon -> plugin  {"result":{...a CNI 1.1.0 result...}}\n   or   {"error":{"code":7,"msg":"..."}}\n
 //! ```
 //!
-//! Methods: `allocate` (ADD), `check` (CHECK), `release` (DEL), `status` (STATUS). The reference
+//! Methods: `allocate` (ADD), `check` (CHECK), `release` (DEL), `status` (STATUS), `gc` (GC:
+//! the config carries `cni.dev/valid-attachments`). The reference
 //! speaks Go's net/rpc (gob over HTTP) instead, so this plugin works only with this daemon: mixing
 //! it with the reference's daemon (or the reference's plugin with ours) is not supported.
 
@@ -28,6 +29,7 @@ pub enum Method {
     Check,
     Release,
     Status,
+    Gc,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

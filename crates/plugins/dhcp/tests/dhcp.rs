@@ -445,3 +445,42 @@ fn a_lease_whose_address_is_not_configured_is_renewed_and_released_by_broadcast(
     daemon.run("DEL", "u1", &ctr, &daemon.conf(json!({}))).ok();
     assert!(wait_for(Duration::from_secs(5), || server.lease_of(&addr).is_none()), "not released: {}", server.log());
 }
+
+#[test]
+fn gc_releases_the_leases_of_attachments_no_longer_listed() {
+    let server = Server::start("10m", None);
+    let daemon = Daemon::start(&["-timeout", "5s", "-resendtimeout", "30s"]);
+    let (keep, drop) = (server.container("vs0"), server.container("vs1"));
+    let a_keep = bare(&address_of(&daemon.run("ADD", "keep", &keep, &daemon.conf(json!({}))).ok()));
+    let a_drop = bare(&address_of(&daemon.run("ADD", "gone", &drop, &daemon.conf(json!({}))).ok()));
+    let mut conf = daemon.conf(json!({}));
+    conf["cniVersion"] = json!("1.1.0");
+    // Another network's GC touches nothing of this one.
+    let mut other = conf.clone();
+    other["name"] = json!("othernet");
+    other["cni.dev/valid-attachments"] = json!([]);
+    Invocation::new("GC", "", "", "", &other.to_string()).run(&dhcp(), &daemon.host).ok();
+    assert_eq!(daemon.state_files(), 2);
+    conf["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    Invocation::new("GC", "", "", "", &conf.to_string()).run(&dhcp(), &daemon.host).ok();
+    assert!(wait_for(Duration::from_secs(5), || server.lease_of(&a_drop).is_none()), "{}", daemon.log());
+    assert!(server.lease_of(&a_keep).is_some());
+    assert_eq!(daemon.state_files(), 1);
+    // GC again: nothing more to do.
+    Invocation::new("GC", "", "", "", &conf.to_string()).run(&dhcp(), &daemon.host).ok();
+    assert!(server.lease_of(&a_keep).is_some());
+}
+
+#[test]
+fn a_netns_removed_without_del_ends_its_lease() {
+    // The lease's thread sits in the namespace and would keep it (and its interface) alive; once
+    // the path is gone the daemon releases the lease and lets go.
+    let server = Server::start("10m", None);
+    let daemon = Daemon::start(&["-timeout", "5s", "-resendtimeout", "30s"]);
+    let ctr = server.container("vs0");
+    let addr = bare(&address_of(&daemon.run("ADD", "n1", &ctr, &daemon.conf(json!({}))).ok()));
+    ctr.remove();
+    assert!(wait_for(Duration::from_secs(25), || server.lease_of(&addr).is_none()), "{}", daemon.log());
+    assert!(wait_for(Duration::from_secs(5), || daemon.state_files() == 0));
+    assert!(wait_for(Duration::from_secs(5), || testkit::link(&server.ns, "vs0").is_none()), "the namespace lives on");
+}
