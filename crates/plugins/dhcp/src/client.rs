@@ -334,7 +334,7 @@ impl Sockets {
                 Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e).context("reading a DHCP reply"),
             };
-            let Some(payload) = udp_payload(&buf[..n], CLIENT_PORT) else { continue };
+            let Some(payload) = packet::udp_payload(&buf[..n], CLIENT_PORT) else { continue };
             let Ok(m) = Message::parse(payload) else { continue };
             if m.op == packet::BOOTREPLY
                 && m.xid == xid
@@ -347,47 +347,9 @@ impl Sockets {
     }
 }
 
-/// The payload of an unfragmented IPv4 UDP datagram to `port`; `None` for anything else.
-pub fn udp_payload(p: &[u8], port: u16) -> Option<&[u8]> {
-    let first = *p.first()?;
-    if first >> 4 != 4 {
-        return None;
-    }
-    let ihl = (first & 0x0f) as usize * 4;
-    if ihl < 20 || p.len() < ihl + 8 || p[9] != 17 {
-        return None;
-    }
-    if u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0 {
-        return None; // a fragment
-    }
-    let total = (u16::from_be_bytes([p[2], p[3]]) as usize).clamp(ihl + 8, p.len());
-    let udp = &p[ihl..total];
-    if u16::from_be_bytes([udp[2], udp[3]]) != port {
-        return None;
-    }
-    let len = (u16::from_be_bytes([udp[4], udp[5]]) as usize).clamp(8, udp.len());
-    Some(&udp[8..len])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn udp_payload_takes_only_whole_datagrams_to_the_port() {
-        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
-        p.extend_from_slice(&[0, 67, 0, 68, 0, 11, 0, 0, b'a', b'b', b'c']);
-        let total = p.len() as u16;
-        p[2..4].copy_from_slice(&total.to_be_bytes());
-        assert_eq!(udp_payload(&p, 68), Some(&b"abc"[..]));
-        assert_eq!(udp_payload(&p, 67), None);
-        let mut frag = p.clone();
-        frag[6] = 0x20; // more fragments
-        assert_eq!(udp_payload(&frag, 68), None);
-        for n in 0..p.len() {
-            let _ = udp_payload(&p[..n], 68);
-        }
-    }
 
     #[test]
     fn lease_times_default_as_the_reference() {

@@ -1,7 +1,8 @@
-//! DHCPv4 messages (RFC 2131, options of RFC 2132, 3442): encoding the few the client sends and a
-//! parser for what servers send back.
+//! DHCPv4 messages (RFC 2131, options of RFC 2132, 3442): encoding the few the client sends, a
+//! parser for what servers send back, and the IPv4/UDP framing the packet socket hands over.
 //!
-//! The parser is total: any byte string gives a message or an error, never a panic (it reads a
+//! Std only, so the fuzz target (crates/fuzz, `dhcp_packet`) includes this file as it is. The
+//! parsers are total: any byte string gives a message or an error, never a panic (it reads a
 //! packet from the network). Options that appear more than once are concatenated (RFC 3396), as
 //! servers split long options (121) that way.
 
@@ -262,6 +263,28 @@ pub fn static_routes(v: &[u8]) -> Vec<StaticRoute> {
         .collect()
 }
 
+/// The payload of an unfragmented IPv4 UDP datagram to `port`; `None` for anything else.
+pub fn udp_payload(p: &[u8], port: u16) -> Option<&[u8]> {
+    let first = *p.first()?;
+    if first >> 4 != 4 {
+        return None;
+    }
+    let ihl = (first & 0x0f) as usize * 4;
+    if ihl < 20 || p.len() < ihl + 8 || p[9] != 17 {
+        return None;
+    }
+    if u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0 {
+        return None; // a fragment
+    }
+    let total = (u16::from_be_bytes([p[2], p[3]]) as usize).clamp(ihl + 8, p.len());
+    let udp = &p[ihl..total];
+    if u16::from_be_bytes([udp[2], udp[3]]) != port {
+        return None;
+    }
+    let len = (u16::from_be_bytes([udp[4], udp[5]]) as usize).clamp(8, udp.len());
+    Some(&udp[8..len])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +339,43 @@ mod tests {
         let v = [10, 1, 0, 0, 1, 1, 1, 1, 172, 16, 0, 0, 2, 2, 2, 2, 192, 168, 3, 0, 3, 3, 3, 3, 9];
         let r = static_routes(&v);
         assert_eq!(r.iter().map(|r| r.prefix).collect::<Vec<_>>(), vec![8, 16, 24]);
+    }
+
+    #[test]
+    fn udp_payload_takes_only_whole_datagrams_to_the_port() {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        p.extend_from_slice(&[0, 67, 0, 68, 0, 11, 0, 0, b'a', b'b', b'c']);
+        let total = p.len() as u16;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        assert_eq!(udp_payload(&p, 68), Some(&b"abc"[..]));
+        assert_eq!(udp_payload(&p, 67), None);
+        let mut frag = p.clone();
+        frag[6] = 0x20; // more fragments
+        assert_eq!(udp_payload(&frag, 68), None);
+        for n in 0..p.len() {
+            let _ = udp_payload(&p[..n], 68);
+        }
+    }
+
+    /// The fuzz target's property on pseudo-random option fields behind a valid header.
+    #[test]
+    fn parsed_messages_encode_back_to_themselves() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let header = Message::request(Kind::Offer, 7, [1; 6]).encode();
+        for _ in 0..5000 {
+            let mut b = header[..HEADER + 4].to_vec();
+            let n = (next() % 600) as usize;
+            b.extend((0..n).map(|_| (next() % 256) as u8));
+            if let Ok(m) = Message::parse(&b) {
+                assert_eq!(Message::parse(&m.encode()).unwrap(), m);
+            }
+            let _ = classless_routes(&b[HEADER..]);
+        }
     }
 }
