@@ -266,6 +266,14 @@ fn add_gets_a_lease_and_del_releases_it() {
     // ADD again (a runtime retrying) and CHECK give the same lease.
     let again = daemon.run("ADD", "c0", &ctrs[0], &daemon.conf(provide.clone())).ok();
     assert_eq!(address_of(&again), seen[0]);
+    // ... in every result version.
+    for (version, path) in [("0.4.0", "/ips/0/address"), ("0.3.1", "/ips/0/address"), ("0.2.0", "/ip4/ip")] {
+        let mut conf = daemon.conf(provide.clone());
+        conf["cniVersion"] = json!(version);
+        let r = daemon.run("ADD", "c0", &ctrs[0], &conf).ok();
+        assert_eq!(r["cniVersion"], version);
+        assert_eq!(r.pointer(path).and_then(Value::as_str), Some(seen[0].as_str()), "{r}");
+    }
     let mut check_conf = daemon.conf(json!({}));
     check_conf["prevResult"] = results[0].clone();
     daemon.run("CHECK", "c0", &ctrs[0], &check_conf).ok();
