@@ -62,7 +62,13 @@ impl Plugin for Dhcp {
     }
 
     fn add(&self, req: &Request) -> anyhow::Result<CniResult> {
-        lease_result(&call(req, Method::Allocate)?)
+        let mut rollback = cni::Rollback::new("dhcp");
+        let value = call(req, Method::Allocate)?;
+        rollback.push("the DHCP lease", || call(req, Method::Release).map(|_| ()));
+        cni::fault::point("dhcp:allocated")?;
+        let result = lease_result(&value)?;
+        rollback.commit();
+        Ok(result)
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {

@@ -492,3 +492,29 @@ fn a_netns_removed_without_del_ends_its_lease() {
     assert!(wait_for(Duration::from_secs(5), || daemon.state_files() == 0));
     assert!(wait_for(Duration::from_secs(5), || testkit::link(&server.ns, "vs0").is_none()), "the namespace lives on");
 }
+
+#[test]
+fn an_add_that_fails_or_dies_after_the_lease_leaves_nothing_behind() {
+    let server = Server::start("10m", None);
+    let daemon = Daemon::start(&["-timeout", "5s", "-resendtimeout", "30s"]);
+    let ctr = server.container("vs0");
+    ip(&ctr, "link set eth0 up");
+    let conf = daemon.conf(json!({})).to_string();
+    let run = |command: &str, fault: Option<&str>| {
+        Invocation::new(command, "f1", ctr.path(), "eth0", &conf).var("CNI_RS_FAULT", fault).run(&dhcp(), &daemon.host)
+    };
+    // A failure (or a panic) after the daemon acquired the lease: the ADD releases it itself.
+    for action in ["fail", "panic"] {
+        let out = run("ADD", Some(&format!("dhcp:allocated={action}")));
+        out.err_code();
+        assert!(wait_for(Duration::from_secs(5), || server.leases().is_empty()), "{action}: {:?}", server.leases());
+        assert_eq!(daemon.state_files(), 0);
+    }
+    // Killed there: the runtime's DEL releases it.
+    let out = run("ADD", Some("dhcp:allocated=kill"));
+    assert!(!out.success() && out.stdout.is_empty());
+    assert_eq!(server.leases().len(), 1);
+    run("DEL", None).ok();
+    assert!(wait_for(Duration::from_secs(5), || server.leases().is_empty()), "{:?}", server.leases());
+    assert_eq!(daemon.state_files(), 0);
+}
