@@ -417,9 +417,17 @@ impl Daemon {
             })
             .map(|(id, _)| id.clone())
             .collect();
-        for id in stale {
-            eprintln!("dhcp daemon: {id}: not a valid attachment any more (GC), releasing");
-            self.release(&id);
+        // Every stale lease is told to stop first, so their RELEASEs go out in parallel.
+        let stopped: Vec<(String, Arc<Entry>)> = stale
+            .into_iter()
+            .filter_map(|id| {
+                eprintln!("dhcp daemon: {id}: not a valid attachment any more (GC), releasing");
+                self.stop_entry(&id).map(|e| (id, e))
+            })
+            .collect();
+        for (id, entry) in stopped {
+            self.await_over(&entry);
+            let _ = std::fs::remove_file(self.state_file(&id));
         }
         Ok(())
     }
@@ -451,6 +459,10 @@ impl Daemon {
             if let Some(e) = leases.get(id) {
                 e.clone()
             } else {
+                if leases.len() >= MAX_LEASES {
+                    // Leases that ended without a DEL (their interface went away) make room first.
+                    leases.retain(|_, e| !matches!(*e.phase.lock().unwrap_or_else(|p| p.into_inner()), Phase::Over(_)));
+                }
                 if leases.len() >= MAX_LEASES {
                     return Err(Error::new(Code::TryAgainLater, format!("the DHCP daemon holds {MAX_LEASES} leases")));
                 }
@@ -498,17 +510,28 @@ impl Daemon {
     /// Stops the lease (its thread sends RELEASE) and forgets it. Unknown leases are released
     /// already: success.
     fn release(&self, id: &str) {
-        let entry = self.leases.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let entry = self.stop_entry(id);
         if let Some(entry) = entry {
-            entry.send(Cmd::Stop);
-            let t = self.flags.timing;
-            let guard = entry.phase.lock().unwrap_or_else(|e| e.into_inner());
-            // The thread ends after at most one exchange's wait and the RELEASE.
-            let _ = entry
-                .changed
-                .wait_timeout_while(guard, t.timeout * 2 + Duration::from_secs(5), |p| !matches!(p, Phase::Over(_)));
+            self.await_over(&entry);
         }
         let _ = std::fs::remove_file(self.state_file(id));
+    }
+
+    /// Takes the lease out of the table and tells its thread to release it.
+    fn stop_entry(&self, id: &str) -> Option<Arc<Entry>> {
+        let entry = self.leases.lock().unwrap_or_else(|e| e.into_inner()).remove(id)?;
+        entry.send(Cmd::Stop);
+        Some(entry)
+    }
+
+    /// Waits for a stopped lease's thread to be done: at most one exchange's waits and the
+    /// RELEASE.
+    fn await_over(&self, entry: &Entry) {
+        let t = self.flags.timing;
+        let guard = entry.phase.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = entry
+            .changed
+            .wait_timeout_while(guard, t.timeout * 2 + Duration::from_secs(5), |p| !matches!(p, Phase::Over(_)));
     }
 
     /// Removes `entry` from the table if it is still the one there.
