@@ -69,6 +69,11 @@ struct Server {
 impl Server {
     /// dnsmasq handing out 10.77.0.50-150 for `lease` with T1 `t1` seconds.
     fn start(lease: &str, t1: Option<u32>) -> Server {
+        Server::start_with(lease, t1, &[])
+    }
+
+    /// [`Server::start`] with more dnsmasq arguments.
+    fn start_with(lease: &str, t1: Option<u32>, extra: &[&str]) -> Server {
         let ns = new_netns();
         ip(&ns, "link set lo up");
         ip(&ns, "link add br0 type bridge");
@@ -84,6 +89,7 @@ impl Server {
             .arg(format!("--log-facility={}", dir.path().join("log").display()))
             .args(["--log-dhcp", "--dhcp-authoritative", "--dhcp-option=option:router,10.77.0.1"])
             .args(["--dhcp-option=option:dns-server,10.77.0.53", "--dhcp-option=option:domain-name,dhcp.test"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -517,4 +523,41 @@ fn an_add_that_fails_or_dies_after_the_lease_leaves_nothing_behind() {
     run("DEL", None).ok();
     assert!(wait_for(Duration::from_secs(5), || server.leases().is_empty()), "{:?}", server.leases());
     assert_eq!(daemon.state_files(), 0);
+}
+
+#[test]
+fn classless_routes_and_the_broadcast_flag() {
+    // Option 121 from the server: its routes replace option 33 and the default route via the
+    // router (RFC 3442), an on-link one with scope link; `-broadcast` asks for broadcast replies.
+    let server = Server::start_with(
+        "10m",
+        None,
+        &[
+            "--dhcp-option=option:classless-static-route,10.99.0.0/16,10.77.0.2,10.98.0.0/24,0.0.0.0,0.0.0.0/0,10.77.0.1",
+            "--dhcp-option=option:static-route,172.16.0.1,10.77.0.3",
+        ],
+    );
+    let daemon = Daemon::start(&["-timeout", "5s", "-resendtimeout", "30s", "-broadcast"]);
+    let ctr = server.container("vs0");
+    let mut conf = daemon.conf(json!({"request": [{"option": "121"}, {"option": "33"}], "priority": 50}));
+    conf["cniVersion"] = json!("1.1.0");
+    let r = daemon.run("ADD", "cr", &ctr, &conf).ok();
+    assert_eq!(
+        r["routes"],
+        json!([
+            {"dst": "10.99.0.0/16", "gw": "10.77.0.2", "priority": 50},
+            {"dst": "10.98.0.0/24", "gw": "0.0.0.0", "priority": 50, "scope": 253},
+            {"dst": "0.0.0.0/0", "gw": "10.77.0.1", "priority": 50}
+        ]),
+        "{r}"
+    );
+    assert!(server.log().contains("broadcast response"), "{}", server.log());
+    // Without option 121 in the request: option 33's classful route and the default route.
+    let ctr2 = server.container("vs1");
+    let r2 = daemon.run("ADD", "cr2", &ctr2, &daemon.conf(json!({"request": [{"option": "33"}]}))).ok();
+    assert_eq!(
+        r2["routes"],
+        json!([{"dst": "172.16.0.1/16", "gw": "10.77.0.3"}, {"dst": "0.0.0.0/0", "gw": "10.77.0.1"}]),
+        "{r2}"
+    );
 }
