@@ -195,7 +195,7 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     }
     let socket_path = format!("{}{}", flags.hostprefix, flags.socketpath);
     let (listener, activated) = listener(&socket_path)?;
-    std::fs::create_dir_all(&flags.statedir).with_context(|| format!("creating {}", flags.statedir))?;
+    private_dir(Path::new(&flags.statedir))?;
 
     let daemon =
         Arc::new(Daemon { flags: flags.clone(), leases: Mutex::new(HashMap::new()), calls: AtomicUsize::new(0) });
@@ -269,7 +269,7 @@ fn listener(path: &str) -> anyhow::Result<(UnixListener, bool)> {
     }
     let p = Path::new(path);
     if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        private_dir(dir)?;
     }
     // A socket file left by a daemon that was killed: remove it if nobody answers on it.
     if p.exists() && UnixStream::connect(p).is_err() {
@@ -277,6 +277,17 @@ fn listener(path: &str) -> anyhow::Result<(UnixListener, bool)> {
     }
     let l = UnixListener::bind(p).with_context(|| format!("Error getting listener: listening on {path}"))?;
     Ok((l, false))
+}
+
+/// Creates `dir` (and its parents) readable by root only, as the reference creates the socket's
+/// directory: the state files name every container with a lease.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
 }
 
 fn reply(mut stream: &UnixStream, r: &Reply) {
