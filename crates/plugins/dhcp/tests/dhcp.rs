@@ -438,6 +438,13 @@ fn socket_activation_takes_the_passed_socket() {
     in_netns(&mut cmd, &host);
     let _activator = Proc(Some(cmd.spawn().expect("starting systemd-socket-activate")));
     assert!(wait_for(Duration::from_secs(10), || passed.exists()));
+    // A raw call first, bounded: a daemon that ignored the passed socket would never answer.
+    let mut s = UnixStream::connect(&passed).expect("connecting to the passed socket");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"{\"method\":\"status\"}\n").unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert_eq!(reply.trim(), r#"{"result":null}"#);
     let conf = json!({"cniVersion": "1.1.0", "name": NET, "type": "macvlan",
                       "ipam": {"type": "dhcp", "daemonSocketPath": passed.display().to_string()}});
     Invocation::new("STATUS", "", "", "", &conf.to_string()).run(&dhcp(), &host).ok();
@@ -560,4 +567,33 @@ fn classless_routes_and_the_broadcast_flag() {
         json!([{"dst": "172.16.0.1/16", "gw": "10.77.0.3"}, {"dst": "0.0.0.0/0", "gw": "10.77.0.1"}]),
         "{r2}"
     );
+}
+
+#[test]
+fn hostprefix_prefixes_the_socket_and_netns_paths() {
+    // A daemon in a container sees the host's root under -hostprefix: the netns paths the runtime
+    // passes and its own socket path are taken under it.
+    let server = Server::start("10m", None);
+    let ctr = server.container("vs0");
+    let host = new_netns();
+    let root = TempDir::new("dhcp-hostroot");
+    std::os::unix::fs::symlink(ctr.path(), root.path().join("ctr-ns")).unwrap();
+    let mut cmd = Command::new(dhcp());
+    cmd.args(["daemon", "-timeout", "5s", "-socketpath", "/run/cni/dhcp.sock", "-hostprefix"])
+        .arg(root.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    in_netns(&mut cmd, &host);
+    let _daemon = Proc(Some(cmd.spawn().expect("starting dhcp daemon")));
+    let sock = root.path().join("run/cni/dhcp.sock");
+    assert!(wait_for(Duration::from_secs(10), || UnixStream::connect(&sock).is_ok()));
+    let conf = json!({"cniVersion": "1.0.0", "name": NET, "type": "macvlan",
+                      "ipam": {"type": "dhcp", "daemonSocketPath": sock.display().to_string()}});
+    let r = Invocation::new("ADD", "hp", "/ctr-ns", "eth0", &conf.to_string()).run(&dhcp(), &host).ok();
+    let addr = bare(&address_of(&r));
+    assert!(server.lease_of(&addr).is_some());
+    assert!(root.path().join("run/cni/dhcp-leases").read_dir().unwrap().count() == 1);
+    Invocation::new("DEL", "hp", "/ctr-ns", "eth0", &conf.to_string()).run(&dhcp(), &host).ok();
+    assert!(wait_for(Duration::from_secs(5), || server.lease_of(&addr).is_none()));
 }
