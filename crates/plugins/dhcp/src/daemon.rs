@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The most leases held at once. Each costs two parked threads and a small file.
 pub const MAX_LEASES: usize = 4096;
@@ -279,6 +279,32 @@ fn listener(path: &str) -> anyhow::Result<(UnixListener, bool)> {
     Ok((l, false))
 }
 
+/// A stream read within one deadline for the whole request, so a caller trickling a byte at a
+/// time cannot hold a call slot for longer than [`IO_TIMEOUT`].
+struct Deadline<'a> {
+    stream: &'a UnixStream,
+    end: Instant,
+}
+
+impl std::io::Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let too_long =
+            || std::io::Error::new(std::io::ErrorKind::TimedOut, format!("the request took too long ({IO_TIMEOUT:?})"));
+        let left = self.end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(too_long());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        match (&mut &*self.stream).read(buf) {
+            // SO_RCVTIMEO running out shows as EAGAIN.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(too_long())
+            }
+            other => other,
+        }
+    }
+}
+
 /// Creates `dir` (and its parents) readable by root only, as the reference creates the socket's
 /// directory: the state files name every container with a lease.
 fn private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -366,8 +392,7 @@ struct Daemon {
 
 impl Daemon {
     fn serve(self: &Arc<Self>, stream: &UnixStream) {
-        let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-        let r = match protocol::read_line(stream) {
+        let r = match protocol::read_line(Deadline { stream, end: Instant::now() + IO_TIMEOUT }) {
             Err(e) => Reply::err(&Error::decode(format!("reading the request: {e}"))),
             Ok(line) => match serde_json::from_slice::<Call>(&line) {
                 Err(e) => Reply::err(&Error::decode(format!("malformed request: {e}"))),

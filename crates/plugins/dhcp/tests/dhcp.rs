@@ -369,6 +369,28 @@ fn malformed_requests_get_errors_and_the_daemon_survives() {
     let no_ns = json!({"method": "allocate", "containerID": "c", "netns": "/proc/self/no-such-ns", "ifName": "eth0",
                        "config": {"name": NET}});
     assert_eq!(code(&daemon.raw(format!("{no_ns}\n").as_bytes())), 3);
+    // A client trickling a byte at a time is cut off after 10 s in all, with an error.
+    let trickle = std::thread::spawn({
+        let sock = daemon.socket();
+        move || {
+            let mut s = UnixStream::connect(sock).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let started = Instant::now();
+            let mut reply = Vec::new();
+            while started.elapsed() < Duration::from_secs(30) {
+                if s.write_all(b" ").is_err() {
+                    break;
+                }
+                let mut buf = [0u8; 256];
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => reply.extend_from_slice(&buf[..n]),
+                    Err(_) => {}
+                }
+            }
+            (started.elapsed(), String::from_utf8_lossy(&reply).into_owned())
+        }
+    });
     // A client that connects and says nothing is cut off; others are served meanwhile.
     let _silent = UnixStream::connect(daemon.socket()).unwrap();
     let status = json!({"method": "status"});
@@ -377,6 +399,8 @@ fn malformed_requests_get_errors_and_the_daemon_survives() {
     let mut conf = daemon.conf(json!({}));
     conf["cniVersion"] = json!("1.1.0");
     Invocation::new("STATUS", "", "", "", &conf.to_string()).run(&dhcp(), &daemon.host).ok();
+    let (took, reply) = trickle.join().unwrap();
+    assert!(took < Duration::from_secs(15) && reply.contains("took too long"), "{took:?} {reply}");
     // No server: ADD fails within the configured time, keeps no state.
     ip(&ctr, "link add eth0 type veth peer name eth1");
     let started = Instant::now();
