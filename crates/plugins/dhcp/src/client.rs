@@ -124,7 +124,7 @@ impl Client {
     /// DISCOVER, OFFER, REQUEST, ACK; retried with the reference's backoff until
     /// `-resendtimeout`.
     pub fn acquire(&self, wait: Wait) -> anyhow::Result<Lease> {
-        retry(self.timing, wait, || self.acquire_once())
+        retry(self.timing, self.timing.resend_timeout, wait, || self.acquire_once())
     }
 
     fn acquire_once(&self) -> anyhow::Result<Lease> {
@@ -158,8 +158,10 @@ impl Client {
     /// RENEWING (unicast to the server) or REBINDING (broadcast): a REQUEST with `ciaddr` set.
     /// Without the address on the interface, a broadcast REQUEST naming it in option 50 instead
     /// (RFC 2131's INIT-REBOOT form), whose answer reaches the packet socket.
-    pub fn extend(&self, lease: &Lease, rebinding: bool, wait: Wait) -> anyhow::Result<Lease> {
-        retry(self.timing, wait, || {
+    /// Gives up after `limit` (the caller's next phase: T2 while renewing, the expiry while
+    /// rebinding) or `-resendtimeout`, whichever comes first.
+    pub fn extend(&self, lease: &Lease, rebinding: bool, limit: Duration, wait: Wait) -> anyhow::Result<Lease> {
+        retry(self.timing, limit, wait, || {
             let s = Sockets::open(&self.iface)?;
             let xid = random_u32();
             let mut req = self.message(Kind::Request, xid);
@@ -200,9 +202,14 @@ fn check_ack(ack: &Message) -> anyhow::Result<()> {
 }
 
 /// The reference's backoff (RFC 2131 §4.1): four fast retries 2 s ± 1 s apart, then 4 s ± 1 s
-/// doubling up to `resend_max`, until `resend_timeout` has passed.
-fn retry<T>(timing: Timing, wait: Wait, mut attempt: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timing.resend_timeout;
+/// doubling up to `resend_max`, until `resend_timeout` (or `limit`) has passed.
+fn retry<T>(
+    timing: Timing,
+    limit: Duration,
+    wait: Wait,
+    mut attempt: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timing.resend_timeout.min(limit);
     let mut base = Duration::from_secs(4);
     let mut fast = 4;
     loop {

@@ -714,13 +714,16 @@ impl Daemon {
                     return Ok("the lease expired".into());
                 }
                 let rebinding = now >= lease.rebind_at;
-                match client.extend(&lease, rebinding, &mut wait) {
+                // Renewing gives way to rebinding at T2, rebinding to expiry.
+                let until = if rebinding { lease.expire_at } else { lease.rebind_at };
+                let limit = Duration::from_secs(until.saturating_sub(now).max(1));
+                match client.extend(&lease, rebinding, limit, &mut wait) {
                     Ok(l) => {
                         eprintln!(
                             "dhcp daemon: {}: lease {}, expiration in {}s",
                             saved.client_id,
                             if rebinding { "rebound" } else { "renewed" },
-                            l.expire_at - now_secs()
+                            l.expire_at.saturating_sub(now_secs())
                         );
                         lease = l;
                     }

@@ -621,3 +621,27 @@ fn hostprefix_prefixes_the_socket_and_netns_paths() {
     Invocation::new("DEL", "hp", "/ctr-ns", "eth0", &conf.to_string()).run(&dhcp(), &host).ok();
     assert!(wait_for(Duration::from_secs(5), || server.lease_of(&addr).is_none()));
 }
+
+#[test]
+fn renewal_gives_way_to_rebinding_at_t2() {
+    // The server's namespace drops DHCP unicast to it: renewals (T1 = 2 s) go unanswered, and
+    // at T2 (4 s) the client rebinds by broadcast, which gets through.
+    let server = Server::start("2m", Some(2));
+    let daemon = Daemon::start(&["-timeout", "1s", "-resendtimeout", "30s"]);
+    let ctr = server.container("vs0");
+    let addr = address_of(&daemon.run("ADD", "rb", &ctr, &daemon.conf(json!({}))).ok());
+    ip(&ctr, &format!("addr add {addr} dev eth0"));
+    let mut nft = Command::new("nft");
+    nft.arg(
+        "add table ip t; add chain ip t in { type filter hook input priority 0; }; \
+         add rule ip t in ip daddr 10.77.0.1 udp dport 67 drop",
+    );
+    in_netns(&mut nft, &server.ns);
+    let nft = nft.status().expect("running nft");
+    assert!(nft.success());
+    let expiry = || server.lease_of(&bare(&addr)).map_or(0, |l| l[0].parse::<u64>().unwrap());
+    let first = expiry();
+    assert!(wait_for(Duration::from_secs(20), || daemon.log().contains("lease rebound")), "{}", daemon.log());
+    assert!(wait_for(Duration::from_secs(5), || expiry() > first));
+    assert!(daemon.log().contains("no DHCPACK") || daemon.log().contains("timed out"), "{}", daemon.log());
+}
