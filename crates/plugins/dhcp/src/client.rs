@@ -114,6 +114,10 @@ impl Client {
             // Provided options override the client ID, as the reference's modifiers do.
             m.options.extend(self.options.iter().map(|(k, v)| (*k, v.clone())));
             m.options.insert(opt::MAX_MESSAGE_SIZE, 1500u16.to_be_bytes().to_vec());
+        } else if let Some(id) = self.options.get(&opt::CLIENT_ID) {
+            // The lease is the server's under the identifier it was acquired with. (The
+            // reference releases with its own identifier, which the server does not know then.)
+            m.options.insert(opt::CLIENT_ID, id.clone());
         }
         if self.timing.broadcast {
             m.flags = packet::FLAG_BROADCAST;

@@ -645,3 +645,16 @@ fn renewal_gives_way_to_rebinding_at_t2() {
     assert!(wait_for(Duration::from_secs(5), || expiry() > first));
     assert!(daemon.log().contains("no DHCPACK") || daemon.log().contains("timed out"), "{}", daemon.log());
 }
+
+#[test]
+fn a_provided_client_identifier_is_used_from_discover_to_release() {
+    let server = Server::start("10m", None);
+    let daemon = Daemon::start(&["-timeout", "5s", "-resendtimeout", "30s"]);
+    let ctr = server.container("vs0");
+    let conf = daemon.conf(json!({"provide": [{"option": "dhcp-client-identifier", "value": "my-id"}]}));
+    let addr = bare(&address_of(&daemon.run("ADD", "ci", &ctr, &conf).ok()));
+    let lease = server.lease_of(&addr).expect("leased");
+    assert_eq!(lease[4], "6d:79:2d:69:64", "{lease:?}");
+    daemon.run("DEL", "ci", &ctr, &conf).ok();
+    assert!(wait_for(Duration::from_secs(5), || server.lease_of(&addr).is_none()), "{}", server.log());
+}
