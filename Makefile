@@ -3,7 +3,7 @@
 #   make test   unit, kernel and conformance tests (as root: they create network namespaces)
 
 CARGO   ?= cargo
-PLUGINS := loopback host-local bridge portmap host-device firewall tuning ptp bandwidth dnsname static macvlan tap dummy
+PLUGINS := loopback host-local bridge portmap host-device firewall tuning ptp bandwidth dnsname static macvlan tap dummy dhcp
 DESTDIR ?=
 BINDIR  ?= /opt/cni/bin
 CNITOOL := target/tools/cnitool
