@@ -83,6 +83,20 @@ check "dhcp: a lease for an existing interface" leased "$a3"
 check "dhcp: DEL releases it at the server" bash -c \
   "CNI_PATH=$PLUGIN_DIR $CNITOOL del dhcponly /run/netns/d3 && for i in \$(seq 50); do ! grep -q ' $a3 ' $leases && exit 0; sleep 0.1; done; exit 1"
 
+# Multus' pairing, macvlan + dhcp: macvlan releases the lease before it removes the interface (as
+# the reference does), so the RELEASE reaches the server. The uplink is a veth on the bridge.
+ip link add mvdhcp type veth peer name mvdhcpb && ip link set mvdhcpb master cnidhcp0 up && ip link set mvdhcp up
+conflist mvdhcp "{\"cniVersion\":\"1.0.0\",\"name\":\"mvdhcp\",\"plugins\":[
+  {\"type\":\"macvlan\",\"master\":\"mvdhcp\",\"ipam\":{\"type\":\"dhcp\",\"daemonSocketPath\":\"$SANDBOX_WORK/ours/dhcp.sock\"}}]}"
+ip netns add d5
+r5=$(cni add mvdhcp d5)
+a5=$(field "$r5" "r['ips'][0]['address'].split('/')[0]")
+check "dhcp: macvlan + dhcp gets a lease" leased "$a5"
+check "dhcp: ... the macvlan container reaches the server" ip netns exec d5 ping -c1 -W2 $srv
+check "dhcp: macvlan's DEL releases it at the server" bash -c \
+  "CNI_PATH=$PLUGIN_DIR $CNITOOL del mvdhcp /run/netns/d5 && for i in \$(seq 50); do ! grep -q ' $a5 ' $leases && exit 0; sleep 0.1; done; exit 1"
+check "dhcp: ... and the macvlan is gone" bash -c "! ip -n d5 link show eth0 2>/dev/null"
+
 dhcp_list dhcpbad "$SANDBOX_WORK/ours/dhcp.sock" ',"provide":[{"option":"no-such-option","value":"x"}]'
 ip netns add d4
 out=$(cni add dhcpbad d4 2>&1)
@@ -93,3 +107,5 @@ check_fails "dhcp: no daemon at the socket: ADD fails" cni add dhcpnone d4
 check "dhcp: ... and leaves no interface behind" bash -c "! ip -n d4 link show eth0 2>/dev/null"
 
 for pid in "$ours_pid" $ref_pid "$dnsmasq_pid"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+# The scenarios share one sandbox: what this one made in its host goes.
+for l in cnidhcp0 dsrv d3h mvdhcp; do ip link del "$l" 2>/dev/null; done

@@ -14,8 +14,8 @@
 //!
 //! DEL needs no master and no prevResult: the interface is found by its name in the container
 //! (gone, or the namespace gone, is success; a macvlan under one of our temporary names, left by
-//! an ADD killed before its rename, goes too), then the IPAM allocation is released; every step
-//! is tried. By kernel design the container cannot reach the host through its own master (the
+//! an ADD killed before its rename, goes too), after the IPAM allocation is released (first, so
+//! that dhcp can still send its RELEASE from the interface); every step is tried. By kernel design the container cannot reach the host through its own master (the
 //! host's address lives on the lower device); every other station on the segment it can.
 
 mod config;
@@ -211,14 +211,16 @@ impl Plugin for MacvlanPlugin {
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         let mut failures = Failures::new();
+        // IPAM first, as the reference: dhcp sends its RELEASE to the server from the
+        // container's interface, which must still exist then (Multus' macvlan + dhcp).
+        if req.config.ipam_type.is_some() {
+            failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
+        }
         let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
             Some(ns) => ns.run(|| delete_links(&req.env.ifname))?,
             None => Ok(()),
         });
         failures.check("removing the interface", removed);
-        if req.config.ipam_type.is_some() {
-            failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
-        }
         failures.finish()
     }
 
