@@ -61,6 +61,11 @@ for arch in "${arches[@]}"; do
     install -m 0755 "$unpacked/$p" "$root/usr/lib/cni/$p"
     ln -s "/usr/lib/cni/$p" "$root/opt/cni/bin/$p"
   done
+  # The dhcp daemon's units, as upstream ships them (not enabled: `systemctl enable --now
+  # cni-dhcp.socket` where a network uses dhcp IPAM).
+  install -d "$root/lib/systemd/system"
+  install -m 0644 crates/plugins/dhcp/systemd/cni-dhcp.service crates/plugins/dhcp/systemd/cni-dhcp.socket \
+    "$root/lib/systemd/system/"
   install -m 0644 LICENSE "$root/usr/share/doc/cni-plugins-rs/copyright"
   gzip -9n < README.md > "$root/usr/share/doc/cni-plugins-rs/README.md.gz"
   rm -rf "$unpacked"
@@ -111,7 +116,7 @@ case "\$1" in
 esac
 POSTRM
   chmod 0755 "$root/DEBIAN/preinst" "$root/DEBIAN/postrm"
-  (cd "$root" && find usr opt -type f -print0 | sort -z | xargs -0 md5sum > DEBIAN/md5sums)
+  (cd "$root" && find usr opt lib -type f -print0 | sort -z | xargs -0 md5sum > DEBIAN/md5sums)
   chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums"
   find "$root" -exec touch --no-dereference --date="@$SOURCE_DATE_EPOCH" {} +
   deb=dist/cni-plugins-rs_${version}_$arch.deb
