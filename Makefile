@@ -3,9 +3,10 @@
 #   make test   unit, kernel and conformance tests (as root: they create network namespaces)
 
 CARGO   ?= cargo
-PLUGINS := loopback host-local bridge portmap host-device firewall tuning ptp bandwidth dnsname sbr vlan ipvlan vrf
+PLUGINS := loopback host-local bridge portmap host-device firewall tuning ptp bandwidth dnsname static macvlan tap dummy dhcp sbr vlan ipvlan vrf
 DESTDIR ?=
 BINDIR  ?= /opt/cni/bin
+UNITDIR ?= /lib/systemd/system
 CNITOOL := target/tools/cnitool
 
 .PHONY: all build release deps cnitool demo test test-vm test-vm-full unit conformance e2e soak soak-short fuzz bench profile lint install clean dist dist-repro deb test-dist test-arm64 test-deb
@@ -89,6 +90,8 @@ lint:
 install: release
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 $(addprefix target/release/,$(PLUGINS)) $(DESTDIR)$(BINDIR)/
+	install -d $(DESTDIR)$(UNITDIR)
+	install -m 0644 crates/plugins/dhcp/systemd/cni-dhcp.service crates/plugins/dhcp/systemd/cni-dhcp.socket $(DESTDIR)$(UNITDIR)/
 
 # Release artifacts (not part of make test). dist/cni-plugins-rs-linux-{amd64,arm64}-v<version>.tgz
 # with .sha256 and .sha512: static binaries of $(PLUGINS), reproducible (scripts/dist.sh says how).

@@ -10,8 +10,8 @@
 # upstream default of the kubelet, containerd and the reference's tarball; we add a symlink there
 # per plugin (/opt/cni/bin/bridge -> /usr/lib/cni/bridge), so both kinds of runtime find one copy.
 #
-# Living with containernetworking-plugins: dpkg-divert, not Conflicts/Replaces. We provide a
-# subset of the reference's plugins (no dhcp, macvlan, ipvlan, vlan, vrf, sbr, static here), and
+# Living with containernetworking-plugins: dpkg-divert, not Conflicts/Replaces. We provide
+# plugins by name (today every Linux plugin of the reference; a later release may add more), and
 # containerd and golang-github-containers-common depend on or suggest that package: a Conflicts
 # would make apt remove it and with it the plugins we do not have (and possibly the packages that
 # need it). So preinst diverts each of our plugins' paths, /usr/lib/cni/<name> ->
@@ -61,6 +61,11 @@ for arch in "${arches[@]}"; do
     install -m 0755 "$unpacked/$p" "$root/usr/lib/cni/$p"
     ln -s "/usr/lib/cni/$p" "$root/opt/cni/bin/$p"
   done
+  # The dhcp daemon's units, as upstream ships them (not enabled: `systemctl enable --now
+  # cni-dhcp.socket` where a network uses dhcp IPAM).
+  install -d "$root/lib/systemd/system"
+  install -m 0644 crates/plugins/dhcp/systemd/cni-dhcp.service crates/plugins/dhcp/systemd/cni-dhcp.socket \
+    "$root/lib/systemd/system/"
   install -m 0644 LICENSE "$root/usr/share/doc/cni-plugins-rs/copyright"
   gzip -9n < README.md > "$root/usr/share/doc/cni-plugins-rs/README.md.gz"
   rm -rf "$unpacked"
@@ -111,7 +116,7 @@ case "\$1" in
 esac
 POSTRM
   chmod 0755 "$root/DEBIAN/preinst" "$root/DEBIAN/postrm"
-  (cd "$root" && find usr opt -type f -print0 | sort -z | xargs -0 md5sum > DEBIAN/md5sums)
+  (cd "$root" && find usr opt lib -type f -print0 | sort -z | xargs -0 md5sum > DEBIAN/md5sums)
   chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums"
   find "$root" -exec touch --no-dereference --date="@$SOURCE_DATE_EPOCH" {} +
   deb=dist/cni-plugins-rs_${version}_$arch.deb

@@ -129,23 +129,43 @@ check "podman (dns): ... stops dnsmasq and removes $dns_dir" wait_for 10 server_
 check "podman (dns): rm" podman rm web client
 check "podman (dns): network rm" podman network rm $dns_net
 
-# A network whose plugin the directory lacks (macvlan: in /usr/lib/cni, hidden here). Podman
-# checks every network's plugins when it loads the configs (libcni's ValidateNetworkList), so it
-# ignores that network and a run on it fails, saying which plugin is missing and where it looked.
-ip link add e2e-parent type veth peer name e2e-peer && ip link set e2e-parent up
-check "podman: network create -d macvlan" podman network create -d macvlan -o parent=e2e-parent --subnet 10.89.6.0/24 e2e-missing
-check "podman: ... is not listed: its plugin is missing" bash -c "[[ \$(podman network ls --format '{{.Name}}') != *e2e-missing* ]]"
+# A macvlan network (`podman network create -d macvlan`: macvlan with host-local) on a parent
+# link of the sandbox host, through our macvlan: the container gets its address on a macvlan of
+# the parent, and reaches a neighbour station on the parent's segment.
+ip link add e2e-parent type veth peer name e2e-peer
+ip netns add e2e-station
+ip link set e2e-peer netns e2e-station
+ip link set e2e-parent up
+ip -n e2e-station addr add 10.89.6.200/24 dev e2e-peer && ip -n e2e-station link set e2e-peer up
+check "podman: network create -d macvlan" podman network create -d macvlan -o parent=e2e-parent --subnet 10.89.6.0/24 e2e-macvlan
+check "podman: run -d on it" podman run -d --name mv --network e2e-macvlan --cgroup-parent "$CGROUP_PARENT/podman" "$IMAGE" sleep 60
+mv_ns=$(podman inspect --format '{{.NetworkSettings.SandboxKey}}' mv 2>/dev/null)
+check "podman: ... its eth0 is a macvlan of the parent in bridge mode, with an address of the subnet" bash -c \
+  "nsenter --net=$mv_ns ip -d link show eth0 | grep -q 'macvlan mode bridge' && nsenter --net=$mv_ns ip -o addr show eth0 | grep -q 'inet 10\.89\.6\.'"
+check "podman: ... it reaches a station on the parent's segment" podman exec mv ping -c1 -W2 10.89.6.200
+check "podman: rm -f" podman rm -f mv
+check "podman: ... and leaves no container, macvlan or allocation" \
+  bash -c '[[ -z $(podman ps -aq) && -z $(ip -o link show type macvlan) ]] && no_allocation e2e-macvlan'
+check "podman: network rm e2e-macvlan" podman network rm e2e-macvlan
+
+# A network whose plugin the directory lacks (a type no plugin directory has). Podman checks every
+# network's plugins when it loads the configs (libcni's ValidateNetworkList), so it ignores that
+# network and a run on it fails, saying which plugin is missing and where it looked.
+check "podman: network create -d macvlan e2e-missing" podman network create -d macvlan -o parent=e2e-parent --subnet 10.89.7.0/24 e2e-missing
+sed -i 's/"type": *"macvlan"/"type": "e2e-absent"/' "$P/net.d/e2e-missing.conflist"
+check "podman: ... is not listed once its plugin is missing" bash -c "[[ \$(podman network ls --format '{{.Name}}') != *e2e-missing* ]]"
 out=$(podman run --rm --name lost --network e2e-missing --cgroup-parent "$CGROUP_PARENT/podman" "$IMAGE" true 2>&1)
 status=$?
-if [[ $status != 0 ]] && matches "$out" 'failed to find plugin \\?"macvlan\\?" in path \[/opt/cni/bin\]'; then
-  pass "podman: a run on it fails: macvlan is not in the plugin directory"
+if [[ $status != 0 ]] && matches "$out" 'failed to find plugin \\?"e2e-absent\\?" in path \[/opt/cni/bin\]'; then
+  pass "podman: a run on it fails: its plugin is not in the plugin directory"
 else
-  fail "podman: a run on it fails: macvlan is not in the plugin directory (status $status)" "$out"
+  fail "podman: a run on it fails: its plugin is not in the plugin directory (status $status)" "$out"
 fi
 echo "# $(grep -o 'failed to find plugin.*' <<< "$out" | head -1)"
 podman rm -f lost > /dev/null 2>&1
 check "podman: ... and leaves no container, macvlan or allocation" \
   bash -c '[[ -z $(podman ps -aq) && -z $(ip -o link show type macvlan) ]] && no_allocation e2e-missing'
 rm -f "$P/net.d/e2e-missing.conflist"
-ip link del e2e-parent
+ip netns delete e2e-station
+ip link del e2e-parent 2>/dev/null
 true

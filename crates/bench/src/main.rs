@@ -11,6 +11,7 @@ mod exec;
 mod floors;
 mod host_local;
 mod machine;
+mod macvlan_static;
 mod plugins;
 mod podman;
 mod ptp_bandwidth;
@@ -203,6 +204,18 @@ fn main() -> anyhow::Result<()> {
     table.latency("ptp (with host-local) DEL alone", &ours_kb.ptp_del, rk.map(|r| &r.ptp_del));
     table.latency("bandwidth ADD alone (ingress + egress)", &ours_kb.bandwidth_add, rk.map(|r| &r.bandwidth_add));
     table.latency("bandwidth DEL alone", &ours_kb.bandwidth_del, rk.map(|r| &r.bandwidth_del));
+
+    // Multus' secondary network: macvlan with static, on an uplink made for the run.
+    eprintln!("bench: macvlan and static");
+    macvlan_static::make_uplink("mvbench0")?;
+    let ours_mv = macvlan_static::measure(&opts.ours, "ours", "mvbench0", opts.rounds)?;
+    let ref_mv = Some(&opts.reference)
+        .filter(|d| macvlan_static::available(d))
+        .map(|d| macvlan_static::measure(d, "ref", "mvbench0", opts.rounds))
+        .transpose()?;
+    let rm = ref_mv.as_ref();
+    table.latency("macvlan (with static) ADD alone", &ours_mv.add, rm.map(|r| &r.add));
+    table.latency("macvlan (with static) DEL alone", &ours_mv.del, rm.map(|r| &r.del));
 
     // host-local's store with few and many allocations.
     eprintln!("bench: host-local store");

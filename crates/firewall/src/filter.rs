@@ -264,22 +264,12 @@ pub struct Tools {
     restore: PathBuf,
 }
 
-fn locate(name: &str) -> Option<PathBuf> {
-    let from_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
-        .unwrap_or_default();
-    from_path
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin").join(name), PathBuf::from("/sbin").join(name)])
-        .find(|p| p.is_file())
-}
-
 impl Tools {
     pub fn locate(ipv6: bool) -> anyhow::Result<Tools> {
         let prefix = if ipv6 { "ip6tables" } else { "iptables" };
         let find = |suffix: &str| {
             let name = format!("{prefix}-{suffix}");
-            locate(&name)
+            crate::iptables::locate(&name)
                 .with_context(|| format!("{name} (package iptables) was not found in PATH, /usr/sbin or /sbin"))
         };
         Ok(Tools { ipv6, save: find("save")?, restore: find("restore")? })

@@ -22,7 +22,8 @@ pub struct Iptables {
     save: PathBuf,
 }
 
-fn locate(name: &str) -> Option<PathBuf> {
+/// A program by name, as the reference finds `iptables`: in PATH, /usr/sbin or /sbin.
+pub(crate) fn locate(name: &str) -> Option<PathBuf> {
     let from_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
         .unwrap_or_default();

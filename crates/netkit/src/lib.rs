@@ -7,9 +7,11 @@
 pub mod addr;
 pub mod bridge_vlan;
 pub mod conntrack;
+pub mod dummy;
 pub mod iface;
 pub mod link;
 pub mod link_settings;
+pub mod macvlan;
 pub mod netlink;
 pub mod netns;
 pub mod policy;
@@ -18,6 +20,8 @@ pub mod rtnl;
 pub mod sublink;
 pub mod sysctl;
 pub mod tc;
+pub mod tempname;
+pub mod tuntap;
 
 pub use addr::Address;
 pub use link::{Link, VethPair, format_mac, parse_mac};

@@ -128,16 +128,3 @@ impl Rtnl {
         }))
     }
 }
-
-/// A name for a link on its way into a container: `veth` and 8 random hex digits, as the
-/// reference's `RandomVethName` (NetworkManager leaves `veth*` alone while it exists).
-pub fn temporary_name() -> String {
-    let mut bytes = [0u8; 4];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given.
-    let n = unsafe { nix::libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n != bytes.len() as isize {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        bytes = (nanos.subsec_nanos() ^ std::process::id()).to_ne_bytes();
-    }
-    format!("veth{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
-}

@@ -4,7 +4,13 @@
 //!
 //! A listing takes several dumps (table, sets, their elements, chains, rules); the ruleset's
 //! generation is read before and after, and the listing is taken again when another process
-//! changed the ruleset in between, as nft does.
+//! changed the ruleset in between, as nft does. The generation counts changes to *any* table of
+//! the namespace, so on a node where other tables change all the time (a thousand transactions a
+//! second in the test) a whole listing rarely fits between two of them: a listing is then also
+//! accepted when it equals the one taken just before it (handles included), since a torn listing
+//! would have to be torn the same way twice (set elements compared in a sorted order). A dump the
+//! kernel flags interrupted is asked again on its own a few times; one that stays interrupted
+//! (its chunks straddled a change to some table) is kept and the listing judged the same way.
 
 use super::decode;
 use super::msg::{self, Attrs, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, k, message, nft_type};
@@ -22,6 +28,9 @@ const NFT_SET_ANONYMOUS: u32 = 0x1;
 /// come and go at once (the soak's eight workers) changes the ruleset between a listing's dumps
 /// often; nft retries without bound, this gives up after a few seconds of trying.
 const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+/// How many times one dump is asked again when the kernel flags it interrupted, before its
+/// messages are kept and the listing is judged by comparison with the next one.
+const DUMP_TRIES: u32 = 3;
 
 /// One message of an answer: its family (from nfgenmsg) and attributes.
 type Reply = (u8, Vec<u8>);
@@ -44,8 +53,30 @@ fn hook_name(num: u32) -> &'static str {
 
 impl Native {
     /// One GET request (a dump, or one object with an acknowledgement): the answer's messages, or
-    /// the errno the kernel refused it with.
+    /// the errno the kernel refused it with. A dump flagged interrupted is asked again a few
+    /// times; if it stays interrupted its messages are kept and the listing marked torn.
     fn get(&mut self, kind: u16, dump: bool, family: u8, attrs: Attrs) -> Result<Result<Vec<Reply>, i32>, NativeError> {
+        for attempt in 1.. {
+            match self.get_once(kind, dump, family, attrs.clone())? {
+                Ok((_, true)) if attempt < DUMP_TRIES => continue,
+                Ok((replies, interrupted)) => {
+                    self.torn |= interrupted;
+                    return Ok(Ok(replies));
+                }
+                Err(errno) => return Ok(Err(errno)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// One GET: the messages and whether the kernel flagged the dump interrupted.
+    fn get_once(
+        &mut self,
+        kind: u16,
+        dump: bool,
+        family: u8,
+        attrs: Attrs,
+    ) -> Result<Result<(Vec<Reply>, bool), i32>, NativeError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
@@ -73,15 +104,9 @@ impl Native {
                 match kind {
                     NLMSG_ERROR if body.len() >= 4 => {
                         let errno = -i32::from_ne_bytes(body[..4].try_into().expect("4 bytes"));
-                        return Ok(if errno != 0 {
-                            Err(errno)
-                        } else if interrupted {
-                            Err(EINTR)
-                        } else {
-                            Ok(out)
-                        });
+                        return Ok(if errno != 0 { Err(errno) } else { Ok((out, interrupted)) });
                     }
-                    NLMSG_DONE => return Ok(if interrupted { Err(EINTR) } else { Ok(out) }),
+                    NLMSG_DONE => return Ok(Ok((out, interrupted))),
                     _ if body.len() >= 4 => out.push((body[0], body[4..].to_vec())),
                     _ => {}
                 }
@@ -129,6 +154,7 @@ impl Native {
     /// `chain FAMILY TABLE NAME`; `None` when the table or chain does not exist.
     pub fn list(&mut self, what: &[&str]) -> Result<Option<Value>, NativeError> {
         let mut last = Err(NativeError::Kernel { command: "listing".into(), errno: EINTR, ext_ack: None });
+        let mut previous: Option<Option<Value>> = None;
         let started = std::time::Instant::now();
         for attempt in 0u64.. {
             if attempt > 0 && started.elapsed() > RETRY_FOR {
@@ -140,6 +166,7 @@ impl Native {
                 let jitter = u64::from(std::process::id() % 7) + attempt.min(10);
                 std::thread::sleep(std::time::Duration::from_micros(jitter * 300));
             }
+            self.torn = false;
             let before = self.generation()?;
             let listing = match what {
                 ["tables"] => self.tables().map(Some),
@@ -148,13 +175,26 @@ impl Native {
                 _ => Err(NativeError::Unsupported(Unsupported(format!("list {}", what.join(" "))))),
             };
             match listing {
-                Err(NativeError::Kernel { errno: EINTR | ENOENT, .. }) => {}
-                Ok(_) if self.generation()? != before => {}
+                Err(NativeError::Kernel { errno: EINTR | ENOENT, .. }) => previous = None,
+                Ok(taken) if self.torn || self.generation()? != before => {
+                    let seen = taken.as_ref().map(in_order);
+                    if previous.as_ref() == Some(&seen) {
+                        return Ok(taken);
+                    }
+                    previous = Some(seen);
+                    last = Ok(taken);
+                    continue;
+                }
                 done => return done,
             }
             last = listing;
         }
-        last
+        match last {
+            // Every listing differed from the one before: what the table holds changed all
+            // along, and no consistent picture was seen.
+            Ok(_) => Err(NativeError::Kernel { command: "listing".into(), errno: EINTR, ext_ack: None }),
+            failed => failed,
+        }
     }
 
     fn tables(&mut self) -> Result<Value, NativeError> {
@@ -209,17 +249,19 @@ impl Native {
 
         let mut a = Attrs::default();
         a.str(k::NFTA_RULE_TABLE, name);
-        let rules = self.get_all(k::NFT_MSG_GETRULE, true, fam, a)?;
-        // nft prints rules chain by chain, in the order of the chains.
-        for chain in &chains {
-            let chain_name = msg::get_str(chain, k::NFTA_CHAIN_NAME);
-            for (_, rule) in &rules {
-                if msg::get_str(rule, k::NFTA_RULE_TABLE).as_deref() == Some(name)
-                    && msg::get_str(rule, k::NFTA_RULE_CHAIN) == chain_name
-                {
-                    objects.push(rule_json(family, fam, rule));
-                }
+        // nft prints rules chain by chain, in the order of the chains (the dump's order within
+        // a chain). Grouped once: a node's table holds a chain or two per attachment.
+        let mut by_chain: std::collections::HashMap<String, Vec<Vec<u8>>> = std::collections::HashMap::new();
+        for (_, rule) in self.get_all(k::NFT_MSG_GETRULE, true, fam, a)? {
+            if msg::get_str(&rule, k::NFTA_RULE_TABLE).as_deref() == Some(name)
+                && let Some(chain) = msg::get_str(&rule, k::NFTA_RULE_CHAIN)
+            {
+                by_chain.entry(chain).or_default().push(rule);
             }
+        }
+        for chain in &chains {
+            let rules = msg::get_str(chain, k::NFTA_CHAIN_NAME).and_then(|c| by_chain.remove(&c)).unwrap_or_default();
+            objects.extend(rules.iter().map(|rule| rule_json(family, fam, rule)));
         }
         Ok(Some(json!({ "nftables": objects })))
     }
@@ -250,6 +292,20 @@ impl Native {
         }
         Ok(Some(json!({ "nftables": objects })))
     }
+}
+
+/// A listing with each set's elements sorted, for comparing two listings: a hash set's dump walks
+/// its buckets in an order that changes from one dump to the next.
+fn in_order(listing: &Value) -> Value {
+    let mut listing = listing.clone();
+    for object in listing["nftables"].as_array_mut().into_iter().flatten() {
+        for kind in ["set", "map"] {
+            if let Some(elem) = object.get_mut(kind).and_then(|s| s.get_mut("elem")).and_then(Value::as_array_mut) {
+                elem.sort_by_cached_key(Value::to_string);
+            }
+        }
+    }
+    listing
 }
 
 fn metainfo() -> Value {

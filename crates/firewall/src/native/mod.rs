@@ -376,6 +376,8 @@ pub(crate) fn socket() -> std::io::Result<netlink_sys::Socket> {
 pub struct Native {
     sock: netlink_sys::Socket,
     seq: u32,
+    /// A dump of the listing being taken came back flagged interrupted (see `list`).
+    torn: bool,
 }
 
 /// Batches larger than this go to `nft` (a netlink message must fit the socket's send buffer).
@@ -386,7 +388,7 @@ impl Native {
     pub fn open() -> std::io::Result<Native> {
         let sock = socket()?;
         let seq = std::process::id().wrapping_shl(12);
-        Ok(Native { sock, seq })
+        Ok(Native { sock, seq, torn: false })
     }
 
     /// Applies `batch` as one transaction. Nothing is sent if any command is unsupported.

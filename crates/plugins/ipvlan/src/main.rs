@@ -21,11 +21,14 @@ use anyhow::Context;
 use cni::{CniResult, Code, Command, Failures, Interface, Plugin, Request, ResultExt, Rollback, delegate, fault};
 use config::{IpvlanConf, mode_name};
 use netkit::iface::{self, Dad};
-use netkit::sublink::{self, IpvlanMode, SubKind, SubLink};
-use netkit::{Family, NetNs, Rtnl, sysctl};
+use netkit::sublink::{IpvlanMode, SubKind, SubLink};
+use netkit::{Family, NetNs, Rtnl, sysctl, tempname};
 use std::os::fd::AsFd;
 
 struct Ipvlan;
+
+/// The prefix of the name the link has between its creation in the container and its rename.
+const TEMP_PREFIX: &str = "ipv";
 
 /// The device of the first default route in the main table of `rtnl`'s namespace.
 fn default_route_interface(rtnl: &mut Rtnl) -> anyhow::Result<String> {
@@ -93,7 +96,7 @@ impl Ipvlan {
                 cni::Error::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into()
             );
         }
-        let temporary = sublink::temporary_name();
+        let temporary = tempname::temporary_name(TEMP_PREFIX);
         let link = SubLink {
             name: &temporary,
             kind: SubKind::Ipvlan { mode: conf.mode },
@@ -113,6 +116,7 @@ impl Ipvlan {
             Err(e) if e.is(nix::libc::ENODEV) => Ok(()),
             other => Ok(other?),
         });
+        fault::point("ipvlan:before-rename")?;
         inside.rename(index, ifname).with_context(|| format!("failed to rename ipvlan to {ifname:?}"))?;
         fault::point("ipvlan:link-created")?;
         let interface = Interface {
@@ -170,11 +174,19 @@ impl Plugin for Ipvlan {
         let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
             Some(ns) => ns.run(|| -> anyhow::Result<()> {
                 let mut rtnl = Rtnl::open()?;
-                if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
+                let mut doomed: Vec<netkit::Link> = rtnl.link_by_name(&req.env.ifname)?.into_iter().collect();
+                // An ADD killed between creating the link and renaming it left it under its
+                // temporary name.
+                doomed.extend(
+                    rtnl.links()?
+                        .into_iter()
+                        .filter(|l| l.is_kind("ipvlan") && tempname::is_temporary_name(TEMP_PREFIX, &l.name)),
+                );
+                for link in doomed {
                     match rtnl.delete_link(link.index) {
                         // Gone with its master a moment ago.
                         Err(e) if e.is(nix::libc::ENODEV) => {}
-                        other => other.with_context(|| format!("deleting {}", req.env.ifname))?,
+                        other => other.with_context(|| format!("deleting {}", link.name))?,
                     }
                 }
                 Ok(())

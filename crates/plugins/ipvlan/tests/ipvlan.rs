@@ -220,6 +220,15 @@ fn a_failed_add_leaves_nothing() {
         out.err_code();
         assert_clean(&w, &host_links);
     }
+    // Killed before the rename: the link is in the container under its temporary name, and the
+    // runtime's DEL finds it by that.
+    let out = Invocation::new("ADD", "ctr-ipvlan", w.c.path(), "net1", &conf(&w, json!({})))
+        .var("CNI_RS_FAULT", Some("ipvlan:before-rename=kill"))
+        .run(&bin(), &w.host);
+    assert!(!out.success());
+    assert_eq!(links(&w.c).len(), 2, "the kill left the link under its temporary name");
+    run(&w, "DEL", &conf(&w, json!({}))).ok();
+    assert_clean(&w, &host_links);
     // Killed half way (a runtime's timeout): the runtime's DEL removes the link and the allocation.
     let out = Invocation::new("ADD", "ctr-ipvlan", w.c.path(), "net1", &conf(&w, json!({})))
         .var("CNI_RS_FAULT", Some("ipvlan:ipam-added=kill"))

@@ -19,11 +19,14 @@ use anyhow::Context;
 use cni::{CniResult, Code, Command, Failures, Interface, Plugin, Request, ResultExt, Rollback, delegate, fault};
 use config::VlanConf;
 use netkit::iface::{self, Dad};
-use netkit::sublink::{self, SubKind, SubLink};
-use netkit::{NetNs, Rtnl};
+use netkit::sublink::{SubKind, SubLink};
+use netkit::{NetNs, Rtnl, tempname};
 use std::os::fd::AsFd;
 
 struct Vlan;
+
+/// The prefix of the name the link has between its creation in the container and its rename.
+const TEMP_PREFIX: &str = "vl";
 
 impl Vlan {
     fn add_attachment<'a>(
@@ -53,7 +56,7 @@ impl Vlan {
                 cni::Error::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into()
             );
         }
-        let temporary = sublink::temporary_name();
+        let temporary = tempname::temporary_name(TEMP_PREFIX);
         let vlan = SubLink {
             name: &temporary,
             kind: SubKind::Vlan { id: conf.vlan_id },
@@ -73,6 +76,7 @@ impl Vlan {
             Err(e) if e.is(nix::libc::ENODEV) => Ok(()),
             other => Ok(other?),
         });
+        fault::point("vlan:before-rename")?;
         inside.rename(index, ifname).with_context(|| format!("failed to rename vlan to {ifname:?}"))?;
         fault::point("vlan:link-created")?;
         let interface = Interface {
@@ -124,11 +128,19 @@ impl Plugin for Vlan {
         let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
             Some(ns) => ns.run(|| -> anyhow::Result<()> {
                 let mut rtnl = Rtnl::open()?;
-                if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
+                let mut doomed: Vec<netkit::Link> = rtnl.link_by_name(&req.env.ifname)?.into_iter().collect();
+                // An ADD killed between creating the link and renaming it left it under its
+                // temporary name.
+                doomed.extend(
+                    rtnl.links()?
+                        .into_iter()
+                        .filter(|l| l.is_kind("vlan") && tempname::is_temporary_name(TEMP_PREFIX, &l.name)),
+                );
+                for link in doomed {
                     match rtnl.delete_link(link.index) {
                         // Gone with its master a moment ago.
                         Err(e) if e.is(nix::libc::ENODEV) => {}
-                        other => other.with_context(|| format!("deleting {}", req.env.ifname))?,
+                        other => other.with_context(|| format!("deleting {}", link.name))?,
                     }
                 }
                 Ok(())

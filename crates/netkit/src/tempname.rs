@@ -1,0 +1,38 @@
+//! Temporary link names: a plugin that creates a link under a name of its own and renames it
+//! once it is in place (so no other name can clash on the way) uses these, and its DEL finds
+//! what an ADD killed before the rename left behind by the same pattern.
+
+/// `prefix` and 8 random hex digits: `mv1a2b3c4d`. Keep the prefix at most 7 bytes (link names
+/// have at most 15).
+pub fn temporary_name(prefix: &str) -> String {
+    let mut bytes = [0u8; 4];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given.
+    let n = unsafe { nix::libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        bytes = (nanos.subsec_nanos() ^ std::process::id()).to_ne_bytes();
+    }
+    format!("{prefix}{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Whether `name` is a [`temporary_name`] with `prefix`.
+pub fn is_temporary_name(prefix: &str, name: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|rest| rest.len() == 8 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_their_pattern() {
+        let name = temporary_name("mv");
+        assert_eq!(name.len(), 10);
+        assert!(is_temporary_name("mv", &name));
+        assert_ne!(temporary_name("mv"), name);
+        for other in ["mv", "mv0123456", "mv0123456789", "mvxyz01234", "eth0", "tap01234567"] {
+            assert!(!is_temporary_name("mv", other), "{other}");
+        }
+        assert!(is_temporary_name("tap", "tap0123abcd"));
+    }
+}
