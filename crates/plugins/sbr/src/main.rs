@@ -294,3 +294,32 @@ impl Plugin for Sbr {
 fn main() {
     cni::skel::run(Sbr)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(json: serde_json::Value) -> CniResult {
+        CniResult::from_json(&json, "1.0.0").unwrap()
+    }
+
+    #[test]
+    fn addresses_of_the_interface_and_those_without_one() {
+        let prev = result(serde_json::json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "veth1"}, {"name": "net1", "sandbox": "/n"}],
+            "ips": [{"address": "10.0.0.2/24", "interface": 1}, {"address": "10.9.0.2/24", "interface": 0},
+                    {"address": "fd00::2/64"}, {"address": "10.8.0.2/24", "interface": 7}]}));
+        let found: Vec<String> = addresses_of(&prev, "net1").iter().map(|ip| ip.address.to_string()).collect();
+        // An index beyond the list names no interface: the reference counts it as a match.
+        assert_eq!(found, ["10.0.0.2/24", "fd00::2/64", "10.8.0.2/24"]);
+        assert_eq!(addresses_of(&prev, "veth1").len(), 3);
+    }
+
+    #[test]
+    fn tables_skip_every_one_in_use() {
+        let used: BTreeSet<u32> = [100, 101, 103, 254, 255].into();
+        assert_eq!(next_free_table(&used, FIRST_TABLE), 102);
+        assert_eq!(next_free_table(&used, 103), 104);
+        assert_eq!(next_free_table(&BTreeSet::new(), FIRST_TABLE), 100);
+    }
+}
