@@ -24,13 +24,31 @@ export RESULTS=$SANDBOX_WORK/results
 # shellcheck source=conformance/lib.sh
 . "$here/lib.sh"
 
+# Each scenario starts from the sandbox's links as they are now. Deleting a namespace frees its
+# end of a veth asynchronously, so the host end of a scenario's uplink could still exist when the
+# next scenario creates its own of the same name: what is left is deleted, and waited for.
+links() { ip -o link show | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | sort; }
+baseline=$(links)
+reset_sandbox() {
+  cleanup_netns
+  local l _
+  for l in $(links); do
+    grep -qx -- "$l" <<< "$baseline" || ip link del "$l" 2>/dev/null
+  done
+  for _ in $(seq 50); do
+    [[ $(links) == "$baseline" ]] && return
+    sleep 0.1
+  done
+  echo "# conformance: links still there after the scenario: $(comm -13 <(echo "$baseline") <(links) | tr '\n' ' ')"
+}
+
 scenarios=("$@")
 ((${#scenarios[@]})) || scenarios=("$here"/scenarios/*.sh)
 for s in "${scenarios[@]}"; do
   echo "# scenario: $(basename "$s" .sh)"
   # Each scenario runs in a subshell so one that aborts cannot stop the others.
   ( . "$s" ) || fail "scenario $(basename "$s") aborted"
-  cleanup_netns
+  reset_sandbox
 done
 
 passed=$(grep -c '^ok' "$RESULTS")
