@@ -20,6 +20,30 @@ pub fn is_temporary_name(prefix: &str, name: &str) -> bool {
     name.strip_prefix(prefix).is_some_and(|rest| rest.len() == 8 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// DEL's half for a plugin whose interface is one link in the container (macvlan, ipvlan, vlan,
+/// tap, dummy): deletes the link named `ifname` in the namespace at `netns`, and every link of
+/// `kind` under a temporary name with `prefix` (what an ADD killed before its rename left). A
+/// namespace or link already gone is success.
+pub fn delete_container_link(netns: &str, ifname: &str, kind: &str, prefix: Option<&str>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let Some(ns) = crate::NetNs::open_if_exists(netns)? else { return Ok(()) };
+    ns.run(|| -> anyhow::Result<()> {
+        let mut rtnl = crate::Rtnl::open()?;
+        let mut doomed: Vec<crate::Link> = rtnl.link_by_name(ifname)?.into_iter().collect();
+        if let Some(prefix) = prefix {
+            doomed.extend(rtnl.links()?.into_iter().filter(|l| l.is_kind(kind) && is_temporary_name(prefix, &l.name)));
+        }
+        for link in doomed {
+            match rtnl.delete_link(link.index) {
+                // Gone under us: with its master, or the namespace being dismantled.
+                Err(e) if e.is(nix::libc::ENODEV) => {}
+                other => other.with_context(|| format!("deleting {}", link.name))?,
+            }
+        }
+        Ok(())
+    })?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,24 +102,14 @@ impl Plugin for Dummy {
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
+        // Nothing of the config is needed but ipam (the master may be gone, the keys changed).
+        // IPAM first, as the reference: dhcp sends its RELEASE from the container's interface.
         let mut failures = Failures::new();
-        let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
-            Some(ns) => ns.run(|| -> anyhow::Result<()> {
-                let mut rtnl = Rtnl::open()?;
-                if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
-                    match rtnl.delete_link(link.index) {
-                        Err(e) if e.is(nix::libc::ENODEV) => {}
-                        other => other.with_context(|| format!("deleting {}", req.env.ifname))?,
-                    }
-                }
-                Ok(())
-            })?,
-            None => Ok(()),
-        });
-        failures.check("removing the interface", removed);
         if req.config.ipam_type.is_some() {
             failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
         }
+        let removed = netkit::tempname::delete_container_link(&req.env.netns, &req.env.ifname, "dummy", None);
+        failures.check("removing the interface", removed);
         failures.finish()
     }
 

@@ -169,35 +169,14 @@ impl Plugin for Ipvlan {
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
-        // Nothing of the config is needed but ipam: the master may be gone, the keys changed.
+        // Nothing of the config is needed but ipam (the master may be gone, the keys changed).
+        // IPAM first, as the reference: dhcp sends its RELEASE from the container's interface.
         let mut failures = Failures::new();
-        let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
-            Some(ns) => ns.run(|| -> anyhow::Result<()> {
-                let mut rtnl = Rtnl::open()?;
-                let mut doomed: Vec<netkit::Link> = rtnl.link_by_name(&req.env.ifname)?.into_iter().collect();
-                // An ADD killed between creating the link and renaming it left it under its
-                // temporary name.
-                doomed.extend(
-                    rtnl.links()?
-                        .into_iter()
-                        .filter(|l| l.is_kind("ipvlan") && tempname::is_temporary_name(TEMP_PREFIX, &l.name)),
-                );
-                for link in doomed {
-                    match rtnl.delete_link(link.index) {
-                        // Gone with its master a moment ago.
-                        Err(e) if e.is(nix::libc::ENODEV) => {}
-                        other => other.with_context(|| format!("deleting {}", link.name))?,
-                    }
-                }
-                Ok(())
-            })?,
-            None => Ok(()),
-        });
-        failures.check("removing the interface", removed);
-        // On a chained invocation, ipam may be empty: the addresses were the previous plugin's.
         if req.config.ipam_type.is_some() {
             failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
         }
+        let removed = tempname::delete_container_link(&req.env.netns, &req.env.ifname, "ipvlan", Some(TEMP_PREFIX));
+        failures.check("removing the interface", removed);
         failures.finish()
     }
 

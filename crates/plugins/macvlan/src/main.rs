@@ -33,24 +33,6 @@ struct MacvlanPlugin;
 /// The prefix of our temporary link names.
 const TEMP_PREFIX: &str = "mv";
 
-/// Deletes the attachment's interface, and any macvlan an ADD killed before its rename left under
-/// a temporary name, in the calling thread's namespace.
-fn delete_links(ifname: &str) -> anyhow::Result<()> {
-    let mut rtnl = Rtnl::open()?;
-    let mut doomed: Vec<Link> = rtnl.link_by_name(ifname)?.into_iter().collect();
-    doomed.extend(
-        rtnl.links()?.into_iter().filter(|l| l.is_kind("macvlan") && tempname::is_temporary_name("mv", &l.name)),
-    );
-    for link in doomed {
-        match rtnl.delete_link(link.index) {
-            // Removed under us (the namespace is being dismantled): gone is gone.
-            Err(e) if e.is(nix::libc::ENODEV) => {}
-            other => other.with_context(|| format!("deleting {}", link.name))?,
-        }
-    }
-    Ok(())
-}
-
 /// The handle on the namespace the master lives in: the host's, or the container's with
 /// `linkInContainer`.
 fn lower_handle(conf: &MacvlanConf, container: &NetNs) -> anyhow::Result<Rtnl> {
@@ -210,16 +192,13 @@ impl Plugin for MacvlanPlugin {
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
+        // Nothing of the config is needed but ipam (the master may be gone, the keys changed).
+        // IPAM first, as the reference: dhcp sends its RELEASE from the container's interface.
         let mut failures = Failures::new();
-        // IPAM first, as the reference: dhcp sends its RELEASE to the server from the
-        // container's interface, which must still exist then (Multus' macvlan + dhcp).
         if req.config.ipam_type.is_some() {
             failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
         }
-        let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
-            Some(ns) => ns.run(|| delete_links(&req.env.ifname))?,
-            None => Ok(()),
-        });
+        let removed = tempname::delete_container_link(&req.env.netns, &req.env.ifname, "macvlan", Some(TEMP_PREFIX));
         failures.check("removing the interface", removed);
         failures.finish()
     }

@@ -37,23 +37,6 @@ struct TapPlugin;
 /// The prefix of our temporary link names.
 const TEMP_PREFIX: &str = "tap";
 
-/// Deletes the attachment's interface, and any tap an ADD killed before its rename left under a
-/// temporary name, in the calling thread's namespace.
-fn delete_links(ifname: &str) -> anyhow::Result<()> {
-    let mut rtnl = Rtnl::open()?;
-    let mut doomed: Vec<Link> = rtnl.link_by_name(ifname)?.into_iter().collect();
-    doomed
-        .extend(rtnl.links()?.into_iter().filter(|l| l.is_kind("tun") && tempname::is_temporary_name("tap", &l.name)));
-    for link in doomed {
-        match rtnl.delete_link(link.index) {
-            // Removed under us (the namespace is being dismantled): gone is gone.
-            Err(e) if e.is(nix::libc::ENODEV) => {}
-            other => other.with_context(|| format!("deleting {}", link.name))?,
-        }
-    }
-    Ok(())
-}
-
 fn selinux_enabled() -> bool {
     Path::new("/sys/fs/selinux/enforce").exists()
 }
@@ -185,15 +168,14 @@ impl Plugin for TapPlugin {
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
+        // Nothing of the config is needed but ipam (the master may be gone, the keys changed).
+        // IPAM first, as the reference: dhcp sends its RELEASE from the container's interface.
         let mut failures = Failures::new();
-        let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
-            Some(ns) => ns.run(|| delete_links(&req.env.ifname))?,
-            None => Ok(()),
-        });
-        failures.check("removing the interface", removed);
         if req.config.ipam_type.is_some() {
             failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
         }
+        let removed = tempname::delete_container_link(&req.env.netns, &req.env.ifname, "tun", Some(TEMP_PREFIX));
+        failures.check("removing the interface", removed);
         failures.finish()
     }
 
