@@ -267,7 +267,7 @@ impl NetworkDir {
                 if die_before_exec {
                     // Test fault: the plugin killed while the child is still a copy of it.
                     nix::libc::kill(nix::libc::getppid(), nix::libc::SIGKILL);
-                    let pause = nix::libc::timespec { tv_sec: 0, tv_nsec: 200_000_000 };
+                    let pause = nix::libc::timespec { tv_sec: 1, tv_nsec: 0 };
                     nix::libc::nanosleep(&pause, std::ptr::null_mut());
                 }
                 Ok(())
