@@ -352,6 +352,7 @@ impl NetworkDir {
         }
         anyhow::bail!("dnsmasq (pids {seen:?}) still running after SIGKILL")
     }
+
     /// The live processes run with this network's config.
     fn scan(&self) -> Vec<i32> {
         let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
