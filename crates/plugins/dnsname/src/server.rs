@@ -278,7 +278,7 @@ impl NetworkDir {
         let pid = child.id() as i32;
         // dnsmasq reports a failure (a bad config, an address in use) on stderr and in its exit
         // status. Once it has bound its sockets and written its pid file it points its stdio at
-        // /dev/null: that is the sign it started.
+        // /dev/null: our pipe's end then means it started, unless it means that it exits.
         let mut stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -287,26 +287,32 @@ impl NetworkDir {
             let _ = tx.send(text);
         });
         let deadline = Instant::now() + START_TIMEOUT;
+        let mut said: Option<String> = None;
         loop {
             if let Some(status) = child.try_wait().context("waiting for dnsmasq")? {
-                let said = rx.recv_timeout(Duration::from_millis(500)).unwrap_or_default();
+                let said = said.or_else(|| rx.recv_timeout(Duration::from_millis(500)).ok()).unwrap_or_default();
                 anyhow::bail!("dnsmasq failed ({status}): {}", said.trim());
             }
-            // An exiting process has closed its descriptors before it is a zombie: only a
-            // live one shows /dev/null here.
-            if fs::read_link(format!("/proc/{pid}/fd/2")).is_ok_and(|p| p == Path::new("/dev/null")) {
-                break;
+            if said.is_none() {
+                said = rx.try_recv().ok();
+            }
+            // After the pipe's end, checked in this order: an exiting process has lost its
+            // command line before it closes its files, so only a live server is `running`.
+            if said.is_some()
+                && let Some(running) = self.running().filter(|p| p.as_raw() == pid)
+            {
+                return Ok(running);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                anyhow::bail!("dnsmasq did not finish starting within {}s", START_TIMEOUT.as_secs());
+                anyhow::bail!(
+                    "dnsmasq did not finish starting within {}s (or {} does not name it)",
+                    START_TIMEOUT.as_secs(),
+                    self.pid_path().display()
+                );
             }
             std::thread::sleep(Duration::from_millis(1));
-        }
-        match self.running() {
-            Some(running) if running.as_raw() == pid => Ok(running),
-            _ => anyhow::bail!("dnsmasq (pid {pid}) started but {} does not name it", self.pid_path().display()),
         }
     }
 
