@@ -134,7 +134,7 @@ impl Plugin for DnsName {
         }
         let owner = owner(req);
         let dir = NetworkDir::new(&req.config.name);
-        let _lock = dir.lock(true)?.context("the network's directory vanished")?;
+        let lock = dir.lock(true)?.context("the network's directory vanished")?;
         cni::trace::mark("locked");
         let old = dir.read_hosts()?;
         let mut rollback = Rollback::new("dnsname");
@@ -160,10 +160,10 @@ impl Plugin for DnsName {
             Some(_) => {
                 // A new bridge or domain: dnsmasq reads its config only when it starts.
                 dir.stop()?;
-                dir.start()?;
+                dir.start(&lock)?;
             }
             None => {
-                dir.start()?;
+                dir.start(&lock)?;
             }
         }
         cni::trace::mark("server ready");
@@ -193,7 +193,7 @@ impl Plugin for DnsName {
         let conf = Config::parse(req)?;
         let (bridge, ips) = from_prev_result(req)?;
         let dir = NetworkDir::new(&req.config.name);
-        let _lock = dir.lock(false)?.with_context(|| format!("{} does not exist", dir.dir.display()))?;
+        let lock = dir.lock(false)?.with_context(|| format!("{} does not exist", dir.dir.display()))?;
         if !dir.conf_matches(&bridge, &conf.domain) {
             anyhow::bail!(
                 "{} is missing or not for bridge {bridge} and domain {}",
@@ -215,7 +215,7 @@ impl Plugin for DnsName {
         if dir.running().is_none() {
             // A server that died is started again: the names are all there.
             eprintln!("dnsname: dnsmasq of network {} was not running; starting it", req.config.name);
-            dir.start().context("restarting the network's dnsmasq")?;
+            dir.start(&lock).context("restarting the network's dnsmasq")?;
         }
         Ok(())
     }

@@ -9,9 +9,12 @@
 //!   pidfile       written by dnsmasq
 //! ```
 //!
-//! The server is Debian's `dnsmasq`, started as the reference starts it (`dnsmasq -u root
-//! --conf-file=<dir>/dnsmasq.conf`), which daemonizes: its first process exits once the server
-//! listens, or fails with the reason. It binds (`bind-dynamic`) to the bridge's addresses only,
+//! The server is Debian's `dnsmasq` with the reference's arguments (`dnsmasq -u root
+//! --conf-file=<dir>/dnsmasq.conf`) and `--keep-in-foreground`, in a session of its own: the
+//! process we spawn is the server. (The reference lets dnsmasq daemonize: fork, setsid, fork, the
+//! first process waiting for the grandchild. A DEL right after an ADD killed during that
+//! hand-over could miss the server: a /proc listing taken before the grandchild existed, checked
+//! after its parents had exited.) It binds (`bind-dynamic`) to the bridge's addresses only,
 //! answers for `addnhosts` bare and under the domain (`expand-hosts`, `local=/<domain>/`), and
 //! forwards the rest to the resolvers of `/etc/resolv.conf`.
 //!
@@ -19,6 +22,11 @@
 //! network's `--conf-file=`: the process may have died and its pid gone to another. Signals go
 //! only to such a verified pid. Starting is the one exec, and only when no server runs: a change of
 //! names is a file write and a SIGHUP.
+//!
+//! Every server of a network is started under the network's lock, and the spawned process holds
+//! that lock from its fork until dnsmasq, already running with its own command line, closes the
+//! descriptors it inherited. So a verb holding the lock sees every server of the network in /proc,
+//! even one whose ADD was killed while spawning it.
 
 use anyhow::Context;
 use cni::{Code, Error};
@@ -27,7 +35,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,7 +49,8 @@ const LOCK_FILE: &str = "lock";
 
 /// How long a verb waits for another holding the network's lock.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long dnsmasq gets to start (its first process exits once it listens) and to stop.
+/// How long dnsmasq gets to start (until it has bound its sockets and let go of our pipe) and to
+/// stop.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -70,7 +81,7 @@ pub struct NetworkDir {
 
 /// The network's lock; held until dropped.
 pub struct Lock {
-    _file: Flock<File>,
+    file: Flock<File>,
 }
 
 impl NetworkDir {
@@ -123,7 +134,7 @@ impl NetworkDir {
             let lock = flock(file, &path, deadline)?;
             let held = lock.metadata().with_context(|| format!("reading {}", path.display()))?;
             match fs::symlink_metadata(&path) {
-                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(Some(Lock { _file: lock })),
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(Some(Lock { file: lock })),
                 Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 _ if Instant::now() < deadline => continue,
                 _ => return Err(timed_out(&path)),
@@ -215,29 +226,59 @@ impl NetworkDir {
         kill(pid, Signal::SIGHUP).with_context(|| format!("sending SIGHUP to dnsmasq (pid {pid})"))
     }
 
-    /// Starts the network's server and returns its pid once it serves.
-    pub fn start(&self) -> anyhow::Result<Pid> {
+    /// Starts the network's server and returns its pid once it serves; `lock` is the network's.
+    pub fn start(&self, lock: &Lock) -> anyhow::Result<Pid> {
         let binary = find_dnsmasq().ok_or_else(|| not_installed(Code::Internal))?;
         // A server still starting for an ADD that was killed (no pid file yet) would hold the
         // port: stopped first. Then a pid file left by a dead server would otherwise be read as
         // the new one's.
         self.stop()?;
         let _ = fs::remove_file(self.pid_path());
-        let mut child = Command::new(&binary)
+        let lock_fd = lock.file.as_raw_fd();
+        let die_before_exec = cni::fault::enabled("dnsname:killed before exec");
+        let mut command = Command::new(&binary);
+        command
             .arg("-u")
             .arg("root")
             .arg(format!("--conf-file={}", self.conf_path().display()))
-            // Never the runtime's pipes: our stdout is the CNI result, and a daemon holding it
+            .arg("--keep-in-foreground")
+            // Never the runtime's pipes: our stdout is the CNI result, and a server holding it
             // open would keep the runtime waiting for its end.
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .current_dir("/")
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .current_dir("/");
+        // SAFETY: between fork and exec the closure makes only async-signal-safe calls (setsid,
+        // fcntl, kill, getppid, nanosleep) and touches no memory but its copied integers.
+        unsafe {
+            command.pre_exec(move || {
+                // Out of the runtime's session and process group: its signals to them are not
+                // for the server, which outlives this plugin.
+                if nix::libc::setsid() == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The lock (its open file, shared with us) passes into dnsmasq, which closes it
+                // with every inherited descriptor right at its start: until then this process
+                // may not yet show dnsmasq's command line, and if we are killed, the network's
+                // next verb waits for the lock and then finds the server by that line.
+                if nix::libc::fcntl(lock_fd, nix::libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if die_before_exec {
+                    // Test fault: the plugin killed while the child is still a copy of it.
+                    nix::libc::kill(nix::libc::getppid(), nix::libc::SIGKILL);
+                    let pause = nix::libc::timespec { tv_sec: 1, tv_nsec: 0 };
+                    nix::libc::nanosleep(&pause, std::ptr::null_mut());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
         cni::trace::mark("dnsmasq spawned");
+        let pid = child.id() as i32;
         // dnsmasq reports a failure (a bad config, an address in use) on stderr and in its exit
-        // status; the daemon closes its copies of the pipe, so the reader sees the end.
+        // status. Once it has bound its sockets and written its pid file it points its stdio at
+        // /dev/null: our pipe's end then means it started, unless it means that it exits.
         let mut stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -246,31 +287,32 @@ impl NetworkDir {
             let _ = tx.send(text);
         });
         let deadline = Instant::now() + START_TIMEOUT;
-        let status = loop {
+        let mut said: Option<String> = None;
+        loop {
             if let Some(status) = child.try_wait().context("waiting for dnsmasq")? {
-                break status;
+                let said = said.or_else(|| rx.recv_timeout(Duration::from_millis(500)).ok()).unwrap_or_default();
+                anyhow::bail!("dnsmasq failed ({status}): {}", said.trim());
+            }
+            if said.is_none() {
+                said = rx.try_recv().ok();
+            }
+            // After the pipe's end, checked in this order: an exiting process has lost its
+            // command line before it closes its files, so only a live server is `running`.
+            if said.is_some()
+                && let Some(running) = self.running().filter(|p| p.as_raw() == pid)
+            {
+                return Ok(running);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                anyhow::bail!("dnsmasq did not finish starting within {}s", START_TIMEOUT.as_secs());
+                anyhow::bail!(
+                    "dnsmasq did not finish starting within {}s (or {} does not name it)",
+                    START_TIMEOUT.as_secs(),
+                    self.pid_path().display()
+                );
             }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let said = rx.recv_timeout(Duration::from_millis(500)).unwrap_or_default();
-        if !status.success() {
-            anyhow::bail!("dnsmasq failed ({status}): {}", said.trim());
-        }
-        // The daemon writes its pid file before its first process exits.
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(pid) = self.running() {
-                return Ok(pid);
-            }
-            if Instant::now() > deadline {
-                anyhow::bail!("dnsmasq started but no server runs with {}", self.conf_path().display());
-            }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -278,21 +320,21 @@ impl NetworkDir {
     ///
     /// Not only the pid file's: every process run with this network's config, found in /proc. An
     /// ADD killed right after starting dnsmasq leaves a server that has not written its pid file
-    /// yet (or a first process about to fork it); the runtime's DEL must stop that one too. A
-    /// process, once seen, is waited for until it has exited, not only until its command line is
-    /// gone: an exiting process loses it before it closes its sockets, and a new server could not
-    /// bind while they are open. Only the last DEL of a network pays for the scan.
+    /// yet; the runtime's DEL must stop that one too. Holding the network's lock, we see it (see
+    /// the module's doc), and a server, being the process we spawned, never hands over to another:
+    /// one scan that finds nothing is final. (A server the reference or an operator started in
+    /// the background is found too, once it has daemonized.) A process, once seen, is waited for
+    /// until it has exited, not only until its command line is gone: an exiting process loses it
+    /// before it closes its sockets, and a new server could not bind while they are open. Only
+    /// the last DEL of a network pays for the scan.
     pub fn stop(&self) -> anyhow::Result<()> {
         let mut seen: Vec<i32> = Vec::new();
-        // Nothing found counts only once it has held for a moment: a DEL right after an ADD that
-        // was killed while dnsmasq daemonized found no process of it, and a daemon ran a moment
-        // later (the kill test, about one run in three). Costs the last DEL of a network 100 ms.
-        let mut quiet_since: Option<Instant> = None;
         for (signal, wait) in [(Signal::SIGTERM, STOP_TIMEOUT), (Signal::SIGKILL, STOP_TIMEOUT)] {
             let deadline = Instant::now() + wait;
             loop {
-                // Exited ones out first, then the scan: a process that forked the daemon and
-                // exited between a scan and this check would otherwise leave it unseen.
+                // Exited ones out first, then the scan: a process that forked (a TCP child of
+                // the server) and exited between a scan and this check would otherwise leave
+                // its child unseen.
                 seen.retain(|pid| !has_exited(*pid));
                 for pid in self.running().map(Pid::as_raw).into_iter().chain(self.scan()) {
                     if !seen.contains(&pid) && !has_exited(pid) {
@@ -300,14 +342,8 @@ impl NetworkDir {
                     }
                 }
                 if seen.is_empty() {
-                    let since = *quiet_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= QUIET {
-                        return Ok(());
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
+                    return Ok(());
                 }
-                quiet_since = None;
                 if Instant::now() > deadline {
                     break;
                 }
@@ -343,9 +379,6 @@ impl NetworkDir {
         }
     }
 }
-
-/// How long no server process of the network must be seen before a stop counts as done.
-const QUIET: Duration = Duration::from_millis(100);
 
 /// Whether `pid` is gone or a zombie (its files, sockets included, closed).
 fn has_exited(pid: i32) -> bool {

@@ -131,6 +131,21 @@ impl Net {
         std::fs::read_to_string(self.dir().join("addnhosts")).unwrap_or_default()
     }
 
+    /// Every live process (the plugin, a copy of it, dnsmasq) that has this test's run directory
+    /// as `XDG_RUNTIME_DIR` in its environment.
+    fn live_processes(&self) -> Vec<i32> {
+        let marker = format!("XDG_RUNTIME_DIR={}", self.run.path().display());
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+            if !has_exited(pid) && environ.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
     /// Kills every dnsmasq of this test's run directory (a failed test's leftovers), by PID.
     fn kill_servers(&self) {
         let root = self.run.path().display().to_string();
@@ -593,4 +608,50 @@ fn an_add_stops_a_server_that_wrote_no_pid_file_before_starting_its_own() {
     net.del(&b, &[]);
     assert!(net.servers().is_empty() && !net.dir().exists());
     assert_eq!(net.input_rules(), Vec::<String>::new());
+}
+
+#[test]
+fn an_add_killed_before_its_child_becomes_dnsmasq_is_cleaned_up_by_del() {
+    // The plugin dies while the process it spawns is still a copy of it (forked, not yet exec'd:
+    // /proc shows the plugin's command line, not dnsmasq's), as a runtime's timeout can kill it.
+    // The child goes on, a second later (the fault's pause), to exec dnsmasq. The runtime's DEL
+    // must not be done before that child is dnsmasq and stopped: a DEL that missed it would
+    // return while it still waits, and the next ADD would race its server for the port.
+    let gw4: IpAddr = GW4.parse().unwrap();
+    let net = Net::new();
+    let c = net.attach("ctr-k", "killed");
+    let out = net.dns_fault("ADD", &c, &["ka"], "dnsname:killed before exec=on");
+    assert_eq!(out.exit_code, -1, "killed by SIGKILL: {}", out.stdout);
+    assert!(net.dns_del_without_result(&c, &["ka"]).success(), "DEL");
+    assert_eq!(net.live_processes(), Vec::<i32>::new(), "a process of the killed ADD outlived the DEL");
+    assert!(net.servers().is_empty());
+    assert!(!net.dir().exists(), "{} is left", net.dir().display());
+    let (d, _) = net.add("ctr-d", "again", &[]);
+    assert_eq!(net.servers(), [net.pidfile()]);
+    assert!(answers(&d.ns, gw4, "again.dns.podman", A, &[addr_of(&d.bridge_result, 0)]));
+    net.del(&d, &[]);
+    assert!(net.servers().is_empty() && !net.dir().exists());
+}
+
+#[test]
+fn a_server_that_cannot_start_is_reported_and_nothing_is_left() {
+    let gw4: IpAddr = GW4.parse().unwrap();
+    let net = Net::new();
+    let c = net.attach("ctr-a", "alpha");
+    // Port 53 on the bridge's address is taken: dnsmasq cannot bind and says why.
+    let taken = net.host.run(|| UdpSocket::bind((gw4, 53)).expect("binding the bridge's port 53")).unwrap();
+    let out = net.dns("ADD", &c, &[]);
+    assert_eq!(out.err_code(), 999, "{}", out.stdout);
+    let msg = out.json()["msg"].as_str().unwrap().to_string();
+    assert!(msg.contains("dnsmasq failed") && msg.contains("in use"), "{msg}");
+    assert!(net.servers().is_empty());
+    assert!(!net.dir().exists(), "{} is left", net.dir().display());
+    assert_eq!(net.input_rules(), Vec::<String>::new());
+    // Once the port is free, the same ADD works.
+    drop(taken);
+    let r = net.dns("ADD", &c, &[]).ok();
+    assert_eq!(net.servers(), [net.pidfile()]);
+    assert!(answers(&c.ns, gw4, "alpha", A, &[addr_of(&r, 0)]));
+    net.del(&c, &[]);
+    assert!(net.servers().is_empty() && !net.dir().exists());
 }
