@@ -15,7 +15,15 @@ host_snapshot() {
   for d in /run /run/mount /var/lib /var/lib/cni /var/tmp /etc/cni /etc/cni/net.d /etc/containerd /etc/containers /opt /opt/cni; do
     [[ -d $d ]] && echo "$d: $(ls -A "$d" | tr '\n' ' ')"
   done
-  for d in /tmp/cni-e2e.*; do [[ -e $d && $d != "$E2E_WORK" ]] && echo "left over: $d"; done
+  # Another run's work directory is a leftover once that run has ended (two runs at once, as
+  # on a developer's machine, each saw the other's as one).
+  local owner
+  for d in /tmp/cni-e2e.*; do
+    [[ -e $d && $d != "$E2E_WORK" ]] || continue
+    owner=$(cat "$d/owner" 2>/dev/null)
+    [[ -n $owner && -d /proc/$owner ]] && continue
+    echo "left over: $d"
+  done
 }
 
 # Processes in a pid namespace other than run.sh's: every process of the sandbox is.

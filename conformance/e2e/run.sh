@@ -28,6 +28,7 @@ if [[ -z ${E2E_SANDBOX:-} ]]; then
   scenarios=()
   for s in "$@"; do scenarios+=("$(realpath -e "$s")") || exit 1; done
   E2E_WORK=$(mktemp -d /tmp/cni-e2e.XXXXXX) || exit 1
+  echo $$ > "$E2E_WORK/owner"   # host.sh: the work directory of a live run is not a leftover
   export E2E_WORK RESULTS=$E2E_WORK/results
   mkdir "$E2E_WORK/sandbox" && : > "$RESULTS"
   . "$here/host.sh"
