@@ -303,8 +303,8 @@ fn main() -> anyhow::Result<()> {
         for i in 0..opts.rounds.max(1) * 10 {
             let id = firewall::Identity::new("bench-sweep", &format!("sweep-{i}"), "eth0");
             let started = std::time::Instant::now();
-            firewall::reference::bridge_del(&id)?;
-            firewall::reference::portmap_del(&id)?;
+            firewall::reference::bridge_del(None, &id)?;
+            firewall::reference::portmap_del(None, &id)?;
             sweep.push(started.elapsed());
         }
         table.row("DEL, no reference state: bridge + portmap probes, median", sweep.median(), None);

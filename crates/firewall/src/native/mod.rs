@@ -389,6 +389,11 @@ impl Native {
         Ok(Native { sock, seq })
     }
 
+    /// The socket's descriptor, for [`crate::Nft::close_without_waiting`].
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.sock)
+    }
+
     /// Applies `batch` as one transaction. Nothing is sent if any command is unsupported.
     pub fn apply(&mut self, batch: &Value, schema: &Schema) -> Result<(), NativeError> {
         let commands = compile(batch, schema).map_err(NativeError::Unsupported)?;

@@ -82,10 +82,6 @@ fn install_firewall(a: &Attachment, backend: MasqBackend) -> anyhow::Result<()> 
 /// here when `None`), and the reference's, which includes our iptables backend's.
 fn remove_firewall(nft: Option<&Nft>, id: &Identity, known: &Known) -> anyhow::Result<()> {
     let mut failures = Failures::new();
-    // The iptables backend's chains are the reference's own, so removing the reference's state of
-    // this attachment (in whichever backend it used, found without running a program when there
-    // is none) removes ours too.
-    failures.check("removing the reference plugin's entries", firewall::reference::bridge_del(id));
     let located;
     let nft = match nft {
         Some(nft) => nft,
@@ -94,6 +90,12 @@ fn remove_firewall(nft: Option<&Nft>, id: &Identity, known: &Known) -> anyhow::R
             &located
         }
     };
+    // The iptables backend's chains are the reference's own, so removing the reference's state of
+    // this attachment (in whichever backend it used, found without running a program when there
+    // is none) removes ours too. Its probes go over `nft`'s socket, kept open until DEL returns:
+    // any nfnetlink socket closed after a deletion (portmap's, just before) waits out an RCU
+    // grace period, which the veth's removal waits out anyway.
+    failures.check("removing the reference plugin's entries", firewall::reference::bridge_del(Some(nft), id));
     failures.check("removing nftables entries", remove_nft_entries(nft, id, known));
     failures.finish()
 }
@@ -104,7 +106,7 @@ fn remove_firewall(nft: Option<&Nft>, id: &Identity, known: &Known) -> anyhow::R
 /// did not name, no prevResult, a probe or transaction that fails) takes the listing path.
 fn remove_nft_entries(nft: &Nft, id: &Identity, known: &Known) -> anyhow::Result<()> {
     let listing = || firewall::bridge::del(nft, id, &Known::default(), true, true);
-    let Ok((masq, spoof)) = firewall::bridge::chains_present(id) else { return listing() };
+    let Ok((masq, spoof)) = firewall::bridge::chains_present(Some(nft), id) else { return listing() };
     if (masq && known.addresses.is_empty()) || (spoof && known.spoof_port.is_none()) {
         return listing();
     }

@@ -134,11 +134,12 @@ fn install_masquerade(a: &Attachment, backend: MasqBackend) -> anyhow::Result<()
 /// not have made any (kind's node images may lack it): a DEL there must not fail for it.
 fn remove_masquerade(nft: Option<&Nft>, id: &Identity, addresses: Vec<IpAddr>) -> anyhow::Result<()> {
     let mut failures = Failures::new();
-    failures.check("removing the reference plugin's entries", firewall::reference::bridge_del(id));
+    // Every probe on the one socket, kept open until DEL returns (see [`firewall::nft::Getter`]).
+    failures.check("removing the reference plugin's entries", firewall::reference::bridge_del(nft, id));
     // Nothing of ours without the attachment's masquerade chain: a GET first, since a transaction
     // that fails for want of it waits out an RCU grace period (kind's nodes run ptp without
     // ipMasq; a node where the bridge plugin made the table would pay that on every DEL).
-    let ours_possible = firewall::bridge::chains_present(id).map(|(masq, _)| masq).unwrap_or(true);
+    let ours_possible = firewall::bridge::chains_present(nft, id).map(|(masq, _)| masq).unwrap_or(true);
     let removed = nft.filter(|_| ours_possible).map_or(Ok(()), |nft| {
         let known = Known { addresses, spoof_port: None };
         if !known.addresses.is_empty()
