@@ -12,8 +12,10 @@
 //!
 //! The socket stays open as long as the [`Native`] value. Closing an nfnetlink socket right after
 //! a transaction that deleted objects waits for an RCU grace period (the kernel flushes pending
-//! destruction first), so a plugin that deletes and then does other slow work (removing a veth)
-//! should keep it open until the end, when the grace period has passed.
+//! destruction first, holding the commit mutex), so a plugin that deletes and then does other slow
+//! work (removing a veth) keeps it open until the end, when the grace period has passed, and asks
+//! its probes on it (`nft::Getter`); one whose deletion is its last act hands it to
+//! [`crate::Nft::close_without_waiting`].
 
 pub mod decode;
 mod expr;

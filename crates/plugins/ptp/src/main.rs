@@ -134,7 +134,8 @@ fn install_masquerade(a: &Attachment, backend: MasqBackend) -> anyhow::Result<()
 /// not have made any (kind's node images may lack it): a DEL there must not fail for it.
 fn remove_masquerade(nft: Option<&Nft>, id: &Identity, addresses: Vec<IpAddr>) -> anyhow::Result<()> {
     let mut failures = Failures::new();
-    // Every probe on the one socket, kept open until DEL returns (see [`firewall::nft::Getter`]).
+    // Every probe on the one socket, kept open until DEL returns: any nfnetlink socket closed after
+    // a deletion (portmap's, a moment ago) waits out an RCU grace period.
     failures.check("removing the reference plugin's entries", firewall::reference::bridge_del(nft, id));
     // Nothing of ours without the attachment's masquerade chain: a GET first, since a transaction
     // that fails for want of it waits out an RCU grace period (kind's nodes run ptp without
