@@ -163,7 +163,9 @@ impl Nft {
     /// so forking a process with other threads is sound. If fork fails the socket is closed
     /// here, and without the barrier (nohz_full kernels) the child just closes it: the wait is
     /// paid as before. Any nfnetlink socket this process closes afterwards waits all the same,
-    /// so this comes last.
+    /// so this comes last, in a process about to exit: the child is not waited for, it is reaped
+    /// as an orphan (by init, or by a runtime that made itself subreaper, as CRI-O and
+    /// containerd with `subreaper = true` do, each with a reaper).
     pub fn close_without_waiting(self) {
         let fd = match self.native.lock().as_deref() {
             Ok(NativeState::Open(native)) => native.raw_fd(),
