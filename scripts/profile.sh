@@ -67,7 +67,9 @@ end = time.monotonic_ns()
 if p.returncode != 0:
     sys.exit(p.stdout + p.stderr)
 print(f"cni-trace cnitool {start} start")
-print("\n".join(l for l in p.stderr.splitlines() if l.startswith("cni-trace ")))
+for l in p.stderr.splitlines():
+    if l.startswith("cni-trace "):
+        print(l)
 print(f"cni-trace cnitool {end} end")
 PY
 }
