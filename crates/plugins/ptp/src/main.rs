@@ -264,9 +264,9 @@ impl Plugin for Ptp {
         let mut failures = Failures::new();
 
         // Masquerade first and by identity, whatever ipMasq says now and whether or not the
-        // netns, the link or a prevResult is left.
-        // The nftables socket stays open until DEL returns: closing it right after a deletion
-        // waits out an RCU grace period, which the veth's removal below waits out anyway.
+        // netns, the link or a prevResult is left. The nftables socket stays open until DEL
+        // returns, and is then released without waiting: closing it within an RCU grace period
+        // of a deletion (ours, or portmap's a moment ago) waits out the rest of it.
         let addresses = prev.map(|p| p.ips.iter().map(|ip| ip.address.ip()).collect()).unwrap_or_default();
         let nft = Nft::locate().ok();
         failures.check("removing masquerade", remove_masquerade(nft.as_ref(), &identity(req), addresses));
@@ -275,10 +275,12 @@ impl Plugin for Ptp {
         // Deleting the container end removes the pair, and with it the host routes and gateway
         // addresses. Without the namespace, a host end that is still there goes instead.
         let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
+            // Returns once the pair is gone from both namespaces, routes and addresses with it,
+            // without waiting for the kernel to free it (netkit's delete_link_detached).
             Some(ns) => ns.run(|| -> anyhow::Result<()> {
                 let mut rtnl = Rtnl::open()?;
                 if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
-                    rtnl.delete_link(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
+                    rtnl.delete_link_detached(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
                 }
                 Ok(())
             })?,
@@ -289,6 +291,9 @@ impl Plugin for Ptp {
 
         if req.config.ipam_type.is_some() {
             failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
+        }
+        if let Some(nft) = nft {
+            nft.close_without_waiting();
         }
         failures.finish()
     }
