@@ -278,8 +278,9 @@ impl Plugin for Bridge {
 
         // Firewall entries first, by identity: they must go even without a netns or prevResult,
         // and whatever ipMasq or macspoofchk say now (they may have been switched off since ADD).
-        // The nftables socket stays open until DEL returns: closing it right after a deletion
-        // waits out an RCU grace period, which the veth's removal below waits out anyway.
+        // The nftables socket stays open until DEL returns, and is then released without waiting:
+        // closing it within an RCU grace period of a deletion (ours, or portmap's a moment ago)
+        // waits out the rest of it.
         let known = Known {
             addresses: prev.map(|p| p.ips.iter().map(|ip| ip.address.ip()).collect()).unwrap_or_default(),
             spoof_port: host_veth.clone().filter(|p| !p.is_empty()),
@@ -290,12 +291,14 @@ impl Plugin for Bridge {
         cni::trace::mark("firewall removed");
 
         // The interface: deleting the container end removes the pair. Without the namespace, a
-        // host end that is still there (the namespace outlived its path) goes instead.
+        // host end that is still there (the namespace outlived its path) goes instead. Returns
+        // once the pair is gone from both namespaces (off the bridge, its neighbours and routes
+        // with it), without waiting for the kernel to free it (netkit's delete_link_detached).
         let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
             Some(ns) => ns.run(|| -> anyhow::Result<()> {
                 let mut rtnl = Rtnl::open()?;
                 if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
-                    rtnl.delete_link(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
+                    rtnl.delete_link_detached(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
                 }
                 Ok(())
             })?,
@@ -306,6 +309,9 @@ impl Plugin for Bridge {
 
         if req.config.ipam_type.is_some() {
             failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
+        }
+        if let Some(nft) = nft {
+            nft.close_without_waiting();
         }
         failures.finish()
     }
