@@ -1,22 +1,50 @@
 #!/usr/bin/env bash
-# Where a chain ADD and DEL spend their time: runs the bench's chain (bridge + host-local +
-# portmap through cnitool) N times with CNI_RS_TRACE=1 inside the sandbox, and prints the median
-# time between consecutive trace marks, with cnitool's own start and end around them.
+# Where a chain ADD and DEL spend their time: runs one of the bench's chains through cnitool N
+# times with CNI_RS_TRACE=1 inside the sandbox, and prints the median time between consecutive
+# trace marks, with cnitool's own start and end around them.
 #   scripts/profile.sh [N [POPULATION]]
 #     N runs (default 30) with POPULATION containers attached beforehand (default 0); uses
 #     target/release and target/tools/cnitool. PROFILE_CONTAINER_IPV6=off disables IPv6 in every
 #     container namespace first (see below). Also prints the machine's CPU time per run by kind.
+#     PROFILE_CHAIN picks the chain: bridge (default: bridge + host-local + portmap), kind
+#     (ptp + host-local + portmap at 0.3.1) or k3s (bridge + host-local + portmap + bandwidth,
+#     with the bandwidth capability). PROFILE_PLUGINS=DIR runs another plugin set (the
+#     reference's /usr/lib/cni: its plugins print no trace marks, so only the total is shown).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/scripts/sandbox.sh" "$@"
 n=${1:-30}
 population=${2:-0}
-cat > "$NETCONFPATH/prof.conflist" <<JSON
+plugins=$(realpath "${PROFILE_PLUGINS:-$top/target/release}")
+extra_caps=
+case ${PROFILE_CHAIN:-bridge} in
+bridge) cat > "$NETCONFPATH/prof.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "prof", "plugins": [
   {"type": "bridge", "bridge": "cni-prof", "isGateway": true, "ipMasq": true,
    "ipam": {"type": "host-local", "dataDir": "$SANDBOX_WORK/ipam", "ranges": [[{"subnet": "10.77.0.0/16"}]]}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 JSON
+  ;;
+kind) cat > "$NETCONFPATH/prof.conflist" <<JSON
+{"cniVersion": "0.3.1", "name": "prof", "plugins": [
+  {"type": "ptp", "ipMasq": false, "mtu": 1400,
+   "ipam": {"type": "host-local", "dataDir": "$SANDBOX_WORK/ipam", "ranges": [[{"subnet": "10.77.0.0/16"}]],
+            "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
+  ;;
+k3s) cat > "$NETCONFPATH/prof.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "prof", "plugins": [
+  {"type": "bridge", "bridge": "cni-prof", "isGateway": true, "isDefaultGateway": true, "hairpinMode": true,
+   "forceAddress": true, "ipMasq": false, "mtu": 1450,
+   "ipam": {"type": "host-local", "dataDir": "$SANDBOX_WORK/ipam", "ranges": [[{"subnet": "10.77.0.0/16"}]]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+  {"type": "bandwidth", "capabilities": {"bandwidth": true}}]}
+JSON
+  extra_caps=',"bandwidth":{"ingressRate":8000000,"ingressBurst":800000,"egressRate":8000000,"egressBurst":800000}'
+  ;;
+*) echo "profile.sh: PROFILE_CHAIN is bridge, kind or k3s" >&2; exit 2 ;;
+esac
 for i in $(seq 0 "$n"); do ip netns add "p$i"; done
 for i in $(seq 1 "$population"); do ip netns add "bg$i"; done
 # PROFILE_CONTAINER_IPV6=off: the control experiment for growth. Every container's IPv6 link-local
@@ -28,24 +56,26 @@ if [ "${PROFILE_CONTAINER_IPV6:-on}" = off ]; then
   done
 fi
 run() { # VERB I: one cnitool run, its trace lines framed by "runtime start" and "runtime end"
-  local caps="{\"portMappings\":[{\"hostPort\":$((20000 + $2)),\"containerPort\":80,\"protocol\":\"tcp\"}]}"
-  python3 - "$1" "$2" "$caps" "$top" <<'PY'
+  local caps="{\"portMappings\":[{\"hostPort\":$((20000 + $2)),\"containerPort\":80,\"protocol\":\"tcp\"}]$extra_caps}"
+  python3 - "$1" "$2" "$caps" "$top" "$plugins" <<'PY'
 import os, subprocess, sys, time
-verb, i, caps, top = sys.argv[1:]
-env = dict(os.environ, CNI_PATH=f"{top}/target/release", CAP_ARGS=caps, CNI_RS_TRACE="1")
+verb, i, caps, top, plugins = sys.argv[1:]
+env = dict(os.environ, CNI_PATH=plugins, CAP_ARGS=caps, CNI_RS_TRACE="1")
 start = time.monotonic_ns()
 p = subprocess.run([f"{top}/target/tools/cnitool", verb, "prof", f"/run/netns/p{i}"], env=env, capture_output=True, text=True)
 end = time.monotonic_ns()
 if p.returncode != 0:
     sys.exit(p.stdout + p.stderr)
 print(f"cni-trace cnitool {start} start")
-print("\n".join(l for l in p.stderr.splitlines() if l.startswith("cni-trace ")))
+for l in p.stderr.splitlines():
+    if l.startswith("cni-trace "):
+        print(l)
 print(f"cni-trace cnitool {end} end")
 PY
 }
 run add 0 >/dev/null; run del 0 >/dev/null   # warm-up: the bridge and tables exist afterwards
 for i in $(seq 1 "$population"); do
-  CNI_PATH=$top/target/release CAP_ARGS="{\"portMappings\":[{\"hostPort\":$((40000 + i)),\"containerPort\":80,\"protocol\":\"tcp\"}]}" \
+  CNI_PATH=$plugins CAP_ARGS="{\"portMappings\":[{\"hostPort\":$((40000 + i)),\"containerPort\":80,\"protocol\":\"tcp\"}]$extra_caps}" \
     "$top/target/tools/cnitool" add prof "/run/netns/bg$i" >/dev/null
 done
 # CPU time of the whole machine (both CPUs) by kind, in ms, and NET_RX softirqs: what a verb

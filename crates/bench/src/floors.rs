@@ -2,7 +2,7 @@
 //! loopback plugin alone) plus the kernel's cost to create or delete one veth pair between two
 //! namespaces, timed with `ip`.
 
-use crate::chain::{netns_add, netns_del};
+use crate::chain::Runner;
 use crate::stats::Samples;
 use anyhow::Context;
 use std::path::Path;
@@ -35,38 +35,23 @@ fn timed(cmd: &mut Command) -> anyhow::Result<Duration> {
 }
 
 pub fn measure(plugin_dir: &Path, cnitool: &Path, work: &Path, rounds: usize) -> anyhow::Result<Floors> {
-    let conf_dir = work.join("net.d-floor");
-    std::fs::create_dir_all(&conf_dir)?;
-    std::fs::write(
-        conf_dir.join("floor.conflist"),
-        r#"{"cniVersion": "1.0.0", "name": "floor", "plugins": [{"type": "loopback"}]}"#,
-    )?;
-    netns_add("floor-c")?;
-    let outcome = (|| {
+    let conflist = serde_json::json!({"cniVersion": "1.0.0", "name": "floor", "plugins": [{"type": "loopback"}]});
+    let run = Runner::new("ours", "floor", "floor-c", plugin_dir, cnitool, work, &conflist)?;
+    run.with_containers(0..1, || {
         let mut f = Floors::default();
-        let cni = |verb: &str| {
-            timed(
-                Command::new(cnitool)
-                    .args([verb, "floor", "/run/netns/floor-c"])
-                    .env("CNI_PATH", plugin_dir)
-                    .env("NETCONFPATH", &conf_dir),
-            )
-        };
-        cni("add")?;
-        cni("del")?;
+        run.verb("add", 0)?;
+        run.verb("del", 0)?;
         for _ in 0..rounds {
-            f.cnitool_add.push(cni("add")?);
-            f.cnitool_del.push(cni("del")?);
+            f.cnitool_add.push(run.verb("add", 0)?);
+            f.cnitool_del.push(run.verb("del", 0)?);
         }
         for _ in 0..rounds {
             f.veth_add.push(timed(
                 Command::new("ip")
-                    .args(["link", "add", "floor0", "type", "veth", "peer", "name", "eth0", "netns", "floor-c"]),
+                    .args(["link", "add", "floor0", "type", "veth", "peer", "name", "eth0", "netns", "floor-c0"]),
             )?);
             f.veth_del.push(timed(Command::new("ip").args(["link", "del", "floor0"]))?);
         }
         Ok(f)
-    })();
-    netns_del("floor-c");
-    outcome
+    })
 }

@@ -6,8 +6,7 @@ use crate::chain::{netns_add, netns_del};
 use crate::stats::Samples;
 use anyhow::Context;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 pub const PLUGINS: [&str; 4] = ["bridge", "host-local", "portmap", "loopback"];
@@ -132,37 +131,17 @@ pub fn measure(dir: &Path, label: &str, index: u32, work: &Path, rounds: usize) 
 /// The `nft`, `iptables*` and `ip6tables*` processes one chain ADD and one DEL start (counted
 /// with strace), or `None` without strace.
 pub fn firewall_processes(chain: &crate::chain::Chain, n: usize) -> anyhow::Result<Option<(usize, usize)>> {
-    let strace = ["/usr/bin/strace", "/bin/strace"].into_iter().map(PathBuf::from).find(|p| p.is_file());
-    let Some(strace) = strace else { return Ok(None) };
-    let count = |verb: &str| -> anyhow::Result<usize> {
-        let log = std::env::temp_dir().join(format!("cni-bench-strace-{}-{verb}", std::process::id()));
-        let caps = r#"{"portMappings":[{"hostPort":9999,"containerPort":80,"protocol":"tcp"}]}"#;
-        let netns = format!("/run/netns/{}-c{n}", chain.label);
-        let status = Command::new(&strace)
-            .args(["-f", "-qq", "-e", "trace=execve", "-o"])
-            .arg(&log)
-            .arg(&chain.cnitool)
-            .args([verb, &chain.network(), &netns])
-            .env("CNI_PATH", &chain.plugin_dir)
-            .env("NETCONFPATH", &chain.conf_dir)
-            .env("CAP_ARGS", caps)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        anyhow::ensure!(status.success(), "cnitool {verb} under strace failed");
-        let text = std::fs::read_to_string(&log)?;
-        let _ = std::fs::remove_file(&log);
-        Ok(text.lines().filter(|l| l.contains("execve(") && l.ends_with("= 0") && is_firewall_exec(l)).count())
-    };
-    netns_add(&format!("{}-c{n}", chain.label))?;
-    let counted = count("add").and_then(|a| count("del").map(|d| (a, d)));
-    netns_del(&format!("{}-c{n}", chain.label));
-    counted.map(Some)
+    let run = &chain.runner;
+    run.with_containers(n..n + 1, || {
+        let add = run.processes("add", n)?;
+        let del = run.processes("del", n)?;
+        Ok(add.zip(del).map(|(a, d)| (a.firewall, d.firewall)))
+    })
 }
 
-pub fn is_firewall_exec(line: &str) -> bool {
-    let Some(path) = line.split('"').nth(1) else { return false };
-    let name = path.rsplit('/').next().unwrap_or(path);
+/// Whether `program` is `nft`, `iptables*` or `ip6tables*`.
+pub fn is_firewall_program(program: &Path) -> bool {
+    let name = program.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     name == "nft" || name.starts_with("iptables") || name.starts_with("ip6tables")
 }
 
@@ -176,10 +155,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn firewall_execs_are_recognised_by_name() {
-        assert!(is_firewall_exec(r#"123 execve("/usr/sbin/nft", ["nft", "-j"], 0x0 /* 3 vars */) = 0"#));
-        assert!(is_firewall_exec(r#"123 execve("/usr/sbin/iptables-restore", ["x"], 0x0) = 0"#));
-        assert!(is_firewall_exec(r#"123 execve("/usr/sbin/ip6tables", ["x"], 0x0) = 0"#));
-        assert!(!is_firewall_exec(r#"123 execve("/opt/cni/bin/portmap", ["portmap"], 0x0) = 0"#));
+    fn firewall_programs_are_recognised_by_name() {
+        assert!(is_firewall_program(Path::new("/usr/sbin/nft")));
+        assert!(is_firewall_program(Path::new("/usr/sbin/iptables-restore")));
+        assert!(is_firewall_program(Path::new("/usr/sbin/ip6tables")));
+        assert!(!is_firewall_program(Path::new("/opt/cni/bin/portmap")));
     }
 }

@@ -305,12 +305,13 @@ pub fn del_batch(id: &Identity, known: &Known, masquerade: bool, spoof_check: bo
 /// Which of the attachment's chains exist: (masquerade, spoof check). Asked over nfnetlink with a
 /// GET each and no program, before anything is deleted: a transaction that fails because a chain
 /// is absent waits out an RCU grace period, and so does the first request after a deletion, so a
-/// DEL that tried one kind after the other paid about 14 ms for nothing.
-pub fn chains_present(id: &Identity) -> anyhow::Result<(bool, bool)> {
-    use crate::native::{Native, msg::k};
-    let mut native = Native::open()?;
+/// DEL that tried one kind after the other paid about 14 ms for nothing. On `nft`'s socket when
+/// given (see [`crate::nft::Getter`]).
+pub fn chains_present(nft: Option<&Nft>, id: &Identity) -> anyhow::Result<(bool, bool)> {
+    use crate::native::msg::k;
+    let mut getter = crate::nft::Getter::open(nft)?;
     let mut has = |family, chain: String| {
-        native.has_chain(family, TABLE, &chain).map_err(|e| anyhow::anyhow!("probing chain {chain}: {e}"))
+        getter.chain(family, TABLE, &chain).map_err(|e| anyhow::anyhow!("probing chain {chain}: {e}"))
     };
     Ok((has(k::NFPROTO_INET, id.chain("masq"))?, has(k::NFPROTO_BRIDGE, id.chain("spoof"))?))
 }

@@ -148,6 +148,51 @@ impl Nft {
         }
     }
 
+    /// Closes the nfnetlink socket without this process, or the next plugin, waiting for what the
+    /// kernel does then.
+    ///
+    /// A transaction that deleted anything leaves destruction work that waits out an RCU grace
+    /// period (13 ms on two busy CPUs, HZ=250). Releasing an nfnetlink socket (and a process's
+    /// exit releases it all the same) flushes that work *holding the namespace's nf_tables commit
+    /// mutex*, which every transaction and every network device's removal in the namespace take:
+    /// so portmap's DEL made the runtime wait for it, and whatever came next (bridge's
+    /// transaction, the veth's removal) waited behind it. Here a forked child, holding nothing
+    /// but a copy of the socket, waits for a grace period without any lock (`membarrier`'s global
+    /// barrier is `synchronize_rcu`), by then the work is done, then releases the socket and
+    /// exits; this process returns at once. The child only makes async-signal-safe system calls,
+    /// so forking a process with other threads is sound. If fork fails the socket is closed
+    /// here, and without the barrier (nohz_full kernels) the child just closes it: the wait is
+    /// paid as before. Any nfnetlink socket this process closes afterwards waits all the same,
+    /// so this comes last, in a process about to exit: the child is not waited for, it is reaped
+    /// as an orphan (by init, or by a runtime that made itself subreaper, as CRI-O and
+    /// containerd with `subreaper = true` do, each with a reaper).
+    pub fn close_without_waiting(self) {
+        let fd = match self.native.lock().as_deref() {
+            Ok(NativeState::Open(native)) => native.raw_fd(),
+            _ => return,
+        };
+        // SAFETY: the child runs only async-signal-safe system calls on integers and exits.
+        if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+            // SAFETY: closing descriptors of this (child) process and exiting without unwinding.
+            unsafe {
+                if fd > 0 {
+                    nix::libc::syscall(nix::libc::SYS_close_range, 0u32, (fd - 1) as u32, 0u32);
+                }
+                nix::libc::syscall(nix::libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32);
+                const MEMBARRIER_CMD_GLOBAL: nix::libc::c_int = 1;
+                nix::libc::syscall(nix::libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0u32, 0);
+                nix::libc::close(fd);
+                nix::libc::_exit(0);
+            }
+        }
+        // The parent's copy goes with `self`; the child's keeps the socket alive until it exits.
+    }
+
+    /// Whether batches and listings go over netlink (the socket is opened now if need be).
+    fn netlink_usable(&self) -> bool {
+        self.with_native(|_| Ok(())).is_ok()
+    }
+
     /// Fails with what needed the program when there is none.
     fn need_binary(&self, why: &NativeError) -> anyhow::Result<()> {
         if self.found().is_some() {
@@ -200,6 +245,44 @@ impl Nft {
             return Err(NftError { action: action.to_string(), stderr }.into());
         }
         Ok(out.stdout)
+    }
+}
+
+/// A socket for existence probes (one GET each): the plugin's [`Nft`] when netlink is its
+/// transport, else one of its own. Sharing matters on DEL: every nfnetlink socket closed after a
+/// deletion in the namespace (another plugin's, a moment ago) waits out an RCU grace period, so a
+/// plugin asks everything on the one socket it keeps open to the end.
+pub(crate) enum Getter<'a> {
+    Shared(&'a Nft),
+    Own(Native),
+}
+
+impl Getter<'_> {
+    pub(crate) fn open(nft: Option<&Nft>) -> std::io::Result<Getter<'_>> {
+        match nft {
+            Some(nft) if nft.netlink_usable() => Ok(Getter::Shared(nft)),
+            _ => Native::open().map(Getter::Own),
+        }
+    }
+
+    fn ask(&mut self, f: impl FnOnce(&mut Native) -> Result<bool, NativeError>) -> std::io::Result<bool> {
+        let answer = match self {
+            Getter::Shared(nft) => nft.with_native(f),
+            Getter::Own(native) => f(native),
+        };
+        answer.map_err(|e| match e {
+            NativeError::Io(e) => e,
+            NativeError::Kernel { errno, .. } => std::io::Error::from_raw_os_error(errno),
+            other => std::io::Error::other(other.to_string()),
+        })
+    }
+
+    pub(crate) fn table(&mut self, family: u8, table: &str) -> std::io::Result<bool> {
+        self.ask(|n| n.has_table(family, table))
+    }
+
+    pub(crate) fn chain(&mut self, family: u8, table: &str, chain: &str) -> std::io::Result<bool> {
+        self.ask(|n| n.has_chain(family, table, chain))
     }
 }
 

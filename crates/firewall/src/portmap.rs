@@ -421,15 +421,20 @@ fn read_back(a: &Attachment, dnat: &Value, masq: bool) -> Attachment {
     found
 }
 
-/// Removes an attachment's ports and masquerade entries. With the mappings known, one
-/// transaction; without them, read back from the attachment's own two chains first (never a
-/// listing of the whole table); when a key is shared or part is already gone, exactly what a
-/// listing shows for the identity. Returns the UDP host ports that were published (for conntrack
-/// cleanup).
+/// Removes an attachment's ports and masquerade entries. With the mappings and the container's
+/// addresses known, one transaction; without either, read back from the attachment's own two
+/// chains first (never a listing of the whole table); when a key is shared or part is already
+/// gone, exactly what a listing shows for the identity. Returns the UDP host ports that were
+/// published (for conntrack cleanup).
+///
+/// The addresses are unknown on every DEL of a config older than 0.4.0 (kind's is 0.3.1): libcni
+/// passes no prevResult there, while the mappings still come as runtimeConfig. A transaction
+/// planned without them would delete the chain but not the map elements jumping to it, fail
+/// (EBUSY), and make the process wait out an RCU grace period (about 14 ms) before the listing.
 pub fn del(nft: &Nft, a: &Attachment) -> anyhow::Result<Vec<u16>> {
     let (chain, masq_chain) = (a.chain(), a.masq_chain());
     let mut ports = udp_ports(a);
-    let known = if a.mappings.is_empty() {
+    let known = if a.mappings.is_empty() || a.addresses().next().is_none() {
         let dnat = nft.list(&["chain", INET, TABLE, &chain])?;
         let masq = nft.list(&["chain", INET, TABLE, &masq_chain])?.is_some();
         cni::trace::mark("portmap chains read");

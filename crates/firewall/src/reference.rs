@@ -22,36 +22,10 @@
 use crate::identity::{Identity, iptables_chain};
 use crate::iptables::{Iptables, Variant};
 use crate::native::msg::k;
-use crate::native::{Native, NativeError};
-use crate::nft::{self, Nft};
+use crate::nft::{self, Getter, Nft};
 use anyhow::Context;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-
-/// Asks nf_tables whether a table or chain exists, one request at a time.
-struct Probe(Native);
-
-impl Probe {
-    fn open() -> std::io::Result<Probe> {
-        Native::open().map(Probe)
-    }
-
-    fn answer(r: Result<bool, NativeError>) -> std::io::Result<bool> {
-        r.map_err(|e| match e {
-            NativeError::Io(e) => e,
-            NativeError::Kernel { errno, .. } => std::io::Error::from_raw_os_error(errno),
-            other => std::io::Error::other(other.to_string()),
-        })
-    }
-
-    fn table(&mut self, family: u8, table: &str) -> std::io::Result<bool> {
-        Probe::answer(self.0.has_table(family, table))
-    }
-
-    fn chain(&mut self, family: u8, table: &str, chain: &str) -> std::io::Result<bool> {
-        Probe::answer(self.0.has_chain(family, table, chain))
-    }
-}
 
 /// Whether legacy x_tables has instantiated its `nat` table in this namespace.
 fn legacy_nat(ipv6: bool) -> bool {
@@ -71,10 +45,10 @@ struct Present {
 
 /// Probes for the given iptables chains (in both families and both variants), nftables tables and
 /// `bridge nat` chains. `chains` empty means "any state in the nat table" (for GC, which cannot
-/// name the chains of containers it does not know).
-fn probe(chains: &[String], tables: &[(&'static str, &'static str)], spoof: &[String]) -> Present {
+/// name the chains of containers it does not know). On `nft`'s socket when there is one.
+fn probe(nft: Option<&Nft>, chains: &[String], tables: &[(&'static str, &'static str)], spoof: &[String]) -> Present {
     let mut present = Present { xtables: Vec::new(), nft_tables: Vec::new(), spoof_chains: Vec::new() };
-    let mut p = match Probe::open() {
+    let mut p = match Getter::open(nft) {
         Ok(p) => Some(p),
         Err(e) => {
             // No nf_tables in this kernel: only legacy x_tables state can exist.
@@ -156,11 +130,12 @@ const MASQ_TABLE: (&str, &str) = ("inet", "cni_plugins_masquerade");
 const HOSTPORT_TABLES: [(&str, &str); 2] = [("ip", "cni_hostport"), ("ip6", "cni_hostport")];
 
 /// Removes what the reference's bridge plugin installed for this attachment: ipMasq in either
-/// backend and the MAC spoof check. Nothing there is success.
-pub fn bridge_del(id: &Identity) -> anyhow::Result<()> {
+/// backend and the MAC spoof check. Nothing there is success. Probes on `nft`'s socket when
+/// given (see [`Getter`]).
+pub fn bridge_del(nft: Option<&Nft>, id: &Identity) -> anyhow::Result<()> {
     let chain = iptables_chain("", &id.network, &id.container_id);
     let spoof = spoof_chain(id);
-    let present = probe(std::slice::from_ref(&chain), &[MASQ_TABLE], std::slice::from_ref(&spoof));
+    let present = probe(nft, std::slice::from_ref(&chain), &[MASQ_TABLE], std::slice::from_ref(&spoof));
     let mut failures = cni::Failures::new();
     for (ipv6, variant) in present.xtables {
         let removed = Iptables::variant(ipv6, variant)
@@ -223,7 +198,7 @@ fn remove_spoof_check(nft: &Nft, chain: &str) -> anyhow::Result<()> {
 /// `valid` (GC). Its spoof-check chains name no network, so GC of one network cannot tell whose
 /// they are; DEL removes them.
 pub fn bridge_gc(network: &str, valid: &[Identity]) -> anyhow::Result<()> {
-    let present = probe(&[], &[MASQ_TABLE], &[]);
+    let present = probe(None, &[], &[MASQ_TABLE], &[]);
     let mut failures = cni::Failures::new();
     let containers: BTreeSet<String> = valid.iter().map(|v| v.container_id.clone()).collect();
     for (ipv6, variant) in present.xtables {
@@ -246,11 +221,11 @@ pub fn bridge_gc(network: &str, valid: &[Identity]) -> anyhow::Result<()> {
 /// Removes what the reference's portmap plugin installed for this attachment, in either backend;
 /// returns the UDP host ports it published (for conntrack). Its nftables rules are commented
 /// with the container ID alone, so they go for every network of that container, as the
-/// reference's own DEL does.
-pub fn portmap_del(id: &Identity) -> anyhow::Result<Vec<u16>> {
+/// reference's own DEL does. Probes on `nft`'s socket when given (see [`Getter`]).
+pub fn portmap_del(nft: Option<&Nft>, id: &Identity) -> anyhow::Result<Vec<u16>> {
     let dnat = crate::iptables_portmap::dnat_chain(&id.network, &id.container_id);
     let snat = crate::iptables_portmap::old_snat_chain(&id.network, &id.container_id);
-    let present = probe(&[dnat, snat], &HOSTPORT_TABLES, &[]);
+    let present = probe(nft, &[dnat, snat], &HOSTPORT_TABLES, &[]);
     let mut failures = cni::Failures::new();
     let mut udp = Vec::new();
     for (ipv6, variant) in present.xtables {
@@ -300,7 +275,7 @@ fn hostport_udp_ports(nft: &Nft, family: &str, table: &str, container_id: &str) 
 /// Removes the reference portmap plugin's iptables mappings of `network`'s containers that are
 /// not in `valid` (GC). Its nftables rules name no network, so GC cannot tell whose they are.
 pub fn portmap_gc(network: &str, valid: &[Identity]) -> anyhow::Result<Vec<u16>> {
-    let present = probe(&[], &[], &[]);
+    let present = probe(None, &[], &[], &[]);
     let containers: BTreeSet<String> = valid.iter().map(|v| v.container_id.clone()).collect();
     let mut failures = cni::Failures::new();
     let mut udp = Vec::new();

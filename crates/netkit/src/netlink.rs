@@ -94,6 +94,11 @@ where
         Ok(Socket { sock, seq: 0, _message: PhantomData })
     }
 
+    /// The socket's descriptor.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.sock)
+    }
+
     /// Sends `msg` with `flags` (NLM_F_REQUEST and NLM_F_ACK are added) and waits for the ACK.
     pub fn execute(&mut self, msg: M, flags: u16) -> Result<(), NlError> {
         self.exchange(msg, flags | NLM_F_ACK).map(|_| ())

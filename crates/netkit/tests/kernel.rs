@@ -81,6 +81,35 @@ fn veth_peer_is_created_directly_in_the_other_namespace() {
 }
 
 #[test]
+fn a_detached_deletion_returns_with_the_pair_and_its_routes_gone() {
+    let (host, container) = (new_netns(), new_netns());
+    let mut rtnl = Rtnl::open_in(&host).unwrap();
+    let pair = |name| VethPair { name, peer_name: "eth0", peer_ns: Some(container.as_fd()), ..Default::default() };
+    rtnl.create_veth(&pair("veth-d")).unwrap();
+    ip(&host, "link set veth-d up");
+    ip(&host, "route add 10.9.0.2/32 dev veth-d");
+    // From a thread in the container's namespace, as a plugin's DEL does it.
+    container
+        .run(|| {
+            let mut inside = Rtnl::open().unwrap();
+            let eth0 = inside.link_by_name("eth0").unwrap().unwrap();
+            inside.delete_link_detached(eth0.index).unwrap();
+            // Gone already: success.
+            inside.delete_link_detached(eth0.index).unwrap();
+        })
+        .unwrap();
+    assert!(link(&container, "eth0").is_none());
+    assert!(link(&host, "veth-d").is_none(), "the peer went with it");
+    assert!(!ip(&host, "route show").contains("10.9.0.2"), "{}", ip(&host, "route show"));
+    // A handle of another namespace than the calling thread's: the plain deletion, same result.
+    rtnl.create_veth(&pair("veth-e")).unwrap();
+    let index = rtnl.link_by_name("veth-e").unwrap().unwrap().index;
+    rtnl.delete_link_detached(index).unwrap();
+    assert!(link(&host, "veth-e").is_none());
+    assert!(link(&container, "eth0").is_none());
+}
+
+#[test]
 fn bridge_ports_get_master_hairpin_and_isolation() {
     let ns = new_netns();
     let mut rtnl = Rtnl::open_in(&ns).unwrap();

@@ -12,8 +12,10 @@
 //!
 //! The socket stays open as long as the [`Native`] value. Closing an nfnetlink socket right after
 //! a transaction that deleted objects waits for an RCU grace period (the kernel flushes pending
-//! destruction first), so a plugin that deletes and then does other slow work (removing a veth)
-//! should keep it open until the end, when the grace period has passed.
+//! destruction first, holding the commit mutex), so a plugin that deletes and then does other slow
+//! work (removing a veth) keeps it open until the end, when the grace period has passed, and asks
+//! its probes on it (`nft::Getter`); one whose deletion is its last act hands it to
+//! [`crate::Nft::close_without_waiting`].
 
 pub mod decode;
 mod expr;
@@ -389,6 +391,11 @@ impl Native {
         let sock = socket()?;
         let seq = std::process::id().wrapping_shl(12);
         Ok(Native { sock, seq, torn: false })
+    }
+
+    /// The socket's descriptor, for [`crate::Nft::close_without_waiting`].
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.sock)
     }
 
     /// Applies `batch` as one transaction. Nothing is sent if any command is unsupported.

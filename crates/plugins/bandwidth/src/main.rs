@@ -131,7 +131,9 @@ fn remove_ifb(host: &mut Rtnl, name: &str, unshape: bool) -> anyhow::Result<()> 
     {
         failures.check("removing the host veth's qdiscs", unshape_host_veth(host, link.index));
     }
-    match host.delete_link(ifb.index) {
+    // Returns once the ifb is gone (its qdiscs and the veth's redirect to it with it), without
+    // waiting for the kernel to free it: netkit's delete_link_detached.
+    match host.delete_link_detached(ifb.index) {
         Err(e) if e.is(nix::libc::ENODEV) => {}
         other => {
             failures.check("deleting the ifb device", other.with_context(|| format!("deleting {name}")));

@@ -110,9 +110,10 @@ fn publish(req: &Request, conf: &PortmapConf, a: &Attachment) -> anyhow::Result<
 }
 
 /// Removes the attachment's published ports, whichever backend published them (the config may
-/// have changed since ADD): our nftables entries, and the reference's state of the attachment,
-/// which is also what the iptables backend writes. Returns the UDP host ports that were published.
-fn unpublish(conf: &PortmapConf, a: &Attachment) -> anyhow::Result<Vec<u16>> {
+/// have changed since ADD): the reference's state of the attachment, which is also what the
+/// iptables backend writes, then our nftables entries. Returns the nftables interface, to be
+/// closed last (see [`finish`]), and the UDP host ports that were published.
+fn unpublish(conf: &PortmapConf, a: &Attachment) -> (Option<Nft>, anyhow::Result<Vec<u16>>) {
     let mut failures = Failures::new();
     let mut udp = Vec::new();
     let nft = match (Nft::locate(), conf.backend) {
@@ -123,16 +124,26 @@ fn unpublish(conf: &PortmapConf, a: &Attachment) -> anyhow::Result<Vec<u16>> {
         }
         (Err(_), Backend::Iptables) => None,
     };
-    if let Some(nft) = nft {
-        udp.extend(failures.check("removing published ports", portmap::del(&nft, a)).unwrap_or_default());
+    // Found without running a program when there is none; its probes on our socket (one closed
+    // after our deletion would wait out an RCU grace period).
+    let reference = reference::portmap_del(nft.as_ref(), &a.id);
+    udp.extend(failures.check("removing the reference plugin's port mappings", reference).unwrap_or_default());
+    if let Some(nft) = &nft {
+        udp.extend(failures.check("removing published ports", portmap::del(nft, a)).unwrap_or_default());
         cni::trace::mark("nftables unpublished");
-        drop(nft);
+    }
+    (nft, failures.finish().map(|()| udp))
+}
+
+/// After a deletion: flushes the UDP flows of `udp` (a conntrack socket's release waits out the
+/// deletion's RCU grace period, as it should: nothing may reach the old address afterwards),
+/// then closes the nftables socket without waiting for it where nothing waited yet.
+fn finish(nft: Option<Nft>, udp: &[u16]) {
+    flush_udp_flows(udp, &[Family::V4, Family::V6]);
+    if let Some(nft) = nft {
+        nft.close_without_waiting();
         cni::trace::mark("nftables socket closed");
     }
-    // Found without running a program when there is none.
-    let reference = reference::portmap_del(&a.id);
-    udp.extend(failures.check("removing the reference plugin's port mappings", reference).unwrap_or_default());
-    failures.finish().map(|()| udp)
 }
 
 impl Plugin for Portmap {
@@ -156,7 +167,7 @@ impl Plugin for Portmap {
         }
         if let Err(e) = publish(req, &conf, &a) {
             // Take back whatever part went in.
-            if let Err(undo) = unpublish(&conf, &a) {
+            if let (_, Err(undo)) = unpublish(&conf, &a) {
                 eprintln!("portmap: undoing a failed ADD: {undo:#}");
             }
             return Err(e);
@@ -175,8 +186,9 @@ impl Plugin for Portmap {
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         let conf = PortmapConf::parse(req)?;
         let a = attachment(req, &conf, req.config.prev_result.as_ref());
-        let udp = unpublish(&conf, &a)?;
-        flush_udp_flows(&udp, &[Family::V4, Family::V6]);
+        let (nft, udp) = unpublish(&conf, &a);
+        let udp = udp?;
+        finish(nft, &udp);
         Ok(())
     }
 

@@ -206,6 +206,75 @@ fn del_without_mappings_reads_only_the_attachments_own_chains() {
 }
 
 #[test]
+fn del_with_mappings_but_no_prev_result_reads_the_chains_back() {
+    // Below 0.4.0 libcni passes no prevResult on DEL, but the mappings still come as runtimeConfig
+    // (kind's chain is 0.3.1): the container's addresses come from the attachment's own chains, in
+    // one transaction, without a listing of the table (a failed transaction first costs an RCU
+    // grace period).
+    let mut h = Host::new();
+    let other = h.container();
+    let m = json!([{"hostPort": 9000, "containerPort": 80}]);
+    h.run("ADD", &other, "eth0", &Host::conf("net1", &other.prev, m, json!({}))).ok();
+    let a = h.container();
+    let mut conf = Host::conf("net1", &a.prev, web(), json!({}));
+    h.run("ADD", &a, "eth0", &conf).ok();
+    conf.as_object_mut().unwrap().remove("prevResult");
+    conf["cniVersion"] = json!("0.3.1");
+    let out = Invocation::new("DEL", &a.id, a.ns.path(), "eth0", &conf.to_string())
+        .var("CNI_RS_TRACE", Some("1"))
+        .run(&bin(), &h.ns);
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("portmap chains read"), "{}", out.stderr);
+    assert!(!out.stderr.contains("portmap table listed"), "DEL fell back to a listing: {}", out.stderr);
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")), None);
+    let rules = nft_ruleset(&h.ns);
+    assert!(!rules.contains(&a.id) && !rules.contains("10.10.0.3"), "{rules}");
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:9000")).is_some(), "another container's port went");
+    // Idempotent.
+    h.run("DEL", &a, "eth0", &conf).ok();
+}
+
+/// Processes running the program at `path`.
+fn running(path: &std::path::Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == path))
+        .collect()
+}
+
+#[test]
+fn del_returns_before_the_sockets_release_and_leaves_no_process() {
+    // DEL's last act is a deletion; a forked child releases the nfnetlink socket after an RCU grace
+    // period (Nft::close_without_waiting). It must end on its own, and the mappings be gone when
+    // DEL returns. A copy of the binary tells its processes from other tests'.
+    let mut h = Host::new();
+    let a = h.container();
+    let dir = testkit::TempDir::new("portmap-del");
+    let copy = dir.path().join("portmap");
+    std::fs::copy(bin(), &copy).unwrap();
+    let conf = Host::conf("net1", &a.prev, json!([{"hostPort": 8080, "containerPort": 80}]), json!({}));
+    let run = |verb: &str| {
+        let out = Invocation::new(verb, &a.id, a.ns.path(), "eth0", &conf.to_string())
+            .var("CNI_RS_TRACE", Some("1"))
+            .run(&copy, &h.ns);
+        assert!(out.success(), "{}", out.stderr);
+        out
+    };
+    run("ADD");
+    assert!(tcp_ask(&h.outside, sock("198.51.100.1:8080")).is_some());
+    let out = run("DEL");
+    assert!(out.stderr.contains("nftables socket closed"), "{}", out.stderr);
+    assert_eq!(tcp_ask(&h.outside, sock("198.51.100.1:8080")), None);
+    assert!(!nft_ruleset(&h.ns).contains(&a.id), "{}", nft_ruleset(&h.ns));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !running(&copy).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(running(&copy), Vec::<u32>::new(), "a process of DEL is still running 5 s later");
+}
+
+#[test]
 fn two_networks_on_one_container_are_separate() {
     let mut h = Host::new();
     let a = h.container();

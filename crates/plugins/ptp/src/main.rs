@@ -134,11 +134,13 @@ fn install_masquerade(a: &Attachment, backend: MasqBackend) -> anyhow::Result<()
 /// not have made any (kind's node images may lack it): a DEL there must not fail for it.
 fn remove_masquerade(nft: Option<&Nft>, id: &Identity, addresses: Vec<IpAddr>) -> anyhow::Result<()> {
     let mut failures = Failures::new();
-    failures.check("removing the reference plugin's entries", firewall::reference::bridge_del(id));
+    // Every probe on the one socket, kept open until DEL returns: any nfnetlink socket closed after
+    // a deletion (portmap's, a moment ago) waits out an RCU grace period.
+    failures.check("removing the reference plugin's entries", firewall::reference::bridge_del(nft, id));
     // Nothing of ours without the attachment's masquerade chain: a GET first, since a transaction
     // that fails for want of it waits out an RCU grace period (kind's nodes run ptp without
     // ipMasq; a node where the bridge plugin made the table would pay that on every DEL).
-    let ours_possible = firewall::bridge::chains_present(id).map(|(masq, _)| masq).unwrap_or(true);
+    let ours_possible = firewall::bridge::chains_present(nft, id).map(|(masq, _)| masq).unwrap_or(true);
     let removed = nft.filter(|_| ours_possible).map_or(Ok(()), |nft| {
         let known = Known { addresses, spoof_port: None };
         if !known.addresses.is_empty()
@@ -262,9 +264,9 @@ impl Plugin for Ptp {
         let mut failures = Failures::new();
 
         // Masquerade first and by identity, whatever ipMasq says now and whether or not the
-        // netns, the link or a prevResult is left.
-        // The nftables socket stays open until DEL returns: closing it right after a deletion
-        // waits out an RCU grace period, which the veth's removal below waits out anyway.
+        // netns, the link or a prevResult is left. The nftables socket stays open until DEL
+        // returns, and is then released without waiting: closing it within an RCU grace period
+        // of a deletion (ours, or portmap's a moment ago) waits out the rest of it.
         let addresses = prev.map(|p| p.ips.iter().map(|ip| ip.address.ip()).collect()).unwrap_or_default();
         let nft = Nft::locate().ok();
         failures.check("removing masquerade", remove_masquerade(nft.as_ref(), &identity(req), addresses));
@@ -273,10 +275,12 @@ impl Plugin for Ptp {
         // Deleting the container end removes the pair, and with it the host routes and gateway
         // addresses. Without the namespace, a host end that is still there goes instead.
         let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
+            // Returns once the pair is gone from both namespaces, routes and addresses with it,
+            // without waiting for the kernel to free it (netkit's delete_link_detached).
             Some(ns) => ns.run(|| -> anyhow::Result<()> {
                 let mut rtnl = Rtnl::open()?;
                 if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
-                    rtnl.delete_link(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
+                    rtnl.delete_link_detached(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
                 }
                 Ok(())
             })?,
@@ -287,6 +291,9 @@ impl Plugin for Ptp {
 
         if req.config.ipam_type.is_some() {
             failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
+        }
+        if let Some(nft) = nft {
+            nft.close_without_waiting();
         }
         failures.finish()
     }
