@@ -43,6 +43,33 @@ pub fn find_plugin(plugin_type: &str, cni_path: &[PathBuf]) -> Result<PathBuf, E
     )
 }
 
+/// DEL's two halves for a plugin whose container interface carries the IPAM addresses: the
+/// interface's removal (`remove_interface`) and the IPAM release, in the order the IPAM plugin
+/// needs. dhcp sends its RELEASE to the server from that interface, so it releases first (as the
+/// reference's macvlan, ipvlan and ptp do for every IPAM). Any other IPAM releases after the
+/// interface is gone, so its address is never handed to a new container while the old interface
+/// still holds it (a ptp host route or a neighbour's ARP entry would point at the wrong one).
+/// Both halves are tried; what fails goes to `failures`.
+pub fn del_interface_and_ipam(
+    req: &Request,
+    failures: &mut crate::Failures,
+    remove_interface: impl FnOnce() -> anyhow::Result<()>,
+) {
+    let release = |failures: &mut crate::Failures| {
+        if req.config.ipam_type.is_some() {
+            failures.check("releasing the IPAM allocation", ipam(req, Command::Del).map(|_| ()));
+        }
+    };
+    let over_interface = req.config.ipam_type.as_deref() == Some("dhcp");
+    if over_interface {
+        release(failures);
+    }
+    failures.check("removing the interface", remove_interface());
+    if !over_interface {
+        release(failures);
+    }
+}
+
 /// Runs the configured IPAM plugin for `command` with the request's stdin. Only ADD returns a
 /// result. Fails with code 7 when the config has no IPAM type.
 pub fn ipam(req: &Request, command: Command) -> anyhow::Result<Option<CniResult>> {

@@ -295,22 +295,23 @@ impl Plugin for Bridge {
         // netkit's delete_link_detached, as ptp does: with it, the soak's second network (Podman's
         // chain, random SIGKILLs) ended with a leftover firewall accept in 2 of 5 runs, against
         // none of 6 without; not understood yet.
-        let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
-            Some(ns) => ns.run(|| -> anyhow::Result<()> {
-                let mut rtnl = Rtnl::open()?;
-                if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
-                    rtnl.delete_link(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
-                }
-                Ok(())
-            })?,
-            None => host_veth.as_deref().map_or(Ok(()), |name| delete_stale_host_veth(name, &conf.bridge)),
+        // IPAM after the interface, as the reference (an address is never handed out while the
+        // old interface holds it), but dhcp before it (its RELEASE leaves from that interface).
+        delegate::del_interface_and_ipam(req, &mut failures, || {
+            let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
+                Some(ns) => ns.run(|| -> anyhow::Result<()> {
+                    let mut rtnl = Rtnl::open()?;
+                    if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
+                        rtnl.delete_link(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
+                    }
+                    Ok(())
+                })?,
+                None => host_veth.as_deref().map_or(Ok(()), |name| delete_stale_host_veth(name, &conf.bridge)),
+            });
+            cni::trace::mark("interface removed");
+            removed
         });
-        failures.check("removing the interface", removed);
-        cni::trace::mark("interface removed");
 
-        if req.config.ipam_type.is_some() {
-            failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
-        }
         if let Some(nft) = nft {
             nft.close_without_waiting();
         }

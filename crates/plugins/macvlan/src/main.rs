@@ -14,8 +14,9 @@
 //!
 //! DEL needs no master and no prevResult: the interface is found by its name in the container
 //! (gone, or the namespace gone, is success; a macvlan under one of our temporary names, left by
-//! an ADD killed before its rename, goes too), after the IPAM allocation is released (first, so
-//! that dhcp can still send its RELEASE from the interface); every step is tried. By kernel design the container cannot reach the host through its own master (the
+//! an ADD killed before its rename, goes too), and the IPAM allocation is released (dhcp's
+//! before the interface goes, so its RELEASE can leave from it; `cni::delegate::
+//! del_interface_and_ipam`); every step is tried. By kernel design the container cannot reach the host through its own master (the
 //! host's address lives on the lower device); every other station on the segment it can.
 
 mod config;
@@ -193,13 +194,10 @@ impl Plugin for MacvlanPlugin {
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         // Nothing of the config is needed but ipam (the master may be gone, the keys changed).
-        // IPAM first, as the reference: dhcp sends its RELEASE from the container's interface.
         let mut failures = Failures::new();
-        if req.config.ipam_type.is_some() {
-            failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
-        }
-        let removed = tempname::delete_container_link(&req.env.netns, &req.env.ifname, "macvlan", Some(TEMP_PREFIX));
-        failures.check("removing the interface", removed);
+        delegate::del_interface_and_ipam(req, &mut failures, || {
+            tempname::delete_container_link(&req.env.netns, &req.env.ifname, "macvlan", Some(TEMP_PREFIX))
+        });
         failures.finish()
     }
 

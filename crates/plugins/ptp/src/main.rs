@@ -274,24 +274,24 @@ impl Plugin for Ptp {
 
         // Deleting the container end removes the pair, and with it the host routes and gateway
         // addresses. Without the namespace, a host end that is still there goes instead.
-        let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
-            // Returns once the pair is gone from both namespaces, routes and addresses with it,
-            // without waiting for the kernel to free it (netkit's delete_link_detached).
-            Some(ns) => ns.run(|| -> anyhow::Result<()> {
-                let mut rtnl = Rtnl::open()?;
-                if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
-                    rtnl.delete_link_detached(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
-                }
-                Ok(())
-            })?,
-            None => prev.map_or(Ok(()), delete_stale_host_veth),
+        delegate::del_interface_and_ipam(req, &mut failures, || {
+            let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
+                // Returns once the pair is gone from both namespaces, routes and addresses with
+                // it, without waiting for the kernel to free it (netkit's delete_link_detached).
+                Some(ns) => ns.run(|| -> anyhow::Result<()> {
+                    let mut rtnl = Rtnl::open()?;
+                    if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
+                        rtnl.delete_link_detached(link.index)
+                            .with_context(|| format!("deleting {}", req.env.ifname))?;
+                    }
+                    Ok(())
+                })?,
+                None => prev.map_or(Ok(()), delete_stale_host_veth),
+            });
+            cni::trace::mark("interface removed");
+            removed
         });
-        failures.check("removing the interface", removed);
-        cni::trace::mark("interface removed");
 
-        if req.config.ipam_type.is_some() {
-            failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
-        }
         if let Some(nft) = nft {
             nft.close_without_waiting();
         }

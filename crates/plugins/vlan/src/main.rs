@@ -124,13 +124,10 @@ impl Plugin for Vlan {
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         // Nothing of the config is needed but ipam (the master may be gone, the keys changed).
-        // IPAM first, as the reference: dhcp sends its RELEASE from the container's interface.
         let mut failures = Failures::new();
-        if req.config.ipam_type.is_some() {
-            failures.check("releasing the IPAM allocation", delegate::ipam(req, Command::Del).map(|_| ()));
-        }
-        let removed = tempname::delete_container_link(&req.env.netns, &req.env.ifname, "vlan", Some(TEMP_PREFIX));
-        failures.check("removing the interface", removed);
+        delegate::del_interface_and_ipam(req, &mut failures, || {
+            tempname::delete_container_link(&req.env.netns, &req.env.ifname, "vlan", Some(TEMP_PREFIX))
+        });
         failures.finish()
     }
 
