@@ -34,6 +34,16 @@ pub struct Request {
 }
 
 impl Request {
+    /// CHECK's lookup of the attachment's container interface in `prev`: the entry named
+    /// `CNI_IFNAME` whose sandbox is `CNI_NETNS`, with its index, as the reference's CHECKs find it.
+    pub fn container_interface<'a>(&self, prev: &'a CniResult) -> anyhow::Result<(usize, &'a crate::Interface)> {
+        prev.interfaces
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.name == self.env.ifname && i.sandbox == self.env.netns)
+            .ok_or_else(|| anyhow::anyhow!("sandbox in prevResult doesn't match configured netns: {}", self.env.netns))
+    }
+
     pub fn command(&self) -> Command {
         self.env.command
     }

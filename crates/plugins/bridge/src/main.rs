@@ -346,11 +346,7 @@ impl Plugin for Bridge {
             bridge.promisc
         );
 
-        let listed = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == ifname && i.sandbox == req.env.netns)
-            .with_context(|| format!("sandbox in prevResult doesn't match configured netns: {}", req.env.netns))?;
+        let listed = req.container_interface(prev)?.1;
         let container_link = container.run(|| -> anyhow::Result<netkit::Link> {
             let mut rtnl = Rtnl::open()?;
             let link = rtnl

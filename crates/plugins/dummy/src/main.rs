@@ -116,11 +116,7 @@ impl Plugin for Dummy {
         delegate::ipam(req, Command::Check)?;
         let prev = req.config.prev_result.as_ref().context("Required prevResult missing")?;
         let ifname = req.env.ifname.as_str();
-        let listed = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == ifname && i.sandbox == req.env.netns)
-            .with_context(|| format!("Sandbox in prevResult doesn't match configured netns: {}", req.env.netns))?;
+        let listed = req.container_interface(prev)?.1;
         container.run(|| -> anyhow::Result<()> {
             let mut rtnl = Rtnl::open()?;
             let link = rtnl

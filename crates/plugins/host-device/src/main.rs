@@ -202,11 +202,7 @@ impl Plugin for HostDevice {
             return Ok(());
         }
         let ifname = req.env.ifname.as_str();
-        let index = prev
-            .interfaces
-            .iter()
-            .position(|i| i.name == ifname && i.sandbox == req.env.netns)
-            .with_context(|| format!("sandbox in prevResult doesn't match configured netns: {}", req.env.netns))?;
+        let index = req.container_interface(prev)?.0;
         let listed = &prev.interfaces[index];
         // Only our interface's addresses are ours to check; routes are the container's.
         let ours = CniResult {

@@ -185,11 +185,7 @@ impl Plugin for Ipvlan {
         }
         let prev = req.config.prev_result.as_ref().context("Required prevResult missing")?;
         let ifname = req.env.ifname.as_str();
-        let listed = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == ifname && i.sandbox == req.env.netns)
-            .with_context(|| format!("Sandbox in prevResult doesn't match configured netns: {}", req.env.netns))?;
+        let listed = req.container_interface(prev)?.1;
         if !conf.master.is_empty() {
             let mut at_master = if conf.link_in_container { Rtnl::open_in(&container)? } else { Rtnl::open()? };
             at_master

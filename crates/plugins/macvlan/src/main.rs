@@ -209,11 +209,7 @@ impl Plugin for MacvlanPlugin {
         }
         let prev = req.config.prev_result.as_ref().context("required prevResult missing")?;
         let ifname = req.env.ifname.as_str();
-        let listed = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == ifname && i.sandbox == req.env.netns)
-            .with_context(|| format!("sandbox in prevResult doesn't match configured netns: {}", req.env.netns))?;
+        let listed = req.container_interface(prev)?.1;
         let mut lower = lower_handle(&conf, &container)?;
         resolve_master(&mut lower, &conf)?;
 

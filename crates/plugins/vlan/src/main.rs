@@ -139,11 +139,7 @@ impl Plugin for Vlan {
         }
         let prev = req.config.prev_result.as_ref().context("vlan: Required prevResult missing")?;
         let ifname = req.env.ifname.as_str();
-        let listed = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == ifname && i.sandbox == req.env.netns)
-            .with_context(|| format!("Sandbox in prevResult doesn't match configured netns: {}", req.env.netns))?;
+        let listed = req.container_interface(prev)?.1;
         let mut at_master = if conf.link_in_container { Rtnl::open_in(&container)? } else { Rtnl::open()? };
         at_master.link_by_name(&conf.master)?.with_context(|| format!("failed to lookup master {:?}", conf.master))?;
 
