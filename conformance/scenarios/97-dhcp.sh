@@ -112,5 +112,3 @@ check_fails "dhcp: no daemon at the socket: ADD fails" cni add dhcpnone d4
 check "dhcp: ... and leaves no interface behind" bash -c "! ip -n d4 link show eth0 2>/dev/null"
 
 for pid in "$ours_pid" $ref_pid "$dnsmasq_pid"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
-# The scenarios share one sandbox: what this one made in its host goes.
-for l in cnidhcp0 dsrv d3h mvdhcp; do ip link del "$l" 2>/dev/null; done
