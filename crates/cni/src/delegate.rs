@@ -82,16 +82,20 @@ pub fn ipam(req: &Request, command: Command) -> anyhow::Result<Option<CniResult>
 }
 
 /// Runs `plugin_type` for `command` with `stdin`, in our environment but for `CNI_COMMAND`.
+/// When the file found is this suite's own plugin of this version and this process carries its
+/// code ([`crate::skel::run_with`]), the code runs here instead: same environment, stdin, output
+/// and exit status, without the exec (see [`crate::suite`]).
 pub fn exec(req: &Request, plugin_type: &str, command: Command, stdin: &[u8]) -> anyhow::Result<Option<CniResult>> {
     let path = find_plugin(plugin_type, &req.env.cni_path)?;
     crate::trace::mark(&format!("delegate {plugin_type} start"));
-    let output =
-        run(&path, command, stdin).with_context(|| format!("running {} plugin {plugin_type:?}", command.as_str()))?;
+    let output = match crate::skel::builtin(plugin_type).filter(|_| crate::suite::is_ours(&path)) {
+        Some(plugin) => in_process(plugin, command, stdin),
+        None => run(&path, command, stdin)
+            .with_context(|| format!("running {} plugin {plugin_type:?}", command.as_str()))?,
+    };
     crate::trace::mark(&format!("delegate {plugin_type} done"));
-    // The delegate's log lines belong in the runtime's log, as if we had written them.
-    let _ = std::io::stderr().write_all(&output.stderr);
 
-    if !output.status.success() {
+    if !output.success {
         let err = Error::from_json(&output.stdout).unwrap_or_else(|| {
             let text = if output.stdout.is_empty() { &output.stderr } else { &output.stdout };
             Error::new(Code::Internal, format!("{} ({})", String::from_utf8_lossy(text).trim(), output.status))
@@ -109,16 +113,56 @@ pub fn exec(req: &Request, plugin_type: &str, command: Command, stdin: &[u8]) ->
     Ok(Some(result))
 }
 
-fn run(path: &Path, command: Command, stdin: &[u8]) -> anyhow::Result<std::process::Output> {
+/// What a delegate printed and how it ended.
+struct Ran {
+    stdout: Vec<u8>,
+    /// An executed delegate's (already passed on to ours); empty for a built-in, whose log lines
+    /// went straight to our stderr.
+    stderr: Vec<u8>,
+    success: bool,
+    status: String,
+}
+
+/// A built-in delegate, dispatched as its own binary would be (its stdout is the same bytes, its
+/// log lines go straight to our stderr, and its trace marks and fault points carry its name; a
+/// panic in it becomes its error JSON, code 999, as in its own process).
+fn in_process(plugin: &'static (dyn crate::Plugin + Sync), command: Command, stdin: &[u8]) -> Ran {
+    let outcome = crate::trace::acting_as(plugin.name(), || {
+        crate::trace::mark("main");
+        let env = |key: &str| match key {
+            "CNI_COMMAND" => Some(command.as_str().to_string()),
+            _ => std::env::var(key).ok(),
+        };
+        let outcome = crate::skel::dispatch(plugin, env, stdin);
+        crate::trace::mark("exit");
+        outcome
+    });
+    Ran {
+        success: outcome.exit_code == 0,
+        status: format!("exit status: {}", outcome.exit_code),
+        stdout: outcome.stdout,
+        stderr: Vec::new(),
+    }
+}
+
+fn run(path: &Path, command: Command, stdin: &[u8]) -> anyhow::Result<Ran> {
     let mut child = spawn(path, command)?;
     let mut pipe = child.stdin.take().context("delegate stdin is not piped")?;
     // A writer thread, so a delegate that prints before it reads cannot deadlock us.
-    std::thread::scope(|s| {
+    let output = std::thread::scope(|s| {
         let writer = s.spawn(move || pipe.write_all(stdin));
         let output = child.wait_with_output().context("waiting for the plugin");
         // A delegate may exit without reading all of stdin (EPIPE); its exit status says how it went.
         let _ = writer.join();
         output
+    })?;
+    // The delegate's log lines belong in the runtime's log, as if we had written them.
+    let _ = std::io::stderr().write_all(&output.stderr);
+    Ok(Ran {
+        success: output.status.success(),
+        status: output.status.to_string(),
+        stdout: output.stdout,
+        stderr: output.stderr,
     })
 }
 

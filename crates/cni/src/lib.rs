@@ -14,6 +14,7 @@ pub mod json;
 pub mod result;
 pub mod rollback;
 pub mod skel;
+pub mod suite;
 pub mod trace;
 pub mod version;
 

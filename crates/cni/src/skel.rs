@@ -74,6 +74,7 @@ pub struct Outcome {
 
 /// Runs one invocation against the process environment and stdin, prints and exits.
 pub fn run<P: Plugin>(plugin: P) -> ! {
+    crate::suite::keep();
     crate::trace::mark("main");
     let outcome = dispatch(&plugin, |k| std::env::var(k).ok(), std::io::stdin().lock());
     let mut out = std::io::stdout().lock();
@@ -83,8 +84,24 @@ pub fn run<P: Plugin>(plugin: P) -> ! {
     std::process::exit(outcome.exit_code)
 }
 
-/// One invocation, with the environment and stdin given explicitly (for tests and [`run`]).
-pub fn dispatch<P: Plugin>(plugin: &P, get_env: impl Fn(&str) -> Option<String>, stdin: impl Read) -> Outcome {
+/// [`run`] for a plugin that delegates to other plugins of this suite: `builtins` are run in this
+/// process instead of being executed when the file `CNI_PATH` finds for their type is ours, of
+/// this version ([`crate::suite`], [`crate::delegate`]).
+pub fn run_with<P: Plugin>(plugin: P, builtins: &'static [&'static (dyn Plugin + Sync)]) -> ! {
+    let _ = BUILTINS.set(builtins);
+    run(plugin)
+}
+
+static BUILTINS: std::sync::OnceLock<&'static [&'static (dyn Plugin + Sync)]> = std::sync::OnceLock::new();
+
+/// The built-in plugin of type `name`, if this process was started with one ([`run_with`]).
+pub(crate) fn builtin(name: &str) -> Option<&'static (dyn Plugin + Sync)> {
+    BUILTINS.get()?.iter().copied().find(|p| p.name() == name)
+}
+
+/// One invocation, with the environment and stdin given explicitly (for tests, [`run`] and
+/// built-in delegates).
+pub fn dispatch<P: Plugin + ?Sized>(plugin: &P, get_env: impl Fn(&str) -> Option<String>, stdin: impl Read) -> Outcome {
     let mut cni_version = version::CURRENT.to_string();
     let result = catch_unwind(AssertUnwindSafe(|| serve(plugin, &get_env, stdin, &mut cni_version)));
     let failure = match result {
@@ -111,7 +128,7 @@ pub fn dispatch<P: Plugin>(plugin: &P, get_env: impl Fn(&str) -> Option<String>,
     Outcome { stdout: pretty(&failure.to_json(&cni_version)), exit_code: 1 }
 }
 
-fn serve<P: Plugin>(
+fn serve<P: Plugin + ?Sized>(
     plugin: &P,
     get_env: &dyn Fn(&str) -> Option<String>,
     stdin: impl Read,

@@ -20,7 +20,25 @@ fn monotonic_ns() -> u128 {
     ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
 
+thread_local! {
+    /// The plugin this thread runs on behalf of, when not the process's own: a built-in delegate.
+    static ACTING_AS: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with this thread's marks (and fault points) named after `plugin`: a delegate run in
+/// the delegating plugin's process ([`crate::delegate`]) keeps its own names, so profiles and
+/// kill tests see the same steps whether it was executed or not.
+pub fn acting_as<T>(plugin: &'static str, f: impl FnOnce() -> T) -> T {
+    let before = ACTING_AS.replace(Some(plugin));
+    let out = f();
+    ACTING_AS.set(before);
+    out
+}
+
 fn plugin() -> &'static str {
+    if let Some(name) = ACTING_AS.get() {
+        return name;
+    }
     static NAME: OnceLock<String> = OnceLock::new();
     NAME.get_or_init(|| {
         std::env::args_os()

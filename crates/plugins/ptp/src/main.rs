@@ -430,5 +430,6 @@ fn delete_stale_host_veth(prev: &CniResult) -> anyhow::Result<()> {
 }
 
 fn main() {
-    cni::skel::run(Ptp)
+    // host-local runs in this process when the one in CNI_PATH is ours (cni::suite): no exec.
+    cni::skel::run_with(Ptp, &[&host_local::HostLocal])
 }
