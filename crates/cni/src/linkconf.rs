@@ -3,8 +3,8 @@
 //! Checked before anything changes; what needs the kernel (the master's own MTU) is checked where
 //! the master is found (`netkit::sublink::find_master`).
 
+use crate::args::CniArgs;
 use crate::error::Error;
-use crate::skel::Request;
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`), as Go's `net.ParseMAC` does for 6-byte addresses.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -23,12 +23,16 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 /// The MAC the container's interface is to have: the config's `mac`, overridden by `CNI_ARGS`
-/// `MAC`, overridden by `runtimeConfig.mac` (the reference's order; an empty value overrides
-/// nothing). `None` when none is given. Code 7 for text that is no MAC, or a multicast one (the
+/// `MAC` (from `args`), overridden by `runtimeConfig.mac` (the reference's order; an empty value
+/// overrides nothing). `None` when none is given. Code 7 for text that is no MAC, or a multicast one (the
 /// kernel refuses it as a link's address, too late to say which key was wrong).
-pub fn requested_mac(req: &Request, config_mac: String, runtime_mac: Option<String>) -> Result<Option<[u8; 6]>, Error> {
+pub fn requested_mac(
+    config_mac: String,
+    args: &CniArgs,
+    runtime_mac: Option<String>,
+) -> Result<Option<[u8; 6]>, Error> {
     let mut mac = config_mac;
-    if let Some(m) = req.args.get("MAC").filter(|m| !m.is_empty()) {
+    if let Some(m) = args.get("MAC").filter(|m| !m.is_empty()) {
         mac = m.to_string();
     }
     if let Some(m) = runtime_mac.filter(|m| !m.is_empty()) {
@@ -61,28 +65,6 @@ pub fn mtu_on_master(mtu: i64) -> Result<Option<u32>, Error> {
 mod tests {
     use super::*;
     use crate::error::Code;
-    use crate::{CniArgs, NetConf};
-
-    fn request(args: &str) -> Request {
-        let stdin = br#"{"cniVersion": "1.0.0", "name": "n", "type": "t"}"#.to_vec();
-        let get = |k: &str| {
-            let v = match k {
-                "CNI_COMMAND" => "ADD",
-                "CNI_CONTAINERID" => "c",
-                "CNI_NETNS" => "/run/netns/x",
-                "CNI_IFNAME" => "eth0",
-                "CNI_PATH" => "/opt/cni/bin",
-                _ => return None,
-            };
-            Some(v.to_string())
-        };
-        Request {
-            env: crate::Env::load(&get).unwrap(),
-            args: CniArgs::parse(args).unwrap(),
-            config: NetConf::parse(&stdin).unwrap(),
-            stdin,
-        }
-    }
 
     #[test]
     fn macs_parse() {
@@ -96,7 +78,8 @@ mod tests {
     #[test]
     fn mac_precedence_config_then_args_then_runtime() {
         let mac = |config: &str, args: &str, runtime: Option<&str>| {
-            requested_mac(&request(args), config.into(), runtime.map(String::from)).unwrap().map(|m| m[5])
+            let args = CniArgs::parse(args).unwrap();
+            requested_mac(config.into(), &args, runtime.map(String::from)).unwrap().map(|m| m[5])
         };
         assert_eq!(mac("", "", None), None);
         assert_eq!(mac("0a:00:00:00:00:01", "", None), Some(1));
@@ -111,7 +94,7 @@ mod tests {
             ("zz", "invalid args zz for MAC addr: address zz: invalid MAC address"),
             ("01:00:5e:00:00:01", "invalid args 01:00:5e:00:00:01 for MAC addr: a multicast address"),
         ] {
-            let e = requested_mac(&request(""), text.into(), None).unwrap_err();
+            let e = requested_mac(text.into(), &CniArgs::default(), None).unwrap_err();
             assert_eq!(e.code, Code::InvalidConfig, "{text}");
             assert!(e.msg.starts_with(want), "{text}: {}", e.msg);
         }

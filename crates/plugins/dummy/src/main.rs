@@ -15,7 +15,7 @@
 use anyhow::Context;
 use cni::{CniResult, Command, Error, Plugin, Request, Rollback, delegate};
 use netkit::iface::{self, Dad};
-use netkit::{NetNs, Rtnl};
+use netkit::{NetNs, Rtnl, tempname};
 
 struct Dummy;
 
@@ -49,13 +49,7 @@ impl Dummy {
         }
         let link = ctr.link_by_name(ifname)?.with_context(|| format!("new dummy {ifname} not found"))?;
         let index = link.index;
-        undo.push(format!("dummy {ifname}"), move || {
-            let mut ctr = Rtnl::open_in(container)?;
-            if ctr.link_by_index(index)?.is_some_and(|l| l.is_kind("dummy")) {
-                ctr.delete_link(index)?;
-            }
-            Ok(())
-        });
+        undo.push(format!("dummy {ifname}"), move || tempname::delete_created_link(container, index, "dummy"));
         cni::trace::mark("link created");
 
         // IPAM is required (checked before ADD began).
@@ -85,7 +79,7 @@ impl Plugin for Dummy {
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         // Nothing of the config is needed but ipam (the keys may have changed).
         delegate::del_interface_with_ipam(req, || {
-            netkit::tempname::delete_container_link(&req.env.netns, &req.env.ifname, "dummy", None)
+            tempname::delete_container_link(&req.env.netns, &req.env.ifname, "dummy", None)
         })
     }
 

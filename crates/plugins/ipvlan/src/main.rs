@@ -102,10 +102,7 @@ impl Ipvlan {
         })?;
         let created = inside.link_by_name(&temporary)?.context("the new ipvlan link vanished")?;
         let index = created.index;
-        undo.push(format!("ipvlan link {ifname}"), move || match Rtnl::open_in(container)?.delete_link(index) {
-            Err(e) if e.is(nix::libc::ENODEV) => Ok(()),
-            other => Ok(other?),
-        });
+        undo.push(format!("ipvlan link {ifname}"), move || tempname::delete_created_link(container, index, "ipvlan"));
         fault::point("ipvlan:before-rename")?;
         inside.rename(index, ifname).with_context(|| format!("failed to rename ipvlan to {ifname:?}"))?;
         fault::point("ipvlan:link-created")?;

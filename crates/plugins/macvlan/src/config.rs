@@ -54,7 +54,7 @@ impl MacvlanConf {
             m => return Err(Error::config(format!("invalid MTU {m}, must be [0, master MTU]"))),
         };
         req.args.check_known(&["MAC"])?;
-        let mac = cni::linkconf::requested_mac(req, raw.mac, raw.runtime_config.map(|r| r.mac))?;
+        let mac = cni::linkconf::requested_mac(raw.mac, &req.args, raw.runtime_config.map(|r| r.mac))?;
         Ok(MacvlanConf {
             master: Some(raw.master).filter(|m| !m.is_empty()),
             mode,

@@ -108,13 +108,7 @@ impl MacvlanPlugin {
 
         let link = create_link(&mut lower, &mut ctr, container, conf, &master)?;
         let index = link.index;
-        undo.push(format!("macvlan {ifname}"), move || {
-            let mut ctr = Rtnl::open_in(container)?;
-            if ctr.link_by_index(index)?.is_some_and(|l| l.is_kind("macvlan")) {
-                ctr.delete_link(index)?;
-            }
-            Ok(())
-        });
+        undo.push(format!("macvlan {ifname}"), move || tempname::delete_created_link(container, index, "macvlan"));
         // A kill from here to the rename leaves the temporary name: DEL looks for those too.
         cni::trace::mark("temporary link created");
         ctr.rename(index, ifname).with_context(|| format!("failed to rename macvlan to {ifname:?}"))?;

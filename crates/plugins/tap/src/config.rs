@@ -52,7 +52,7 @@ impl TapConf {
             m => return Err(Error::config(format!("invalid MTU {m}: it must be 0 (the default) or 68 to 65535"))),
         };
         req.args.check_known(&["MAC"])?;
-        let mac = cni::linkconf::requested_mac(req, raw.mac, raw.runtime_config.map(|r| r.mac))?;
+        let mac = cni::linkconf::requested_mac(raw.mac, &req.args, raw.runtime_config.map(|r| r.mac))?;
         Ok(TapConf {
             multi_queue: raw.multi_queue,
             mtu,

@@ -94,13 +94,7 @@ impl TapPlugin {
         };
 
         let index = container.run(|| create_tap(conf))??;
-        undo.push(format!("tap {ifname}"), move || {
-            let mut ctr = Rtnl::open_in(container)?;
-            if ctr.link_by_index(index)?.is_some_and(|l| l.is_kind("tun")) {
-                ctr.delete_link(index)?;
-            }
-            Ok(())
-        });
+        undo.push(format!("tap {ifname}"), move || tempname::delete_created_link(container, index, "tun"));
         // A kill from here to the rename leaves the temporary name: DEL looks for those too.
         cni::trace::mark("temporary tap created");
         if let Some(mtu) = conf.mtu {

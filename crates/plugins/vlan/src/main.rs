@@ -62,10 +62,7 @@ impl Vlan {
         })?;
         let link = inside.link_by_name(&temporary)?.context("the new vlan link vanished")?;
         let index = link.index;
-        undo.push(format!("vlan link {ifname}"), move || match Rtnl::open_in(container)?.delete_link(index) {
-            Err(e) if e.is(nix::libc::ENODEV) => Ok(()),
-            other => Ok(other?),
-        });
+        undo.push(format!("vlan link {ifname}"), move || tempname::delete_created_link(container, index, "vlan"));
         fault::point("vlan:before-rename")?;
         inside.rename(index, ifname).with_context(|| format!("failed to rename vlan to {ifname:?}"))?;
         fault::point("vlan:link-created")?;
