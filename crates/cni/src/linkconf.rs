@@ -24,8 +24,8 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 
 /// The MAC the container's interface is to have: the config's `mac`, overridden by `CNI_ARGS`
 /// `MAC` (from `args`), overridden by `runtimeConfig.mac` (the reference's order; an empty value
-/// overrides nothing). `None` when none is given. Code 7 for text that is no MAC, or a multicast one (the
-/// kernel refuses it as a link's address, too late to say which key was wrong).
+/// overrides nothing). `None` when none is given. Code 7 for text that is no MAC, or a multicast
+/// one (the kernel refuses it as a link's address, too late to say which key was wrong).
 pub fn requested_mac(
     config_mac: String,
     args: &CniArgs,

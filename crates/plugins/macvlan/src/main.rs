@@ -16,8 +16,10 @@
 //! (gone, or the namespace gone, is success; a macvlan under one of our temporary names, left by
 //! an ADD killed before its rename, goes too), and the IPAM allocation is released (dhcp's
 //! before the interface goes, so its RELEASE can leave from it; `cni::delegate::
-//! del_interface_and_ipam`); every step is tried. By kernel design the container cannot reach the host through its own master (the
-//! host's address lives on the lower device); every other station on the segment it can.
+//! del_interface_and_ipam`); every step is tried.
+//!
+//! By kernel design the container cannot reach the host through its own master (the host's
+//! address lives on the lower device); every other station on the segment it can.
 
 mod config;
 
