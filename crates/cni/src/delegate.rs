@@ -6,6 +6,7 @@
 use crate::env::Command;
 use crate::error::{Code, Error};
 use crate::result::CniResult;
+use crate::rollback::Rollback;
 use crate::skel::Request;
 use anyhow::Context;
 use std::io::Write;
@@ -68,6 +69,41 @@ pub fn del_interface_and_ipam(
     if !over_interface {
         release(failures);
     }
+}
+
+/// DEL of a plugin whose whole attachment is one container interface and its IPAM allocation
+/// (macvlan, ipvlan, vlan, tap, dummy): [`del_interface_and_ipam`], every failure reported.
+pub fn del_interface_with_ipam(
+    req: &Request,
+    remove_interface: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut failures = crate::Failures::new();
+    del_interface_and_ipam(req, &mut failures, remove_interface);
+    failures.finish()
+}
+
+/// ADD's IPAM step for a plugin whose addresses come from IPAM when the config names it: runs
+/// the IPAM plugin's ADD, registers its DEL with `undo` (so a later failure releases the
+/// allocation) and requires at least one address. Without `ipam`, an empty result: the
+/// attachment is L2 only.
+pub fn ipam_add<'a>(req: &'a Request, undo: &mut Rollback<'a>) -> anyhow::Result<CniResult> {
+    if req.config.ipam_type.is_none() {
+        return Ok(CniResult::default());
+    }
+    let allocated = ipam(req, Command::Add)?;
+    undo.push("the IPAM allocation", move || ipam(req, Command::Del).map(|_| ()));
+    let result = allocated.context("IPAM returned no result")?;
+    anyhow::ensure!(!result.ips.is_empty(), "IPAM plugin returned missing IP config");
+    Ok(result)
+}
+
+/// CHECK, STATUS and GC passed on to the IPAM plugin, when the config names one (the spec has
+/// each of them reach IPAM).
+pub fn ipam_if_configured(req: &Request, command: Command) -> anyhow::Result<()> {
+    if req.config.ipam_type.is_some() {
+        ipam(req, command)?;
+    }
+    Ok(())
 }
 
 /// Runs the configured IPAM plugin for `command` with the request's stdin. Only ADD returns a

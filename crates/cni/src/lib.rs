@@ -11,6 +11,7 @@ pub mod env;
 pub mod error;
 pub mod fault;
 pub mod json;
+pub mod linkconf;
 pub mod result;
 pub mod rollback;
 pub mod skel;

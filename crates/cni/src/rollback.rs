@@ -32,6 +32,19 @@ impl<'a> Rollback<'a> {
         self.steps.push((what.into(), Box::new(undo)));
     }
 
+    /// An ADD's frame: runs `steps` with a fresh `Rollback` and commits it when they succeed;
+    /// when they fail or panic, everything they registered is undone. The plugin's own steps
+    /// stay in its own file, top to bottom, in `steps`.
+    pub fn all_or_nothing<T>(
+        plugin: &'static str,
+        steps: impl FnOnce(&mut Rollback<'a>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut undo = Rollback::new(plugin);
+        let done = steps(&mut undo)?;
+        undo.commit();
+        Ok(done)
+    }
+
     /// The ADD succeeded: nothing is undone.
     pub fn commit(mut self) {
         self.steps.clear();
@@ -135,6 +148,29 @@ mod tests {
         });
         rb.commit();
         assert_eq!(log.borrow().len(), 2);
+    }
+
+    #[test]
+    fn all_or_nothing_commits_only_on_success() {
+        fn step<'a>(undo: &mut Rollback<'a>, log: &'a RefCell<Vec<&'static str>>, name: &'static str) {
+            undo.push(name, move || {
+                log.borrow_mut().push(name);
+                Ok(())
+            })
+        }
+        let log = RefCell::new(Vec::new());
+        let done = Rollback::all_or_nothing("t", |undo| {
+            step(undo, &log, "kept");
+            Ok(7)
+        });
+        assert_eq!(done.unwrap(), 7);
+        let failed = Rollback::all_or_nothing("t", |undo| -> anyhow::Result<()> {
+            step(undo, &log, "a");
+            step(undo, &log, "b");
+            anyhow::bail!("step three fails")
+        });
+        assert_eq!(failed.unwrap_err().to_string(), "step three fails");
+        assert_eq!(*log.borrow(), ["b", "a"]);
     }
 
     #[test]

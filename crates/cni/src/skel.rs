@@ -44,6 +44,23 @@ impl Request {
             .ok_or_else(|| anyhow::anyhow!("sandbox in prevResult doesn't match configured netns: {}", self.env.netns))
     }
 
+    /// ADD's result for a plugin whose attachment is the one interface `CNI_IFNAME` in
+    /// `CNI_NETNS`: `addresses` (IPAM's, or a previous plugin's) with that interface as the
+    /// only one, every address on it.
+    pub fn container_result(&self, addresses: CniResult, mac: String) -> CniResult {
+        let mut result = addresses;
+        result.interfaces = vec![crate::Interface {
+            name: self.env.ifname.clone(),
+            mac,
+            sandbox: self.env.netns.clone(),
+            ..crate::Interface::default()
+        }];
+        for ip in &mut result.ips {
+            ip.interface = Some(0);
+        }
+        result
+    }
+
     pub fn command(&self) -> Command {
         self.env.command
     }

@@ -24,7 +24,9 @@ pub mod tempname;
 pub mod tuntap;
 
 pub use addr::Address;
-pub use link::{Link, VethPair, format_mac, parse_mac};
+// MAC text is the protocol's (`cni::linkconf`); the plugins that build links from it find it here too.
+pub use cni::linkconf::parse_mac;
+pub use link::{Link, VethPair, format_mac};
 pub use link_settings::{LinkSettings, parse_hwaddr};
 pub use netlink::NlError;
 pub use netns::NetNs;

@@ -8,6 +8,8 @@
 
 use crate::netlink::NlError;
 use crate::rtnl::Rtnl;
+use crate::{Link, NetNs};
+use cni::Error;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
@@ -37,6 +39,27 @@ pub enum SubKind {
     Vrf {
         table: u32,
     },
+}
+
+/// The handle a child link (vlan, ipvlan, macvlan) is created through: in the master's
+/// namespace, the host's, or the container's with `linkInContainer`.
+pub fn master_handle(container: &NetNs, link_in_container: bool) -> anyhow::Result<Rtnl> {
+    if link_in_container { Rtnl::open_in(container) } else { Ok(Rtnl::open()?) }
+}
+
+/// The master named `name`, seen through `at_master` (a [`master_handle`]), for a child link of
+/// `mtu` (`None`: the master's): the kernel gives a child at most its master's MTU. Either
+/// failure is the config's (code 7), worded as the reference's.
+pub fn find_master(at_master: &mut Rtnl, name: &str, mtu: Option<u32>) -> anyhow::Result<Link> {
+    let master = at_master
+        .link_by_name(name)?
+        .ok_or_else(|| Error::config(format!("failed to lookup master {name:?}: Link not found")))?;
+    if let Some(mtu) = mtu
+        && mtu > master.mtu
+    {
+        return Err(Error::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into());
+    }
+    Ok(master)
 }
 
 /// A link to create.

@@ -44,6 +44,20 @@ pub fn delete_container_link(netns: &str, ifname: &str, kind: &str, prefix: Opti
     })?
 }
 
+/// ADD's undo for the link of `kind` it created in `ns` (the same five plugins): deletes the link
+/// at `index` if it is still one of `kind` (an index can be taken by another link once ours is
+/// gone). Already gone is done.
+pub fn delete_created_link(ns: &crate::NetNs, index: u32, kind: &str) -> anyhow::Result<()> {
+    let mut rtnl = crate::Rtnl::open_in(ns)?;
+    if rtnl.link_by_index(index)?.is_some_and(|l| l.is_kind(kind)) {
+        match rtnl.delete_link(index) {
+            Err(e) if e.is(nix::libc::ENODEV) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

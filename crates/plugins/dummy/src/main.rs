@@ -13,9 +13,9 @@
 //! none at all).
 
 use anyhow::Context;
-use cni::{CniResult, Command, Error, Failures, Interface, Plugin, Request, Rollback, delegate};
+use cni::{CniResult, Command, Error, Plugin, Request, Rollback, delegate};
 use netkit::iface::{self, Dad};
-use netkit::{NetNs, Rtnl};
+use netkit::{NetNs, Rtnl, tempname};
 
 struct Dummy;
 
@@ -49,33 +49,11 @@ impl Dummy {
         }
         let link = ctr.link_by_name(ifname)?.with_context(|| format!("new dummy {ifname} not found"))?;
         let index = link.index;
-        undo.push(format!("dummy {ifname}"), move || {
-            let mut ctr = Rtnl::open_in(container)?;
-            if ctr.link_by_index(index)?.is_some_and(|l| l.is_kind("dummy")) {
-                ctr.delete_link(index)?;
-            }
-            Ok(())
-        });
+        undo.push(format!("dummy {ifname}"), move || tempname::delete_created_link(container, index, "dummy"));
         cni::trace::mark("link created");
 
-        let allocated = delegate::ipam(req, Command::Add)?;
-        undo.push("the IPAM allocation", move || delegate::ipam(req, Command::Del).map(|_| ()));
-        let ipam = allocated.context("IPAM returned no result")?;
-        anyhow::ensure!(!ipam.ips.is_empty(), "IPAM plugin returned missing IP config");
-        let mut result = CniResult {
-            interfaces: vec![Interface {
-                name: ifname.to_string(),
-                mac: link.mac_string(),
-                sandbox: req.env.netns.clone(),
-                ..Interface::default()
-            }],
-            ips: ipam.ips,
-            routes: ipam.routes,
-            dns: ipam.dns,
-        };
-        for ip in &mut result.ips {
-            ip.interface = Some(0);
-        }
+        // IPAM is required (checked before ADD began).
+        let mut result = req.container_result(delegate::ipam_add(req, undo)?, link.mac_string());
         cni::trace::mark("ipam done");
         // No other station shares a dummy link: duplicate detection has nobody to ask.
         container.run(|| iface::configure_interface(&mut Rtnl::open()?, ifname, &result, Dad::Skipped))??;
@@ -95,19 +73,14 @@ impl Plugin for Dummy {
     fn add(&self, req: &Request) -> anyhow::Result<CniResult> {
         require_ipam(req)?;
         let container = NetNs::open(&req.env.netns)?;
-        let mut undo = Rollback::new("dummy");
-        let result = self.add_attachment(req, &container, &mut undo)?;
-        undo.commit();
-        Ok(result)
+        Rollback::all_or_nothing("dummy", |undo| self.add_attachment(req, &container, undo))
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
-        // Nothing of the config is needed but ipam (the master may be gone, the keys changed).
-        let mut failures = Failures::new();
-        delegate::del_interface_and_ipam(req, &mut failures, || {
-            netkit::tempname::delete_container_link(&req.env.netns, &req.env.ifname, "dummy", None)
-        });
-        failures.finish()
+        // Nothing of the config is needed but ipam (the keys may have changed).
+        delegate::del_interface_with_ipam(req, || {
+            tempname::delete_container_link(&req.env.netns, &req.env.ifname, "dummy", None)
+        })
     }
 
     fn check(&self, req: &Request) -> anyhow::Result<()> {
@@ -142,10 +115,7 @@ impl Plugin for Dummy {
 
     fn gc(&self, req: &Request) -> anyhow::Result<()> {
         // Nothing of ours outlives an interface; the spec passes GC on to the IPAM plugin.
-        if req.config.ipam_type.is_some() {
-            delegate::ipam(req, Command::Gc)?;
-        }
-        Ok(())
+        delegate::ipam_if_configured(req, Command::Gc)
     }
 }
 

@@ -50,11 +50,7 @@ impl IpvlanConf {
     pub fn parse(req: &Request) -> Result<IpvlanConf, Error> {
         let raw: Raw = req.config.decode()?;
         let mode = parse_mode(&raw.mode)?;
-        let mtu = match raw.mtu {
-            0 => None,
-            m @ 1..=65535 => Some(m as u32),
-            m => return Err(Error::config(format!("invalid MTU {m}, must be [0, master MTU]"))),
-        };
+        let mtu = cni::linkconf::mtu_on_master(raw.mtu)?;
         Ok(IpvlanConf { master: raw.master, mode, mtu, link_in_container: raw.link_in_container })
     }
 }

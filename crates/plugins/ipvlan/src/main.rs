@@ -18,10 +18,10 @@
 mod config;
 
 use anyhow::Context;
-use cni::{CniResult, Code, Command, Failures, Interface, Plugin, Request, ResultExt, Rollback, delegate, fault};
+use cni::{CniResult, Command, Plugin, Request, Rollback, delegate, fault};
 use config::{IpvlanConf, mode_name};
 use netkit::iface::{self, Dad};
-use netkit::sublink::{IpvlanMode, SubKind, SubLink};
+use netkit::sublink::{IpvlanMode, SubKind, SubLink, find_master, master_handle};
 use netkit::{Family, NetNs, Rtnl, sysctl, tempname};
 use std::os::fd::AsFd;
 
@@ -83,19 +83,9 @@ impl Ipvlan {
             anyhow::bail!("interface {ifname:?} already exists in the container");
         }
 
-        let mut at_master = if conf.link_in_container { Rtnl::open_in(container)? } else { Rtnl::open()? };
+        let mut at_master = master_handle(container, conf.link_in_container)?;
         let master_name = master_name(req, conf, &mut at_master)?;
-        let master = at_master
-            .link_by_name(&master_name)?
-            .with_context(|| format!("failed to lookup master {master_name:?}: Link not found"))
-            .code(Code::InvalidConfig)?;
-        if let Some(mtu) = conf.mtu
-            && mtu > master.mtu
-        {
-            return Err(
-                cni::Error::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into()
-            );
-        }
+        let master = find_master(&mut at_master, &master_name, conf.mtu)?;
         let temporary = tempname::temporary_name(TEMP_PREFIX);
         let link = SubLink {
             name: &temporary,
@@ -112,36 +102,17 @@ impl Ipvlan {
         })?;
         let created = inside.link_by_name(&temporary)?.context("the new ipvlan link vanished")?;
         let index = created.index;
-        undo.push(format!("ipvlan link {ifname}"), move || match Rtnl::open_in(container)?.delete_link(index) {
-            Err(e) if e.is(nix::libc::ENODEV) => Ok(()),
-            other => Ok(other?),
-        });
+        undo.push(format!("ipvlan link {ifname}"), move || tempname::delete_created_link(container, index, "ipvlan"));
         fault::point("ipvlan:before-rename")?;
         inside.rename(index, ifname).with_context(|| format!("failed to rename ipvlan to {ifname:?}"))?;
         fault::point("ipvlan:link-created")?;
-        let interface = Interface {
-            name: ifname.to_string(),
-            mac: created.mac_string(),
-            sandbox: req.env.netns.clone(),
-            ..Interface::default()
-        };
 
-        let mut result = match reused {
+        let addresses = match reused {
             Some(prev) => prev.clone(),
-            None if req.config.ipam_type.is_some() => {
-                let allocated = delegate::ipam(req, Command::Add)?;
-                undo.push("the IPAM allocation", move || delegate::ipam(req, Command::Del).map(|_| ()));
-                let result = allocated.context("IPAM returned no result")?;
-                anyhow::ensure!(!result.ips.is_empty(), "IPAM plugin returned missing IP config");
-                result
-            }
-            None => CniResult::default(),
+            None => delegate::ipam_add(req, undo)?,
         };
         fault::point("ipvlan:ipam-added")?;
-        for ip in &mut result.ips {
-            ip.interface = Some(0);
-        }
-        result.interfaces = vec![interface];
+        let mut result = req.container_result(addresses, created.mac_string());
         container.run(|| -> anyhow::Result<()> {
             // The neighbours learn the new address at once (the MAC is the master's, shared).
             let _ = sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
@@ -162,32 +133,25 @@ impl Plugin for Ipvlan {
     fn add(&self, req: &Request) -> anyhow::Result<CniResult> {
         let conf = IpvlanConf::parse(req)?;
         let container = NetNs::open(&req.env.netns)?;
-        let mut undo = Rollback::new("ipvlan");
-        let result = self.add_attachment(req, &conf, &container, &mut undo)?;
-        undo.commit();
-        Ok(result)
+        Rollback::all_or_nothing("ipvlan", |undo| self.add_attachment(req, &conf, &container, undo))
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         // Nothing of the config is needed but ipam (the master may be gone, the keys changed).
-        let mut failures = Failures::new();
-        delegate::del_interface_and_ipam(req, &mut failures, || {
+        delegate::del_interface_with_ipam(req, || {
             tempname::delete_container_link(&req.env.netns, &req.env.ifname, "ipvlan", Some(TEMP_PREFIX))
-        });
-        failures.finish()
+        })
     }
 
     fn check(&self, req: &Request) -> anyhow::Result<()> {
         let conf = IpvlanConf::parse(req)?;
         let container = NetNs::open(&req.env.netns)?;
-        if req.config.ipam_type.is_some() {
-            delegate::ipam(req, Command::Check)?;
-        }
+        delegate::ipam_if_configured(req, Command::Check)?;
         let prev = req.config.prev_result.as_ref().context("Required prevResult missing")?;
         let ifname = req.env.ifname.as_str();
         let listed = req.container_interface(prev)?.1;
         if !conf.master.is_empty() {
-            let mut at_master = if conf.link_in_container { Rtnl::open_in(&container)? } else { Rtnl::open()? };
+            let mut at_master = master_handle(&container, conf.link_in_container)?;
             at_master
                 .link_by_name(&conf.master)?
                 .with_context(|| format!("failed to lookup master {:?}", conf.master))?;
@@ -219,10 +183,7 @@ impl Plugin for Ipvlan {
 
     fn status(&self, req: &Request) -> anyhow::Result<()> {
         IpvlanConf::parse(req)?;
-        if req.config.ipam_type.is_some() {
-            delegate::ipam(req, Command::Status)?;
-        }
-        Ok(())
+        delegate::ipam_if_configured(req, Command::Status)
     }
 }
 

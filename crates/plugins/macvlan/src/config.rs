@@ -54,23 +54,7 @@ impl MacvlanConf {
             m => return Err(Error::config(format!("invalid MTU {m}, must be [0, master MTU]"))),
         };
         req.args.check_known(&["MAC"])?;
-        // The runtime's MAC wins over CNI_ARGS, which wins over the config.
-        let mut mac = raw.mac;
-        if let Some(m) = req.args.get("MAC").filter(|m| !m.is_empty()) {
-            mac = m.to_string();
-        }
-        if let Some(m) = raw.runtime_config.map(|r| r.mac).filter(|m| !m.is_empty()) {
-            mac = m;
-        }
-        let mac = match mac.as_str() {
-            "" => None,
-            text => Some(netkit::parse_mac(text).ok_or_else(|| {
-                Error::config(format!("invalid args {text} for MAC addr: address {text}: invalid MAC address"))
-            })?),
-        };
-        if mac.is_some_and(|m| m[0] & 1 == 1) {
-            return Err(Error::config("mac: a multicast address cannot be an interface's address"));
-        }
+        let mac = cni::linkconf::requested_mac(raw.mac, &req.args, raw.runtime_config.map(|r| r.mac))?;
         Ok(MacvlanConf {
             master: Some(raw.master).filter(|m| !m.is_empty()),
             mode,

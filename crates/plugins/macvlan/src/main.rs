@@ -16,16 +16,19 @@
 //! (gone, or the namespace gone, is success; a macvlan under one of our temporary names, left by
 //! an ADD killed before its rename, goes too), and the IPAM allocation is released (dhcp's
 //! before the interface goes, so its RELEASE can leave from it; `cni::delegate::
-//! del_interface_and_ipam`); every step is tried. By kernel design the container cannot reach the host through its own master (the
-//! host's address lives on the lower device); every other station on the segment it can.
+//! del_interface_and_ipam`); every step is tried.
+//!
+//! By kernel design the container cannot reach the host through its own master (the host's
+//! address lives on the lower device); every other station on the segment it can.
 
 mod config;
 
 use anyhow::Context;
-use cni::{CniResult, Code, Command, Error, Failures, Interface, Plugin, Request, Rollback, delegate};
+use cni::{CniResult, Code, Command, Error, Plugin, Request, Rollback, delegate};
 use config::MacvlanConf;
 use netkit::iface::{self, Dad};
 use netkit::macvlan::{Macvlan, Mode};
+use netkit::sublink::{find_master, master_handle};
 use netkit::{Link, NetNs, Rtnl, sysctl, tempname};
 use std::os::fd::AsFd;
 
@@ -34,27 +37,17 @@ struct MacvlanPlugin;
 /// The prefix of our temporary link names.
 const TEMP_PREFIX: &str = "mv";
 
-/// The handle on the namespace the master lives in: the host's, or the container's with
-/// `linkInContainer`.
-fn lower_handle(conf: &MacvlanConf, container: &NetNs) -> anyhow::Result<Rtnl> {
-    if conf.link_in_container { Rtnl::open_in(container) } else { Ok(Rtnl::open()?) }
-}
-
-/// The master: as configured, or the device of the default route.
-fn resolve_master(lower: &mut Rtnl, conf: &MacvlanConf) -> anyhow::Result<Link> {
-    let name = match &conf.master {
-        Some(name) => name.clone(),
+/// The master's name: as configured, or the device of the default route.
+fn master_name(lower: &mut Rtnl, conf: &MacvlanConf) -> anyhow::Result<String> {
+    match &conf.master {
+        Some(name) => Ok(name.clone()),
         None => {
             let index = lower.default_route_link()?.ok_or_else(|| {
                 Error::config("no default route interface found: set \"master\" to the uplink to use")
             })?;
-            lower.link_by_index(index)?.context("the default route's interface vanished")?.name
+            Ok(lower.link_by_index(index)?.context("the default route's interface vanished")?.name)
         }
-    };
-    let link = lower
-        .link_by_name(&name)?
-        .ok_or_else(|| Error::config(format!("failed to lookup master {name:?}: Link not found")))?;
-    Ok(link)
+    }
 }
 
 /// Creates the macvlan in the container under a temporary name; returns it as seen there.
@@ -107,13 +100,9 @@ impl MacvlanPlugin {
         undo: &mut Rollback<'a>,
     ) -> anyhow::Result<CniResult> {
         let ifname = req.env.ifname.as_str();
-        let mut lower = lower_handle(conf, container)?;
-        let master = resolve_master(&mut lower, conf)?;
-        if let Some(mtu) = conf.mtu
-            && mtu > master.mtu
-        {
-            return Err(Error::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into());
-        }
+        let mut lower = master_handle(container, conf.link_in_container)?;
+        let master_name = master_name(&mut lower, conf)?;
+        let master = find_master(&mut lower, &master_name, conf.mtu)?;
         let mut ctr = Rtnl::open_in(container)?;
         if ctr.link_by_name(ifname)?.is_some() {
             anyhow::bail!("interface {ifname:?} already exists in the container");
@@ -121,37 +110,15 @@ impl MacvlanPlugin {
 
         let link = create_link(&mut lower, &mut ctr, container, conf, &master)?;
         let index = link.index;
-        undo.push(format!("macvlan {ifname}"), move || {
-            let mut ctr = Rtnl::open_in(container)?;
-            if ctr.link_by_index(index)?.is_some_and(|l| l.is_kind("macvlan")) {
-                ctr.delete_link(index)?;
-            }
-            Ok(())
-        });
+        undo.push(format!("macvlan {ifname}"), move || tempname::delete_created_link(container, index, "macvlan"));
         // A kill from here to the rename leaves the temporary name: DEL looks for those too.
         cni::trace::mark("temporary link created");
         ctr.rename(index, ifname).with_context(|| format!("failed to rename macvlan to {ifname:?}"))?;
         cni::trace::mark("link created");
 
-        let mut result = CniResult {
-            interfaces: vec![Interface {
-                name: ifname.to_string(),
-                sandbox: req.env.netns.clone(),
-                ..Interface::default()
-            }],
-            ..CniResult::default()
-        };
+        // Addresses from IPAM, if any; the MAC is known once the link is configured.
+        let mut result = req.container_result(delegate::ipam_add(req, undo)?, String::new());
         if req.config.ipam_type.is_some() {
-            let allocated = delegate::ipam(req, Command::Add)?;
-            undo.push("the IPAM allocation", move || delegate::ipam(req, Command::Del).map(|_| ()));
-            let ipam = allocated.context("IPAM returned no result")?;
-            anyhow::ensure!(!ipam.ips.is_empty(), "IPAM plugin returned missing IP config");
-            result.ips = ipam.ips;
-            result.routes = ipam.routes;
-            result.dns = ipam.dns;
-            for ip in &mut result.ips {
-                ip.interface = Some(0);
-            }
             cni::trace::mark("ipam done");
         }
         let configured = container.run(|| -> anyhow::Result<Link> {
@@ -186,32 +153,26 @@ impl Plugin for MacvlanPlugin {
     fn add(&self, req: &Request) -> anyhow::Result<CniResult> {
         let conf = MacvlanConf::parse(req)?;
         let container = NetNs::open(&req.env.netns)?;
-        let mut undo = Rollback::new("macvlan");
-        let result = self.add_attachment(req, &conf, &container, &mut undo)?;
-        undo.commit();
-        Ok(result)
+        Rollback::all_or_nothing("macvlan", |undo| self.add_attachment(req, &conf, &container, undo))
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         // Nothing of the config is needed but ipam (the master may be gone, the keys changed).
-        let mut failures = Failures::new();
-        delegate::del_interface_and_ipam(req, &mut failures, || {
+        delegate::del_interface_with_ipam(req, || {
             tempname::delete_container_link(&req.env.netns, &req.env.ifname, "macvlan", Some(TEMP_PREFIX))
-        });
-        failures.finish()
+        })
     }
 
     fn check(&self, req: &Request) -> anyhow::Result<()> {
         let conf = MacvlanConf::parse(req)?;
         let container = NetNs::open(&req.env.netns)?;
-        if req.config.ipam_type.is_some() {
-            delegate::ipam(req, Command::Check)?;
-        }
+        delegate::ipam_if_configured(req, Command::Check)?;
         let prev = req.config.prev_result.as_ref().context("required prevResult missing")?;
         let ifname = req.env.ifname.as_str();
         let listed = req.container_interface(prev)?.1;
-        let mut lower = lower_handle(&conf, &container)?;
-        resolve_master(&mut lower, &conf)?;
+        let mut lower = master_handle(&container, conf.link_in_container)?;
+        let master_name = master_name(&mut lower, &conf)?;
+        find_master(&mut lower, &master_name, None)?;
 
         container.run(|| -> anyhow::Result<()> {
             let mut rtnl = Rtnl::open()?;
@@ -248,18 +209,12 @@ impl Plugin for MacvlanPlugin {
         {
             return Err(Error::new(Code::NotAvailable, format!("master {name:?} does not exist")).into());
         }
-        if req.config.ipam_type.is_some() {
-            delegate::ipam(req, Command::Status)?;
-        }
-        Ok(())
+        delegate::ipam_if_configured(req, Command::Status)
     }
 
     fn gc(&self, req: &Request) -> anyhow::Result<()> {
         // Nothing of ours outlives an interface; the spec passes GC on to the IPAM plugin.
-        if req.config.ipam_type.is_some() {
-            delegate::ipam(req, Command::Gc)?;
-        }
-        Ok(())
+        delegate::ipam_if_configured(req, Command::Gc)
     }
 }
 

@@ -52,20 +52,7 @@ impl TapConf {
             m => return Err(Error::config(format!("invalid MTU {m}: it must be 0 (the default) or 68 to 65535"))),
         };
         req.args.check_known(&["MAC"])?;
-        // The runtime's MAC wins over CNI_ARGS, which wins over the config.
-        let mut mac = raw.mac;
-        if let Some(m) = req.args.get("MAC").filter(|m| !m.is_empty()) {
-            mac = m.to_string();
-        }
-        if let Some(m) = raw.runtime_config.map(|r| r.mac).filter(|m| !m.is_empty()) {
-            mac = m;
-        }
-        let mac = match mac.as_str() {
-            "" => None,
-            text => Some(netkit::parse_mac(text).filter(|m| m[0] & 1 == 0).ok_or_else(|| {
-                Error::config(format!("invalid args {text} for MAC addr: not a unicast MAC address"))
-            })?),
-        };
+        let mac = cni::linkconf::requested_mac(raw.mac, &req.args, raw.runtime_config.map(|r| r.mac))?;
         Ok(TapConf {
             multi_queue: raw.multi_queue,
             mtu,

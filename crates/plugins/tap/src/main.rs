@@ -25,7 +25,7 @@
 mod config;
 
 use anyhow::Context;
-use cni::{CniResult, Command, Error, Failures, Interface, Plugin, Request, Rollback, delegate};
+use cni::{CniResult, Command, Error, Plugin, Request, Rollback, delegate};
 use config::TapConf;
 use netkit::iface::{self, Dad};
 use netkit::tuntap::{self, Tap};
@@ -94,13 +94,7 @@ impl TapPlugin {
         };
 
         let index = container.run(|| create_tap(conf))??;
-        undo.push(format!("tap {ifname}"), move || {
-            let mut ctr = Rtnl::open_in(container)?;
-            if ctr.link_by_index(index)?.is_some_and(|l| l.is_kind("tun")) {
-                ctr.delete_link(index)?;
-            }
-            Ok(())
-        });
+        undo.push(format!("tap {ifname}"), move || tempname::delete_created_link(container, index, "tun"));
         // A kill from here to the rename leaves the temporary name: DEL looks for those too.
         cni::trace::mark("temporary tap created");
         if let Some(mtu) = conf.mtu {
@@ -117,25 +111,9 @@ impl TapPlugin {
         ctr.set_up(index).context("failed to set tap interface up")?;
         cni::trace::mark("tap created");
 
-        let mut result = CniResult {
-            interfaces: vec![Interface {
-                name: ifname.to_string(),
-                sandbox: req.env.netns.clone(),
-                ..Interface::default()
-            }],
-            ..CniResult::default()
-        };
+        // Addresses from IPAM, if any; the MAC is read back below.
+        let mut result = req.container_result(delegate::ipam_add(req, undo)?, String::new());
         if req.config.ipam_type.is_some() {
-            let allocated = delegate::ipam(req, Command::Add)?;
-            undo.push("the IPAM allocation", move || delegate::ipam(req, Command::Del).map(|_| ()));
-            let ipam = allocated.context("IPAM returned no result")?;
-            anyhow::ensure!(!ipam.ips.is_empty(), "IPAM plugin returned missing IP config");
-            result.ips = ipam.ips;
-            result.routes = ipam.routes;
-            result.dns = ipam.dns;
-            for ip in &mut result.ips {
-                ip.interface = Some(0);
-            }
             container.run(|| -> anyhow::Result<()> {
                 let _ = sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
                 iface::configure_interface(&mut Rtnl::open()?, ifname, &result, Dad::Skipped)
@@ -161,27 +139,20 @@ impl Plugin for TapPlugin {
     fn add(&self, req: &Request) -> anyhow::Result<CniResult> {
         let conf = TapConf::parse(req)?;
         let container = NetNs::open(&req.env.netns)?;
-        let mut undo = Rollback::new("tap");
-        let result = self.add_attachment(req, &conf, &container, &mut undo)?;
-        undo.commit();
-        Ok(result)
+        Rollback::all_or_nothing("tap", |undo| self.add_attachment(req, &conf, &container, undo))
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
-        // Nothing of the config is needed but ipam (the master may be gone, the keys changed).
-        let mut failures = Failures::new();
-        delegate::del_interface_and_ipam(req, &mut failures, || {
+        // Nothing of the config is needed but ipam (the keys may have changed).
+        delegate::del_interface_with_ipam(req, || {
             tempname::delete_container_link(&req.env.netns, &req.env.ifname, "tun", Some(TEMP_PREFIX))
-        });
-        failures.finish()
+        })
     }
 
     fn check(&self, req: &Request) -> anyhow::Result<()> {
         let conf = TapConf::parse(req)?;
         let container = NetNs::open(&req.env.netns)?;
-        if req.config.ipam_type.is_some() {
-            delegate::ipam(req, Command::Check)?;
-        }
+        delegate::ipam_if_configured(req, Command::Check)?;
         let prev = req.config.prev_result.as_ref().context("Required prevResult missing")?;
         let ifname = req.env.ifname.as_str();
         let listed = req.container_interface(prev)?.1;
@@ -210,18 +181,12 @@ impl Plugin for TapPlugin {
 
     fn status(&self, req: &Request) -> anyhow::Result<()> {
         TapConf::parse(req)?;
-        if req.config.ipam_type.is_some() {
-            delegate::ipam(req, Command::Status)?;
-        }
-        Ok(())
+        delegate::ipam_if_configured(req, Command::Status)
     }
 
     fn gc(&self, req: &Request) -> anyhow::Result<()> {
         // Nothing of ours outlives an interface; the spec passes GC on to the IPAM plugin.
-        if req.config.ipam_type.is_some() {
-            delegate::ipam(req, Command::Gc)?;
-        }
-        Ok(())
+        delegate::ipam_if_configured(req, Command::Gc)
     }
 }
 

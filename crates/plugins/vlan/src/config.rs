@@ -41,11 +41,7 @@ impl VlanConf {
             id @ 0..=4094 => id as u16,
             id => return Err(Error::config(format!("invalid VLAN ID {id} (must be between 0 and 4094 inclusive)"))),
         };
-        let mtu = match raw.mtu {
-            0 => None,
-            m @ 1..=65535 => Some(m as u32),
-            m => return Err(Error::config(format!("invalid MTU {m}, must be [0, master MTU]"))),
-        };
+        let mtu = cni::linkconf::mtu_on_master(raw.mtu)?;
         Ok(VlanConf { master: raw.master, vlan_id, mtu, link_in_container: raw.link_in_container })
     }
 }

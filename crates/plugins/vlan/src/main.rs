@@ -16,10 +16,10 @@
 mod config;
 
 use anyhow::Context;
-use cni::{CniResult, Code, Command, Failures, Interface, Plugin, Request, ResultExt, Rollback, delegate, fault};
+use cni::{CniResult, Command, Plugin, Request, Rollback, delegate, fault};
 use config::VlanConf;
 use netkit::iface::{self, Dad};
-use netkit::sublink::{SubKind, SubLink};
+use netkit::sublink::{SubKind, SubLink, find_master, master_handle};
 use netkit::{NetNs, Rtnl, tempname};
 use std::os::fd::AsFd;
 
@@ -44,18 +44,8 @@ impl Vlan {
 
         // The master, where the config says it is. The VLAN is created by a handle in the
         // master's namespace (the kernel finds IFLA_LINK there) and born in the container.
-        let mut at_master = if conf.link_in_container { Rtnl::open_in(container)? } else { Rtnl::open()? };
-        let master = at_master
-            .link_by_name(&conf.master)?
-            .with_context(|| format!("failed to lookup master {:?}: Link not found", conf.master))
-            .code(Code::InvalidConfig)?;
-        if let Some(mtu) = conf.mtu
-            && mtu > master.mtu
-        {
-            return Err(
-                cni::Error::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into()
-            );
-        }
+        let mut at_master = master_handle(container, conf.link_in_container)?;
+        let master = find_master(&mut at_master, &conf.master, conf.mtu)?;
         let temporary = tempname::temporary_name(TEMP_PREFIX);
         let vlan = SubLink {
             name: &temporary,
@@ -72,33 +62,15 @@ impl Vlan {
         })?;
         let link = inside.link_by_name(&temporary)?.context("the new vlan link vanished")?;
         let index = link.index;
-        undo.push(format!("vlan link {ifname}"), move || match Rtnl::open_in(container)?.delete_link(index) {
-            Err(e) if e.is(nix::libc::ENODEV) => Ok(()),
-            other => Ok(other?),
-        });
+        undo.push(format!("vlan link {ifname}"), move || tempname::delete_created_link(container, index, "vlan"));
         fault::point("vlan:before-rename")?;
         inside.rename(index, ifname).with_context(|| format!("failed to rename vlan to {ifname:?}"))?;
         fault::point("vlan:link-created")?;
-        let interface = Interface {
-            name: ifname.to_string(),
-            mac: link.mac_string(),
-            sandbox: req.env.netns.clone(),
-            ..Interface::default()
-        };
 
         // Addresses from IPAM, all on the VLAN.
-        let mut result = CniResult::default();
-        if req.config.ipam_type.is_some() {
-            let allocated = delegate::ipam(req, Command::Add).context("failed to execute IPAM delegate")?;
-            undo.push("the IPAM allocation", move || delegate::ipam(req, Command::Del).map(|_| ()));
-            result = allocated.context("IPAM returned no result")?;
-            anyhow::ensure!(!result.ips.is_empty(), "IPAM plugin returned missing IP config");
-        }
+        let addresses = delegate::ipam_add(req, undo).context("failed to execute IPAM delegate")?;
         fault::point("vlan:ipam-added")?;
-        for ip in &mut result.ips {
-            ip.interface = Some(0);
-        }
-        result.interfaces = vec![interface];
+        let mut result = req.container_result(addresses, link.mac_string());
         // On a shared segment, duplicate address detection means something: it runs, as in
         // the reference.
         container.run(|| iface::configure_interface(&mut Rtnl::open()?, ifname, &result, Dad::Enabled))??;
@@ -116,31 +88,24 @@ impl Plugin for Vlan {
     fn add(&self, req: &Request) -> anyhow::Result<CniResult> {
         let conf = VlanConf::parse(req)?;
         let container = NetNs::open(&req.env.netns)?;
-        let mut undo = Rollback::new("vlan");
-        let result = self.add_attachment(req, &conf, &container, &mut undo)?;
-        undo.commit();
-        Ok(result)
+        Rollback::all_or_nothing("vlan", |undo| self.add_attachment(req, &conf, &container, undo))
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         // Nothing of the config is needed but ipam (the master may be gone, the keys changed).
-        let mut failures = Failures::new();
-        delegate::del_interface_and_ipam(req, &mut failures, || {
+        delegate::del_interface_with_ipam(req, || {
             tempname::delete_container_link(&req.env.netns, &req.env.ifname, "vlan", Some(TEMP_PREFIX))
-        });
-        failures.finish()
+        })
     }
 
     fn check(&self, req: &Request) -> anyhow::Result<()> {
         let conf = VlanConf::parse(req)?;
         let container = NetNs::open(&req.env.netns)?;
-        if req.config.ipam_type.is_some() {
-            delegate::ipam(req, Command::Check)?;
-        }
+        delegate::ipam_if_configured(req, Command::Check)?;
         let prev = req.config.prev_result.as_ref().context("vlan: Required prevResult missing")?;
         let ifname = req.env.ifname.as_str();
         let listed = req.container_interface(prev)?.1;
-        let mut at_master = if conf.link_in_container { Rtnl::open_in(&container)? } else { Rtnl::open()? };
+        let mut at_master = master_handle(&container, conf.link_in_container)?;
         at_master.link_by_name(&conf.master)?.with_context(|| format!("failed to lookup master {:?}", conf.master))?;
 
         container.run(|| -> anyhow::Result<()> {
@@ -171,10 +136,7 @@ impl Plugin for Vlan {
     }
 
     fn status(&self, req: &Request) -> anyhow::Result<()> {
-        if req.config.ipam_type.is_some() {
-            delegate::ipam(req, Command::Status)?;
-        }
-        Ok(())
+        delegate::ipam_if_configured(req, Command::Status)
     }
 }
 
