@@ -451,6 +451,6 @@ fn delete_stale_host_veth(name: &str, bridge: &str) -> anyhow::Result<()> {
 }
 
 fn main() {
-    // host-local runs in this process when the one in CNI_PATH is ours (cni::suite): no exec.
-    cni::skel::run_with(Bridge, &[&host_local::HostLocal])
+    // IPAM of this suite runs in this process when the file in CNI_PATH is ours (cni::suite).
+    cni::skel::run_with(Bridge, &[&host_local::HostLocal, &static_ipam::Static])
 }

@@ -120,5 +120,6 @@ impl Plugin for Dummy {
 }
 
 fn main() {
-    cni::skel::run(Dummy)
+    // IPAM of this suite runs in this process when the file in CNI_PATH is ours (cni::suite).
+    cni::skel::run_with(Dummy, &[&host_local::HostLocal, &static_ipam::Static])
 }

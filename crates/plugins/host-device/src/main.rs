@@ -270,5 +270,6 @@ impl Plugin for HostDevice {
 }
 
 fn main() {
-    cni::skel::run(HostDevice)
+    // IPAM of this suite runs in this process when the file in CNI_PATH is ours (cni::suite).
+    cni::skel::run_with(HostDevice, &[&host_local::HostLocal, &static_ipam::Static])
 }

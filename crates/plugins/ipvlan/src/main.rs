@@ -188,5 +188,6 @@ impl Plugin for Ipvlan {
 }
 
 fn main() {
-    cni::skel::run(Ipvlan)
+    // IPAM of this suite runs in this process when the file in CNI_PATH is ours (cni::suite).
+    cni::skel::run_with(Ipvlan, &[&host_local::HostLocal, &static_ipam::Static])
 }

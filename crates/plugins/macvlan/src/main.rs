@@ -219,5 +219,6 @@ impl Plugin for MacvlanPlugin {
 }
 
 fn main() {
-    cni::skel::run(MacvlanPlugin)
+    // IPAM of this suite runs in this process when the file in CNI_PATH is ours (cni::suite).
+    cni::skel::run_with(MacvlanPlugin, &[&host_local::HostLocal, &static_ipam::Static])
 }

@@ -191,5 +191,6 @@ impl Plugin for TapPlugin {
 }
 
 fn main() {
-    cni::skel::run(TapPlugin)
+    // IPAM of this suite runs in this process when the file in CNI_PATH is ours (cni::suite).
+    cni::skel::run_with(TapPlugin, &[&host_local::HostLocal, &static_ipam::Static])
 }

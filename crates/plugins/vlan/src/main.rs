@@ -141,5 +141,6 @@ impl Plugin for Vlan {
 }
 
 fn main() {
-    cni::skel::run(Vlan)
+    // IPAM of this suite runs in this process when the file in CNI_PATH is ours (cni::suite).
+    cni::skel::run_with(Vlan, &[&host_local::HostLocal, &static_ipam::Static])
 }
