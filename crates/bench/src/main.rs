@@ -46,22 +46,12 @@ struct Options {
     guest: Option<String>,
 }
 
-const SECTIONS: [&str; 10] = [
-    "chain",
-    "dns",
-    "plugins",
-    "podman",
-    "kubernetes",
-    "ptp-bandwidth",
-    "macvlan",
-    "ipvlan",
-    "host-local",
-    "floors",
-];
+const SECTIONS: [&str; 10] =
+    ["chain", "dns", "plugins", "podman", "kubernetes", "ptp-bandwidth", "macvlan", "ipvlan", "host-local", "floors"];
 
 /// The ipvlan section's rounds at most: under TCG emulation a plugin run takes tens of times as
 /// long as on the host, and the section is meant to take a few minutes with the guest's boot.
-const GUEST_ROUNDS: usize = 20;
+const GUEST_ROUNDS: usize = 15;
 
 impl Options {
     fn wants(&self, section: &str) -> bool {

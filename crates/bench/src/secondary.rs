@@ -160,6 +160,7 @@ pub fn in_guest(ours: &Path, reference: &Path, rounds: usize) -> anyhow::Result<
     for line in stdout.lines() {
         let mut words = line.split_whitespace();
         if words.next() != Some(GUEST_LINE) {
+            eprintln!("{line}"); // the guest's own messages
             continue;
         }
         let costs = match words.next() {

@@ -182,7 +182,8 @@ mod tests {
         assert_eq!(decode(b"{\"method\":\"explode\"}").unwrap_err().code, Code::Decode);
         assert_eq!(decode(b"{\"method\":\"status\",\"extra\":1}").unwrap_err().code, Code::Decode);
         assert!(matches!(checked(json!({"method": "status", "config": 7})), Ok(Checked::Status)));
-        let e = checked(json!({"method": "allocate", "containerID": "c", "ifName": "eth0", "config": [1]})).unwrap_err();
+        let e =
+            checked(json!({"method": "allocate", "containerID": "c", "ifName": "eth0", "config": [1]})).unwrap_err();
         assert_eq!(e.code, Code::Decode);
         let e = checked(json!({"method": "release", "ifName": "eth0", "config": {"name": "n"}})).unwrap_err();
         assert_eq!(e.code, Code::UnknownContainer);
@@ -194,7 +195,9 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.code, Code::InvalidConfig);
         // GC names no attachment: no IDs needed.
-        assert!(matches!(checked(json!({"method": "gc", "config": {"name": "n"}})), Ok(Checked::Gc(c)) if c.network == "n"));
+        assert!(
+            matches!(checked(json!({"method": "gc", "config": {"name": "n"}})), Ok(Checked::Gc(c)) if c.network == "n")
+        );
         match checked(json!({"method": "allocate", "containerID": "c1", "ifName": "eth0", "config": {"name": "n"}})) {
             Ok(Checked::Allocate(conf, id)) => assert_eq!((conf.network.as_str(), id.as_str()), ("n", "c1/n/eth0")),
             other => panic!("{other:?}"),
