@@ -51,7 +51,7 @@ const SECTIONS: [&str; 10] =
 
 /// The ipvlan section's rounds at most: under TCG emulation a plugin run takes tens of times as
 /// long as on the host, and the section is meant to take a few minutes with the guest's boot.
-const GUEST_ROUNDS: usize = 15;
+const GUEST_ROUNDS: usize = 25;
 
 impl Options {
     fn wants(&self, section: &str) -> bool {
