@@ -10,7 +10,7 @@
 //! plugins (each alone, memory, sizes, firewall processes), podman, kubernetes (kind's and k3s's
 //! chains), ptp-bandwidth (each alone), macvlan (with static), ipvlan (with host-local, on the
 //! second kernel under qemu: scripts/vm.sh; at most [`GUEST_ROUNDS`] rounds), host-local,
-//! floors. `--only` runs a subset (a full run takes about ten minutes on two cores).
+//! floors. `--only` runs a subset (a full run takes about twelve minutes on two cores).
 //!
 //! `cni-bench --guest ipvlan [--rounds N] [--ours DIR] [--reference DIR]` is the ipvlan section's
 //! side inside the guest (see secondary.rs); the host's bench starts it.
