@@ -4,7 +4,8 @@
 #   scripts/fuzz.sh                      every target, FUZZ_SECONDS (default 60) each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh dispatch result
 #
-# Targets: netconf conflist result cni_args dispatch host_local_config host_local_store dhcp_packet.
+# Targets: netconf conflist result cni_args dispatch host_local_config host_local_store dhcp_packet
+# dhcp_request.
 #
 # Toolchain: cargo-fuzz (installed with `cargo install --locked cargo-fuzz` when missing) on the
 # stable toolchain. cargo-fuzz builds with AddressSanitizer through `-Zsanitizer=address`, a
@@ -26,7 +27,7 @@ cd "$(dirname "$0")/.."
 FUZZ_DIR=crates/fuzz
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 SANITIZER=${FUZZ_SANITIZER:-address}
-ALL=(netconf conflist result cni_args dispatch host_local_config host_local_store dhcp_packet)
+ALL=(netconf conflist result cni_args dispatch host_local_config host_local_store dhcp_packet dhcp_request)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

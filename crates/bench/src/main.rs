@@ -8,8 +8,12 @@
 //!
 //! Sections, in the order they run: chain (bridge + host-local + portmap, with the targets), dns,
 //! plugins (each alone, memory, sizes, firewall processes), podman, kubernetes (kind's and k3s's
-//! chains), ptp-bandwidth (each alone), host-local, floors. `--only` runs a subset (a full run
-//! takes about ten minutes on two cores).
+//! chains), ptp-bandwidth (each alone), macvlan (with static), ipvlan (with host-local, on the
+//! second kernel under qemu: scripts/vm.sh; at most [`GUEST_ROUNDS`] rounds), host-local,
+//! floors. `--only` runs a subset (a full run takes about twelve minutes on two cores).
+//!
+//! `cni-bench --guest ipvlan [--rounds N] [--ours DIR] [--reference DIR]` is the ipvlan section's
+//! side inside the guest (see secondary.rs); the host's bench starts it.
 
 mod chain;
 mod dns;
@@ -17,10 +21,10 @@ mod exec;
 mod floors;
 mod host_local;
 mod machine;
-mod macvlan_static;
 mod plugins;
 mod podman;
 mod ptp_bandwidth;
+mod secondary;
 mod stats;
 mod table;
 
@@ -38,10 +42,16 @@ struct Options {
     rounds: usize,
     population: usize,
     only: Option<Vec<String>>,
+    /// `--guest SECTION`: this run is that section's side inside the qemu guest.
+    guest: Option<String>,
 }
 
-const SECTIONS: [&str; 8] =
-    ["chain", "dns", "plugins", "podman", "kubernetes", "ptp-bandwidth", "host-local", "floors"];
+const SECTIONS: [&str; 10] =
+    ["chain", "dns", "plugins", "podman", "kubernetes", "ptp-bandwidth", "macvlan", "ipvlan", "host-local", "floors"];
+
+/// The ipvlan section's rounds at most: under TCG emulation a plugin run takes tens of times as
+/// long as on the host, and the section is meant to take a few minutes with the guest's boot.
+const GUEST_ROUNDS: usize = 25;
 
 impl Options {
     fn wants(&self, section: &str) -> bool {
@@ -57,6 +67,7 @@ fn options() -> anyhow::Result<Options> {
         rounds: 50,
         population: 500,
         only: None,
+        guest: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -74,11 +85,18 @@ fn options() -> anyhow::Result<Options> {
                 }
                 opts.only = Some(only);
             }
+            "--guest" => {
+                let section = value()?;
+                anyhow::ensure!(section == "ipvlan", "--guest: only the ipvlan section runs in the guest");
+                opts.guest = Some(section);
+            }
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
     opts.ours = std::fs::canonicalize(&opts.ours).with_context(|| format!("{}", opts.ours.display()))?;
-    opts.cnitool = std::fs::canonicalize(&opts.cnitool).context("cnitool (make cnitool)")?;
+    if opts.guest.is_none() {
+        opts.cnitool = std::fs::canonicalize(&opts.cnitool).context("cnitool (make cnitool)")?;
+    }
     Ok(opts)
 }
 
@@ -92,6 +110,9 @@ fn main() -> anyhow::Result<()> {
         "cni-bench creates bridges and firewall rules: run it through scripts/bench.sh (make bench)"
     );
     let opts = options()?;
+    if opts.guest.is_some() {
+        return secondary::guest(&opts.ours, &opts.reference, opts.rounds);
+    }
     let work = PathBuf::from(std::env::var("SANDBOX_WORK").context("SANDBOX_WORK")?);
     let has_reference = plugins::PLUGINS.iter().all(|p| opts.reference.join(p).is_file());
     let reference_dir = has_reference.then_some(&opts.reference);
@@ -283,17 +304,32 @@ fn main() -> anyhow::Result<()> {
         table.latency("bandwidth DEL alone", &ours_kb.bandwidth_del, rk.map(|r| &r.bandwidth_del));
     }
 
-    // Multus' secondary network: macvlan with static, on an uplink made for the run.
-    eprintln!("bench: macvlan and static");
-    macvlan_static::make_uplink("mvbench0")?;
-    let ours_mv = macvlan_static::measure(&opts.ours, "ours", "mvbench0", opts.rounds)?;
-    let ref_mv = Some(&opts.reference)
-        .filter(|d| macvlan_static::available(d))
-        .map(|d| macvlan_static::measure(d, "ref", "mvbench0", opts.rounds))
-        .transpose()?;
-    let rm = ref_mv.as_ref();
-    table.latency("macvlan (with static) ADD alone", &ours_mv.add, rm.map(|r| &r.add));
-    table.latency("macvlan (with static) DEL alone", &ours_mv.del, rm.map(|r| &r.del));
+    // Multus' secondary networks: macvlan with static, on an uplink made for the run.
+    if opts.wants("macvlan") {
+        eprintln!("bench: macvlan and static");
+        let a = secondary::MACVLAN_STATIC;
+        secondary::make_uplink("mvbench0")?;
+        let ours = a.measure(&opts.ours, "ours", "mvbench0", opts.rounds)?;
+        let theirs = Some(&opts.reference)
+            .filter(|d| a.available(d))
+            .map(|d| a.measure(d, "ref", "mvbench0", opts.rounds))
+            .transpose()?;
+        let t = theirs.as_ref();
+        table.latency("macvlan (with static) ADD alone", &ours.add, t.map(|t| &t.add));
+        table.latency("macvlan (with static) DEL alone", &ours.del, t.map(|t| &t.del));
+    }
+
+    // ipvlan with host-local: this kernel has no ipvlan, so on the second kernel under qemu.
+    if opts.wants("ipvlan") && secondary::IPVLAN_HOST_LOCAL.available(&opts.ours) {
+        eprintln!("bench: ipvlan and host-local, in the qemu guest (scripts/vm.sh)");
+        let (ours, theirs) = secondary::in_guest(&opts.ours, &opts.reference, opts.rounds.min(GUEST_ROUNDS))?;
+        let t = theirs.as_ref();
+        let name = "ipvlan (with host-local) alone, under qemu TCG emulation (compare within the row)";
+        table.latency(&format!("{name}: ADD"), &ours.add, t.map(|t| &t.add));
+        table.latency(&format!("{name}: DEL"), &ours.del, t.map(|t| &t.del));
+    } else if opts.wants("ipvlan") {
+        eprintln!("bench: no ipvlan or host-local in {}: the ipvlan section is skipped", opts.ours.display());
+    }
 
     // host-local's store with few and many allocations.
     if opts.wants("host-local") {

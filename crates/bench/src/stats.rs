@@ -10,6 +10,11 @@ impl Samples {
         self.0.push(d);
     }
 
+    /// The samples in the order they were taken.
+    pub fn values(&self) -> &[Duration] {
+        &self.0
+    }
+
     fn sorted(&self) -> Vec<Duration> {
         let mut v = self.0.clone();
         v.sort();

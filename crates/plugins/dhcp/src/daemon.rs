@@ -22,9 +22,9 @@
 //! sockets to the DHCP server exist only during an exchange.
 
 use crate::client::{Client, Iface, Lease, Timing, now_secs};
-use crate::config::{Config, client_id};
+use crate::config::Config;
 use crate::packet::{self, opt};
-use crate::protocol::{self, Call, Method, Reply};
+use crate::protocol::{self, Call, Checked, Reply};
 use anyhow::Context;
 use cni::{CniResult, Code, Dns, Error, IpConfig, Route};
 use ipnetwork::{IpNetwork, Ipv4Network};
@@ -394,8 +394,8 @@ impl Daemon {
     fn serve(self: &Arc<Self>, stream: &UnixStream) {
         let r = match protocol::read_line(Deadline { stream, end: Instant::now() + IO_TIMEOUT }) {
             Err(e) => Reply::err(&Error::decode(format!("reading the request: {e}"))),
-            Ok(line) => match serde_json::from_slice::<Call>(&line) {
-                Err(e) => Reply::err(&Error::decode(format!("malformed request: {e}"))),
+            Ok(line) => match protocol::decode(&line) {
+                Err(e) => Reply::err(&e),
                 Ok(call) => match self.dispatch(&call) {
                     Ok(v) => Reply::ok(v),
                     Err(e) => {
@@ -409,29 +409,15 @@ impl Daemon {
     }
 
     fn dispatch(self: &Arc<Self>, call: &Call) -> Result<Option<serde_json::Value>, Error> {
-        if call.method == Method::Status {
-            return Ok(None);
-        }
-        if !call.config.is_object() {
-            return Err(Error::decode("error parsing netconf: config is not a JSON object"));
-        }
-        if call.method == Method::Gc {
-            let conf = Config::parse(&call.config, &call.args)?;
-            self.gc(&conf.network, &call.config)?;
-            return Ok(None);
-        }
-        cni::env::validate_container_id(&call.container_id)?;
-        cni::env::validate_ifname(&call.ifname)?;
-        let conf = Config::parse(&call.config, &call.args)?;
-        let id = client_id(&call.container_id, &conf.network, &call.ifname);
-        match call.method {
-            Method::Allocate => self.allocate(call, &conf, &id).map(Some),
-            Method::Check => self.check(&id).map(Some),
-            Method::Release => {
+        match call.check()? {
+            Checked::Status => Ok(None),
+            Checked::Gc(conf) => self.gc(&conf.network, &call.config).map(|()| None),
+            Checked::Allocate(conf, id) => self.allocate(call, &conf, &id).map(Some),
+            Checked::Check(id) => self.check(&id).map(Some),
+            Checked::Release(id) => {
                 self.release(&id);
                 Ok(None)
             }
-            Method::Status | Method::Gc => Ok(None),
         }
     }
 

@@ -11,7 +11,11 @@
 //! the config carries `cni.dev/valid-attachments`). The reference
 //! speaks Go's net/rpc (gob over HTTP) instead, so this plugin works only with this daemon: mixing
 //! it with the reference's daemon (or the reference's plugin with ours) is not supported.
+//!
+//! Std, serde and cni only (with config.rs and packet.rs), so the fuzz target `dhcp_request`
+//! (crates/fuzz) includes this file as it is and runs the daemon's own checks of a request.
 
+use crate::config::{Config, client_id};
 use cni::{Code, Error};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -79,6 +83,52 @@ impl Reply {
     }
 }
 
+/// A call the daemon can serve, with what it needs from the request: the config read (every
+/// method but status) and the lease's client ID (the methods about one attachment).
+#[derive(Debug)]
+pub enum Checked {
+    Status,
+    Gc(Config),
+    Allocate(Config, String),
+    Check(String),
+    Release(String),
+}
+
+/// A request line as the daemon decodes it; code 6 (decode) when it is not a [`Call`].
+pub fn decode(line: &[u8]) -> Result<Call, Error> {
+    serde_json::from_slice(line).map_err(|e| Error::decode(format!("malformed request: {e}")))
+}
+
+impl Call {
+    /// Everything the daemon checks before it touches a lease: the arrival on its socket is not
+    /// trusted (any local root process can write to it), so the IDs are validated as the plugin's
+    /// dispatcher validates its environment, and the config as the plugin reads it.
+    pub fn check(&self) -> Result<Checked, Error> {
+        if self.method == Method::Status {
+            return Ok(Checked::Status);
+        }
+        if !self.config.is_object() {
+            return Err(Error::decode("error parsing netconf: config is not a JSON object"));
+        }
+        if self.method != Method::Gc {
+            cni::env::validate_container_id(&self.container_id)?;
+            cni::env::validate_ifname(&self.ifname)?;
+        }
+        let conf = Config::parse(&self.config, &self.args)?;
+        let id = || client_id(&self.container_id, &conf.network, &self.ifname);
+        Ok(match self.method {
+            Method::Status => Checked::Status,
+            Method::Gc => Checked::Gc(conf),
+            Method::Allocate => {
+                let id = id();
+                Checked::Allocate(conf, id)
+            }
+            Method::Check => Checked::Check(id()),
+            Method::Release => Checked::Release(id()),
+        })
+    }
+}
+
 /// Reads one line of at most [`MAX_MESSAGE`] bytes (without its newline).
 pub fn read_line(r: impl Read) -> std::io::Result<Vec<u8>> {
     let mut line = Vec::new();
@@ -116,4 +166,41 @@ pub fn call(socket_path: &str, call: &Call, wait: Duration) -> Result<Value, Err
     }
     // `"result": null` is the answer of a call without a result (release, status).
     reply.remove("result").ok_or_else(|| unreadable("neither result nor error".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn checked(v: Value) -> Result<Checked, Error> {
+        decode(v.to_string().as_bytes())?.check()
+    }
+
+    #[test]
+    fn requests_are_checked_before_any_lease_is_touched() {
+        assert_eq!(decode(b"{\"method\":\"explode\"}").unwrap_err().code, Code::Decode);
+        assert_eq!(decode(b"{\"method\":\"status\",\"extra\":1}").unwrap_err().code, Code::Decode);
+        assert!(matches!(checked(json!({"method": "status", "config": 7})), Ok(Checked::Status)));
+        let e =
+            checked(json!({"method": "allocate", "containerID": "c", "ifName": "eth0", "config": [1]})).unwrap_err();
+        assert_eq!(e.code, Code::Decode);
+        let e = checked(json!({"method": "release", "ifName": "eth0", "config": {"name": "n"}})).unwrap_err();
+        assert_eq!(e.code, Code::UnknownContainer);
+        let e = checked(json!({"method": "check", "containerID": "c", "ifName": "a/b", "config": {"name": "n"}}))
+            .unwrap_err();
+        assert_eq!(e.code, Code::InvalidEnv);
+        let e = checked(json!({"method": "allocate", "containerID": "c", "ifName": "eth0",
+            "config": {"name": "n", "ipam": {"priority": -1}}}))
+        .unwrap_err();
+        assert_eq!(e.code, Code::InvalidConfig);
+        // GC names no attachment: no IDs needed.
+        assert!(
+            matches!(checked(json!({"method": "gc", "config": {"name": "n"}})), Ok(Checked::Gc(c)) if c.network == "n")
+        );
+        match checked(json!({"method": "allocate", "containerID": "c1", "ifName": "eth0", "config": {"name": "n"}})) {
+            Ok(Checked::Allocate(conf, id)) => assert_eq!((conf.network.as_str(), id.as_str()), ("n", "c1/n/eth0")),
+            other => panic!("{other:?}"),
+        }
+    }
 }
