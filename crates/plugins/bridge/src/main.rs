@@ -168,10 +168,7 @@ impl Bridge {
 
         // Addresses from IPAM, configured in the container.
         let gateways = if req.config.ipam_type.is_some() {
-            let allocated = delegate::ipam(req, Command::Add)?;
-            undo.push("the IPAM allocation", move || delegate::ipam(req, Command::Del).map(|_| ()));
-            let allocated = allocated.context("IPAM returned no result")?;
-            anyhow::ensure!(!allocated.ips.is_empty(), "IPAM plugin returned missing IP config");
+            let allocated = delegate::ipam_add(req, undo)?;
             result.ips = allocated.ips;
             result.routes = allocated.routes;
             result.dns = allocated.dns;

@@ -168,10 +168,8 @@ impl Ptp {
         }
 
         // Addresses from IPAM; each must come with the gateway the routes go through.
-        let allocated = delegate::ipam(req, Command::Add)?;
-        undo.push("the IPAM allocation", move || delegate::ipam(req, Command::Del).map(|_| ()));
-        let mut result = allocated.context("IPAM returned no result")?;
-        anyhow::ensure!(!result.ips.is_empty(), "IPAM plugin returned missing IP config");
+        // (ADD's config requires ipam, so this is never the empty result of an L2-only attachment.)
+        let mut result = delegate::ipam_add(req, undo)?;
         if let Some(ip) = result.ips.iter().find(|ip| ip.gateway.is_none()) {
             return Err(cni::Error::config(format!(
                 "IPAM gave {} no gateway: ptp routes the container through it (host-local gives the subnet's first address unless told otherwise)",
