@@ -23,7 +23,8 @@ pub fn is_temporary_name(prefix: &str, name: &str) -> bool {
 /// DEL's half for a plugin whose interface is one link in the container (macvlan, ipvlan, vlan,
 /// tap, dummy): deletes the link named `ifname` in the namespace at `netns`, and every link of
 /// `kind` under a temporary name with `prefix` (what an ADD killed before its rename left). A
-/// namespace or link already gone is success.
+/// namespace or link already gone is success. Returns once the links are gone, without waiting
+/// for the kernel to free them.
 pub fn delete_container_link(netns: &str, ifname: &str, kind: &str, prefix: Option<&str>) -> anyhow::Result<()> {
     use anyhow::Context;
     let Some(ns) = crate::NetNs::open_if_exists(netns)? else { return Ok(()) };
@@ -33,8 +34,11 @@ pub fn delete_container_link(netns: &str, ifname: &str, kind: &str, prefix: Opti
         if let Some(prefix) = prefix {
             doomed.extend(rtnl.links()?.into_iter().filter(|l| l.is_kind(kind) && is_temporary_name(prefix, &l.name)));
         }
+        // Detached: DEL returns once each link is gone from the namespace, without sitting
+        // through the kernel's rcu_barrier() that frees it (about 20 ms per link; see
+        // Rtnl::delete_link_detached). IPAM releases after this, when the address is off the link.
         for link in doomed {
-            match rtnl.delete_link(link.index) {
+            match rtnl.delete_link_detached(link.index) {
                 // Gone under us: with its master, or the namespace being dismantled.
                 Err(e) if e.is(nix::libc::ENODEV) => {}
                 other => other.with_context(|| format!("deleting {}", link.name))?,
