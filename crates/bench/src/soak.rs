@@ -127,6 +127,10 @@ struct Soak {
     live: Mutex<HashMap<(String, String), Running>>,
     /// Cycles hold it for reading; GC takes it for writing, so no ADD is half done during a GC.
     world: RwLock<()>,
+    /// With `SOAK_LOG=<file>`: every plugin run, one line each (when, container, verb, plugin,
+    /// address, kill delay, outcome), to follow one attachment's story when something is left.
+    log: Option<Mutex<std::fs::File>>,
+    started: Instant,
 }
 
 /// A container that runs now: its ID, netns path, published port and chain result.
@@ -182,6 +186,7 @@ impl Soak {
         conf: &Value,
         kill_after: Option<Duration>,
     ) -> Outcome {
+        let started = Instant::now();
         let mut child = match Command::new(self.plugins.join(plugin))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -209,12 +214,36 @@ impl Soak {
         }
         let mut out = String::new();
         let _ = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
-        match child.wait() {
+        let outcome = match child.wait() {
             Ok(s) if s.success() => Outcome::Ok(serde_json::from_str(&out).unwrap_or(Value::Null)),
             Ok(s) if s.code().is_none() => Outcome::Killed,
             Ok(_) => Outcome::Failed(format!("{plugin} {verb} {cid}: {out}")),
             Err(e) => Outcome::Failed(format!("{plugin} {verb} {cid}: {e}")),
+        };
+        if let Some(log) = &self.log {
+            let addr = match &outcome {
+                Outcome::Ok(result) if !address(result).is_empty() => address(result),
+                _ => address(&conf["prevResult"]),
+            };
+            let what = match &outcome {
+                Outcome::Ok(_) => "ok".to_string(),
+                Outcome::Killed => "KILLED".to_string(),
+                Outcome::Failed(why) => format!("FAILED {why}"),
+            };
+            let line = format!(
+                "{:10.3} {} {} {} {} {} kill={:?} {}\n",
+                started.duration_since(self.started).as_secs_f64() * 1000.0,
+                self.started.elapsed().as_secs_f64() * 1000.0,
+                if cid.is_empty() { conf["name"].as_str().unwrap_or("") } else { cid },
+                verb,
+                plugin,
+                if addr.is_empty() { "-" } else { &addr },
+                kill_after.map(|d| d.as_micros()),
+                what,
+            );
+            let _ = log.lock().unwrap().write_all(line.as_bytes());
         }
+        outcome
     }
 
     fn kill_delay(&self, rng: &mut Rng) -> Option<Duration> {
@@ -461,6 +490,11 @@ fn main() -> anyhow::Result<()> {
         counts: Counts::default(),
         live: Mutex::new(HashMap::new()),
         world: RwLock::new(()),
+        log: match std::env::var_os("SOAK_LOG") {
+            Some(path) => Some(Mutex::new(std::fs::File::create(&path).context("creating SOAK_LOG")?)),
+            None => None,
+        },
+        started: Instant::now(),
     };
     let started = Instant::now();
     let per_worker = o.cycles.div_ceil(o.workers);

@@ -302,7 +302,8 @@ impl Plugin for Bridge {
                 Some(ns) => ns.run(|| -> anyhow::Result<()> {
                     let mut rtnl = Rtnl::open()?;
                     if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
-                        rtnl.delete_link(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
+                        rtnl.delete_link_detached(link.index)
+                            .with_context(|| format!("deleting {}", req.env.ifname))?;
                     }
                     Ok(())
                 })?,
