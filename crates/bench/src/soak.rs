@@ -3,7 +3,12 @@
 //! them), then a count of everything left behind. It creates bridges, namespaces and firewall
 //! rules, so it runs only inside the sandbox of `scripts/soak.sh` (`make soak`).
 //!
-//!   cni-soak [--cycles N] [--workers N] [--plugins DIR] [--kill-percent N] [--lose-address]
+//!   cni-soak [--cycles N] [--workers N] [--plugins DIR] [--kill-percent N] [--kill-within-ms N]
+//!            [--lose-address]
+//!
+//! A kill lands at a random moment within `--kill-within-ms` (8) of the plugin's start; a wider
+//! window reaches the slow plugins' later steps (the firewall plugin's iptables-restore on a
+//! loaded machine).
 //!
 //! With `SOAK_DEBUG` set, a failed CHECK prints the portmap table as it is at that moment.
 //!
@@ -49,6 +54,7 @@ struct Options {
     workers: usize,
     plugins: PathBuf,
     kill_percent: u64,
+    kill_within_ms: u64,
     lose_address: bool,
 }
 
@@ -58,6 +64,7 @@ fn options() -> anyhow::Result<Options> {
         workers: 8,
         plugins: PathBuf::from("target/release"),
         kill_percent: 10,
+        kill_within_ms: 8,
         lose_address: false,
     };
     let mut args = std::env::args().skip(1);
@@ -68,6 +75,7 @@ fn options() -> anyhow::Result<Options> {
             "--workers" => o.workers = value()?.parse()?,
             "--plugins" => o.plugins = value()?.into(),
             "--kill-percent" => o.kill_percent = value()?.parse()?,
+            "--kill-within-ms" => o.kill_within_ms = value()?.parse::<u64>()?.max(1),
             "--lose-address" => o.lose_address = true,
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -121,6 +129,7 @@ struct Soak {
     plugins: PathBuf,
     data_dir: PathBuf,
     kill_percent: u64,
+    kill_within_ms: u64,
     lose_address: bool,
     counts: Counts,
     /// (network, address) -> the running container there.
@@ -247,7 +256,7 @@ impl Soak {
     }
 
     fn kill_delay(&self, rng: &mut Rng) -> Option<Duration> {
-        rng.percent(self.kill_percent).then(|| Duration::from_micros(rng.next() % 8000))
+        rng.percent(self.kill_percent).then(|| Duration::from_micros(rng.next() % (self.kill_within_ms * 1000)))
     }
 
     /// ADD through the chain; `None` when it failed or was killed (then DEL has been done).
@@ -486,6 +495,7 @@ fn main() -> anyhow::Result<()> {
         plugins: o.plugins.clone(),
         data_dir: work.join("soak-ipam"),
         kill_percent: o.kill_percent,
+        kill_within_ms: o.kill_within_ms,
         lose_address: o.lose_address,
         counts: Counts::default(),
         live: Mutex::new(HashMap::new()),
