@@ -683,17 +683,26 @@ fn a_del_after_a_killed_add_removes_the_rules_its_orphaned_iptables_restore_adds
     let mut h = Host::new();
     let a = h.container(0);
     let tools = TempDir::new("slow-restore");
+    let system_path = std::env::var("PATH").unwrap_or_default();
     for name in ["iptables-restore", "ip6tables-restore"] {
+        // The system's tool, found where the plugin would find it without the wrapper.
+        let real = system_path
+            .split(':')
+            .chain(["/usr/sbin", "/sbin"])
+            .map(|dir| Path::new(dir).join(name))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("{name} not found"));
         let script = format!(
             "#!/bin/sh\nbatch=$(cat)\ntouch {dir}/{name}.started\nsleep 1\n\
-             printf '%s\\n' \"$batch\" | /usr/sbin/{name} \"$@\"\nstatus=$?\ntouch {dir}/{name}.done\nexit $status\n",
-            dir = tools.path().display()
+             printf '%s\\n' \"$batch\" | {real} \"$@\"\nstatus=$?\ntouch {dir}/{name}.done\nexit $status\n",
+            dir = tools.path().display(),
+            real = real.display()
         );
         let path = tools.path().join(name);
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
-    let path = format!("{}:{}", tools.path().display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!("{}:{system_path}", tools.path().display());
     let conf = h.conf("net1", Some(&a.prev), json!({"backend": "iptables"}));
     let mut add = Invocation::new("ADD", &a.id, a.ns.path(), "eth0", &conf.to_string())
         .var("PATH", Some(&path))
