@@ -3,7 +3,12 @@
 //! them), then a count of everything left behind. It creates bridges, namespaces and firewall
 //! rules, so it runs only inside the sandbox of `scripts/soak.sh` (`make soak`).
 //!
-//!   cni-soak [--cycles N] [--workers N] [--plugins DIR] [--kill-percent N] [--lose-address]
+//!   cni-soak [--cycles N] [--workers N] [--plugins DIR] [--kill-percent N] [--kill-within-ms N]
+//!            [--lose-address]
+//!
+//! A kill lands at a random moment within `--kill-within-ms` (8) of the plugin's start; a wider
+//! window reaches the slow plugins' later steps (the firewall plugin's iptables-restore on a
+//! loaded machine).
 //!
 //! With `SOAK_DEBUG` set, a failed CHECK prints the portmap table as it is at that moment.
 //!
@@ -49,6 +54,7 @@ struct Options {
     workers: usize,
     plugins: PathBuf,
     kill_percent: u64,
+    kill_within_ms: u64,
     lose_address: bool,
 }
 
@@ -58,6 +64,7 @@ fn options() -> anyhow::Result<Options> {
         workers: 8,
         plugins: PathBuf::from("target/release"),
         kill_percent: 10,
+        kill_within_ms: 8,
         lose_address: false,
     };
     let mut args = std::env::args().skip(1);
@@ -68,6 +75,7 @@ fn options() -> anyhow::Result<Options> {
             "--workers" => o.workers = value()?.parse()?,
             "--plugins" => o.plugins = value()?.into(),
             "--kill-percent" => o.kill_percent = value()?.parse()?,
+            "--kill-within-ms" => o.kill_within_ms = value()?.parse::<u64>()?.max(1),
             "--lose-address" => o.lose_address = true,
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -121,12 +129,17 @@ struct Soak {
     plugins: PathBuf,
     data_dir: PathBuf,
     kill_percent: u64,
+    kill_within_ms: u64,
     lose_address: bool,
     counts: Counts,
     /// (network, address) -> the running container there.
     live: Mutex<HashMap<(String, String), Running>>,
     /// Cycles hold it for reading; GC takes it for writing, so no ADD is half done during a GC.
     world: RwLock<()>,
+    /// With `SOAK_LOG=<file>`: every plugin run, one line each (when, container, verb, plugin,
+    /// address, kill delay, outcome), to follow one attachment's story when something is left.
+    log: Option<Mutex<std::fs::File>>,
+    started: Instant,
 }
 
 /// A container that runs now: its ID, netns path, published port and chain result.
@@ -182,6 +195,7 @@ impl Soak {
         conf: &Value,
         kill_after: Option<Duration>,
     ) -> Outcome {
+        let started = Instant::now();
         let mut child = match Command::new(self.plugins.join(plugin))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -209,16 +223,40 @@ impl Soak {
         }
         let mut out = String::new();
         let _ = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
-        match child.wait() {
+        let outcome = match child.wait() {
             Ok(s) if s.success() => Outcome::Ok(serde_json::from_str(&out).unwrap_or(Value::Null)),
             Ok(s) if s.code().is_none() => Outcome::Killed,
             Ok(_) => Outcome::Failed(format!("{plugin} {verb} {cid}: {out}")),
             Err(e) => Outcome::Failed(format!("{plugin} {verb} {cid}: {e}")),
+        };
+        if let Some(log) = &self.log {
+            let addr = match &outcome {
+                Outcome::Ok(result) if !address(result).is_empty() => address(result),
+                _ => address(&conf["prevResult"]),
+            };
+            let what = match &outcome {
+                Outcome::Ok(_) => "ok".to_string(),
+                Outcome::Killed => "KILLED".to_string(),
+                Outcome::Failed(why) => format!("FAILED {why}"),
+            };
+            let line = format!(
+                "{:10.3} {} {} {} {} {} kill={:?} {}\n",
+                started.duration_since(self.started).as_secs_f64() * 1000.0,
+                self.started.elapsed().as_secs_f64() * 1000.0,
+                if cid.is_empty() { conf["name"].as_str().unwrap_or("") } else { cid },
+                verb,
+                plugin,
+                if addr.is_empty() { "-" } else { &addr },
+                kill_after.map(|d| d.as_micros()),
+                what,
+            );
+            let _ = log.lock().unwrap().write_all(line.as_bytes());
         }
+        outcome
     }
 
     fn kill_delay(&self, rng: &mut Rng) -> Option<Duration> {
-        rng.percent(self.kill_percent).then(|| Duration::from_micros(rng.next() % 8000))
+        rng.percent(self.kill_percent).then(|| Duration::from_micros(rng.next() % (self.kill_within_ms * 1000)))
     }
 
     /// ADD through the chain; `None` when it failed or was killed (then DEL has been done).
@@ -457,10 +495,16 @@ fn main() -> anyhow::Result<()> {
         plugins: o.plugins.clone(),
         data_dir: work.join("soak-ipam"),
         kill_percent: o.kill_percent,
+        kill_within_ms: o.kill_within_ms,
         lose_address: o.lose_address,
         counts: Counts::default(),
         live: Mutex::new(HashMap::new()),
         world: RwLock::new(()),
+        log: match std::env::var_os("SOAK_LOG") {
+            Some(path) => Some(Mutex::new(std::fs::File::create(&path).context("creating SOAK_LOG")?)),
+            None => None,
+        },
+        started: Instant::now(),
     };
     let started = Instant::now();
     let per_worker = o.cycles.div_ceil(o.workers);

@@ -288,10 +288,9 @@ impl Plugin for Bridge {
         cni::trace::mark("firewall removed");
 
         // The interface: deleting the container end removes the pair. Without the namespace, a
-        // host end that is still there (the namespace outlived its path) goes instead. Not
-        // netkit's delete_link_detached, as ptp does: with it, the soak's second network (Podman's
-        // chain, random SIGKILLs) ended with a leftover firewall accept in 2 of 5 runs, against
-        // none of 6 without; not understood yet.
+        // host end that is still there (the namespace outlived its path) goes instead. Returns
+        // once the pair is gone from both namespaces (off the bridge, its neighbours and routes
+        // with it), without waiting for the kernel to free it (netkit's delete_link_detached).
         // IPAM after the interface, as the reference (an address is never handed out while the
         // old interface holds it), but dhcp before it (its RELEASE leaves from that interface).
         delegate::del_interface_and_ipam(req, &mut failures, || {
@@ -299,7 +298,8 @@ impl Plugin for Bridge {
                 Some(ns) => ns.run(|| -> anyhow::Result<()> {
                     let mut rtnl = Rtnl::open()?;
                     if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
-                        rtnl.delete_link(link.index).with_context(|| format!("deleting {}", req.env.ifname))?;
+                        rtnl.delete_link_detached(link.index)
+                            .with_context(|| format!("deleting {}", req.env.ifname))?;
                     }
                     Ok(())
                 })?,

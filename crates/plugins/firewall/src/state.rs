@@ -4,7 +4,8 @@
 //! `prevResult` (libcni after a cache loss, Podman after a reboot).
 //!
 //! ```text
-//! <dataDir>/lock                        flock held for each verb's whole read-modify-write
+//! <dataDir>/lock                        flock held for each verb's whole read-modify-write, and
+//!                                       by the programs it runs, which may outlive a killed plugin
 //! <dataDir>/fw-<net>-<inst>             one record per attachment (JSON): backend, addresses, ...
 //! <dataDir>/addr/<address>              the attachment that last added rules for the address
 //! ```
@@ -17,7 +18,7 @@
 
 use anyhow::Context;
 use firewall::Identity;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{FcntlArg, FdFlag, Flock, FlockArg, fcntl};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -75,6 +76,14 @@ impl Store {
         let lock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
             .with_context(|| format!("locking {}/lock", dir.display()))?;
+        // The programs the plugin runs while it holds the lock (iptables-save and -restore, nft)
+        // hold it too: a runtime's timeout SIGKILLs the plugin but not its `iptables-restore`,
+        // which then commits its batch after the plugin is gone. Until that program exits, the
+        // next verb must not read the table: a DEL would find none of the rules, drop the record
+        // and claims, and the rules would arrive after it with nothing left naming them. The
+        // plugin runs no program that outlives its batch, so the lock is never kept longer.
+        fcntl(&*lock, FcntlArg::F_SETFD(FdFlag::empty()))
+            .with_context(|| format!("letting the programs we run hold {}/lock", dir.display()))?;
         Ok(Store { dir: dir.to_path_buf(), _lock: lock })
     }
 
