@@ -20,15 +20,16 @@ pub fn is_temporary_name(prefix: &str, name: &str) -> bool {
     name.strip_prefix(prefix).is_some_and(|rest| rest.len() == 8 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// DEL's half for a plugin whose interface is one link in the container (macvlan, ipvlan, vlan,
-/// tap, dummy): deletes the link named `ifname` in the namespace at `netns`, and every link of
-/// `kind` under a temporary name with `prefix` (what an ADD killed before its rename left). A
-/// namespace or link already gone is success. Returns once the links are gone, without waiting
-/// for the kernel to free them.
-pub fn delete_container_link(netns: &str, ifname: &str, kind: &str, prefix: Option<&str>) -> anyhow::Result<()> {
+/// DEL's half for a plugin whose interface is a link in the container (bridge and ptp's veth,
+/// macvlan, ipvlan, vlan, tap, dummy): deletes the link named `ifname` in the namespace at
+/// `netns`, and every link of `kind` under a temporary name with `prefix` (what an ADD killed
+/// before its rename left). A link already gone is success. Returns once the links are gone,
+/// without waiting for the kernel to free them, and whether the namespace was there (without it,
+/// bridge and ptp look for the host end instead).
+pub fn delete_container_link(netns: &str, ifname: &str, kind: &str, prefix: Option<&str>) -> anyhow::Result<bool> {
     use anyhow::Context;
-    let Some(ns) = crate::NetNs::open_if_exists(netns)? else { return Ok(()) };
-    ns.run(|| -> anyhow::Result<()> {
+    let Some(ns) = crate::NetNs::open_if_exists(netns)? else { return Ok(false) };
+    ns.run(|| -> anyhow::Result<bool> {
         let mut rtnl = crate::Rtnl::open()?;
         let mut doomed: Vec<crate::Link> = rtnl.link_by_name(ifname)?.into_iter().collect();
         if let Some(prefix) = prefix {
@@ -44,7 +45,7 @@ pub fn delete_container_link(netns: &str, ifname: &str, kind: &str, prefix: Opti
                 other => other.with_context(|| format!("deleting {}", link.name))?,
             }
         }
-        Ok(())
+        Ok(true)
     })?
 }
 

@@ -19,7 +19,7 @@ use firewall::bridge::{Attachment, Known};
 use firewall::{Identity, Nft, iptables};
 use ipnetwork::IpNetwork;
 use netkit::iface::{self, Dad};
-use netkit::{Family, NetNs, Rtnl, sysctl};
+use netkit::{Family, NetNs, Rtnl, sysctl, tempname};
 use std::net::IpAddr;
 
 struct Bridge;
@@ -294,17 +294,12 @@ impl Plugin for Bridge {
         // IPAM after the interface, as the reference (an address is never handed out while the
         // old interface holds it), but dhcp before it (its RELEASE leaves from that interface).
         delegate::del_interface_and_ipam(req, &mut failures, || {
-            let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
-                Some(ns) => ns.run(|| -> anyhow::Result<()> {
-                    let mut rtnl = Rtnl::open()?;
-                    if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
-                        rtnl.delete_link_detached(link.index)
-                            .with_context(|| format!("deleting {}", req.env.ifname))?;
-                    }
-                    Ok(())
-                })?,
-                None => host_veth.as_deref().map_or(Ok(()), |name| delete_stale_host_veth(name, &conf.bridge)),
-            });
+            let removed = tempname::delete_container_link(&req.env.netns, &req.env.ifname, "veth", None).and_then(
+                |in_container| match (in_container, host_veth.as_deref()) {
+                    (false, Some(name)) => delete_stale_host_veth(name, &conf.bridge),
+                    _ => Ok(()),
+                },
+            );
             cni::trace::mark("interface removed");
             removed
         });

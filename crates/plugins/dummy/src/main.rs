@@ -79,7 +79,7 @@ impl Plugin for Dummy {
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         // Nothing of the config is needed but ipam (the keys may have changed).
         delegate::del_interface_with_ipam(req, || {
-            tempname::delete_container_link(&req.env.netns, &req.env.ifname, "dummy", None)
+            tempname::delete_container_link(&req.env.netns, &req.env.ifname, "dummy", None).map(drop)
         })
     }
 

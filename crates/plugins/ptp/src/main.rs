@@ -23,7 +23,7 @@ use firewall::bridge::{Attachment, Known};
 use firewall::{Identity, Nft, iptables};
 use ipnetwork::IpNetwork;
 use netkit::iface::{self, Dad};
-use netkit::{Family, NetNs, RouteSpec, Rtnl, VethPair, sysctl};
+use netkit::{Family, NetNs, RouteSpec, Rtnl, VethPair, sysctl, tempname};
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 
@@ -273,19 +273,14 @@ impl Plugin for Ptp {
         // Deleting the container end removes the pair, and with it the host routes and gateway
         // addresses. Without the namespace, a host end that is still there goes instead.
         delegate::del_interface_and_ipam(req, &mut failures, || {
-            let removed = NetNs::open_if_exists(&req.env.netns).map_err(anyhow::Error::from).and_then(|ns| match ns {
-                // Returns once the pair is gone from both namespaces, routes and addresses with
-                // it, without waiting for the kernel to free it (netkit's delete_link_detached).
-                Some(ns) => ns.run(|| -> anyhow::Result<()> {
-                    let mut rtnl = Rtnl::open()?;
-                    if let Some(link) = rtnl.link_by_name(&req.env.ifname)? {
-                        rtnl.delete_link_detached(link.index)
-                            .with_context(|| format!("deleting {}", req.env.ifname))?;
-                    }
-                    Ok(())
-                })?,
-                None => prev.map_or(Ok(()), delete_stale_host_veth),
-            });
+            // Returns once the pair is gone from both namespaces, routes and addresses with it,
+            // without waiting for the kernel to free it (netkit's delete_link_detached).
+            let removed = tempname::delete_container_link(&req.env.netns, &req.env.ifname, "veth", None).and_then(
+                |in_container| match (in_container, prev) {
+                    (false, Some(prev)) => delete_stale_host_veth(prev),
+                    _ => Ok(()),
+                },
+            );
             cni::trace::mark("interface removed");
             removed
         });

@@ -145,7 +145,7 @@ impl Plugin for TapPlugin {
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         // Nothing of the config is needed but ipam (the keys may have changed).
         delegate::del_interface_with_ipam(req, || {
-            tempname::delete_container_link(&req.env.netns, &req.env.ifname, "tun", Some(TEMP_PREFIX))
+            tempname::delete_container_link(&req.env.netns, &req.env.ifname, "tun", Some(TEMP_PREFIX)).map(drop)
         })
     }
 

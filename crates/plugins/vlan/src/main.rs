@@ -94,7 +94,7 @@ impl Plugin for Vlan {
     fn del(&self, req: &Request) -> anyhow::Result<()> {
         // Nothing of the config is needed but ipam (the master may be gone, the keys changed).
         delegate::del_interface_with_ipam(req, || {
-            tempname::delete_container_link(&req.env.netns, &req.env.ifname, "vlan", Some(TEMP_PREFIX))
+            tempname::delete_container_link(&req.env.netns, &req.env.ifname, "vlan", Some(TEMP_PREFIX)).map(drop)
         })
     }
 
