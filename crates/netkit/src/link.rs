@@ -12,6 +12,7 @@ use netlink_packet_route::link::{
     InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
     LinkInfo, LinkMessage, State,
 };
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// What we read back about a link.
@@ -148,6 +149,23 @@ impl Rtnl {
     /// The link with `index`, or `None`.
     pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>, NlError> {
         self.get_link(link_message(index))
+    }
+
+    /// The id this handle's namespace has for `ns` (what a veth's `link_netnsid` says when its
+    /// peer is there), or `None` when it has none. RTM_GETNSID never assigns one.
+    pub fn nsid_of(&mut self, ns: BorrowedFd) -> Result<Option<i32>, NlError> {
+        let mut msg = NsidMessage::default();
+        msg.attributes.push(NsidAttribute::Fd(ns.as_raw_fd() as u32));
+        let replies = self.sock.query(RouteNetlinkMessage::GetNsId(msg))?;
+        let id = replies.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewNsId(m) => m.attributes.into_iter().find_map(|a| match a {
+                NsidAttribute::Id(id) => Some(id),
+                _ => None,
+            }),
+            _ => None,
+        });
+        // NETNSA_NSID_NOT_ASSIGNED is -1.
+        Ok(id.filter(|id| *id >= 0))
     }
 
     fn get_link(&mut self, msg: LinkMessage) -> Result<Option<Link>, NlError> {

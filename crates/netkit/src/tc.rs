@@ -17,7 +17,7 @@ use crate::netlink::NlError;
 use crate::rtnl::Rtnl;
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, Nla};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 pub use netlink_packet_route::tc::TcHandle;
 use netlink_packet_route::tc::{
     TcAction, TcActionAttribute, TcActionMirrorOption, TcActionOption, TcActionType, TcAttribute, TcFilterU32Option,
@@ -198,10 +198,13 @@ fn tc_message(index: u32, parent: TcHandle, handle: TcHandle, info: u32) -> TcMe
 }
 
 impl Rtnl {
-    /// Creates an `ifb` device called `name` with `mtu`, down (fails with EEXIST if the name is
+    /// Creates an `ifb` device called `name` with `mtu`, up (fails with EEXIST if the name is
     /// taken).
     pub fn create_ifb(&mut self, name: &str, mtu: u32) -> Result<(), NlError> {
         let mut msg = LinkMessage::default();
+        // Brought up by the creation itself (as `ip link add ... up`): one request fewer.
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         if mtu != 0 {
             msg.attributes.push(LinkAttribute::Mtu(mtu));

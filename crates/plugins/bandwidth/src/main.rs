@@ -28,6 +28,7 @@ use config::Limits;
 use netkit::tc::{self, Shape};
 use netkit::{Link, NetNs, Rtnl};
 use sha2::{Digest, Sha512};
+use std::os::fd::AsFd;
 
 struct Bandwidth;
 
@@ -74,10 +75,38 @@ fn veth_peer(req: &Request, container: &NetNs, host: &mut Rtnl) -> anyhow::Resul
     }
 }
 
+/// The one host interface of prevResult that is a veth whose peer is in the container, found from
+/// the host alone (a visit to the container is a thread, which on a busy node waits for a CPU).
+/// `None` when that is not one link (or the host has no id for the container's namespace, which
+/// it has once a veth joins the two): the caller then asks the container itself.
+fn listed_veth_into(prev: &CniResult, container: &NetNs, host: &mut Rtnl) -> anyhow::Result<Option<Link>> {
+    let Some(nsid) = host.nsid_of(container.as_fd())? else { return Ok(None) };
+    let mut found = None;
+    for listed in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
+        if let Some(link) = host.link_by_name(&listed.name)?
+            && link.is_kind("veth")
+            && link.link_netnsid == Some(nsid)
+        {
+            if found.is_some() {
+                return Ok(None);
+            }
+            found = Some(link);
+        }
+    }
+    Ok(found)
+}
+
 /// The host end of the container's veth, which prevResult must list as a host interface (the
 /// reference's `getHostInterface`).
 fn host_interface(req: &Request, prev: &CniResult, container: &NetNs, host: &mut Rtnl) -> anyhow::Result<Link> {
     anyhow::ensure!(!prev.interfaces.is_empty(), "no interfaces provided");
+    // prevResult names the container's interface `CNI_IFNAME` and its host end (bridge, ptp):
+    // the one listed veth into the container is that end.
+    if req.container_interface(prev).is_ok()
+        && let Some(link) = listed_veth_into(prev, container, host)?
+    {
+        return Ok(link);
+    }
     let link = veth_peer(req, container, host)?
         .with_context(|| format!("container interface {} has no veth peer in the host namespace", req.env.ifname))?;
     anyhow::ensure!(
@@ -200,8 +229,7 @@ impl Plugin for Bandwidth {
             if text.len() < 256 {
                 host.set_alias(ifb.index, &text).context("naming the ifb's attachment")?;
             }
-            host.set_up(ifb.index).with_context(|| format!("setting {name} up"))?;
-            cni::trace::mark("ifb up");
+            cni::trace::mark("ifb named");
 
             host.add_ingress_qdisc(veth.index).context("create ingress qdisc")?;
             let index = veth.index;

@@ -391,6 +391,40 @@ fn a_refused_second_add_leaves_the_first_ones_limits() {
 }
 
 #[test]
+fn a_second_network_of_the_same_pod_shapes_its_own_veth() {
+    // Multus: the pod has eth0 (hveth) and net1 (hveth2), both veths into the host.
+    let pod = Pod::new();
+    testkit::link_namespaces(&pod.host, "hveth2", "10.31.0.1/24", &pod.ctr, "net1", "10.31.0.2/24");
+    let mac = |ns: &Netns, name: &str| ip_json(ns, &format!("link show {name}"))[0]["address"].clone();
+    let limits = json!({"ingressRate": 8_000_000, "ingressBurst": 80_000});
+    let mut conf = pod.conf(limits.clone());
+    conf["prevResult"] = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "hveth2", "mac": mac(&pod.host, "hveth2")},
+                       {"name": "net1", "mac": mac(&pod.ctr, "net1"), "sandbox": pod.ctr.path()}],
+        "ips": [{"address": "10.31.0.2/24", "gateway": "10.31.0.1", "interface": 1}]
+    });
+    let net1 = Invocation::new("ADD", "ctr-bw", pod.ctr.path(), "net1", &conf.to_string()).run(&bin(), &pod.host);
+    net1.ok();
+    let shaped = |dev: &str| pod.qdiscs(dev).iter().any(|q| q["kind"] == "tbf");
+    assert!(shaped("hveth2") && !shaped("hveth"), "{:?} {:?}", pod.qdiscs("hveth2"), pod.qdiscs("hveth"));
+    // eth0's own chain shapes eth0's veth.
+    let eth0 = pod.conf(limits);
+    pod.run_as("ADD", "ctr-bw2", pod.ctr.path(), &eth0).ok();
+    assert!(shaped("hveth"));
+    // A prevResult that lists both host ends is resolved from the container's side: net1's peer.
+    let mut both = conf.clone();
+    both["prevResult"]["interfaces"] = json!([{"name": "hveth", "mac": mac(&pod.host, "hveth")},
+        {"name": "hveth2", "mac": mac(&pod.host, "hveth2")},
+        {"name": "net1", "mac": mac(&pod.ctr, "net1"), "sandbox": pod.ctr.path()}]);
+    let del = Invocation::new("DEL", "ctr-bw", pod.ctr.path(), "net1", &conf.to_string()).run(&bin(), &pod.host);
+    del.ok();
+    assert!(!shaped("hveth2") && shaped("hveth"), "net1's DEL left eth0's limit");
+    Invocation::new("ADD", "ctr-bw", pod.ctr.path(), "net1", &both.to_string()).run(&bin(), &pod.host).ok();
+    assert!(shaped("hveth2"));
+}
+
+#[test]
 fn many_adds_and_dels_at_once_on_one_host() {
     let host = new_netns();
     let n = 10;

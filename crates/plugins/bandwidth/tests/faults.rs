@@ -62,7 +62,7 @@ fn a_kill_at_any_step_of_add_is_cleaned_up_by_del() {
     let pod = Pod::new();
     ip(&pod.host, "link set lo up");
     let mut left_by_kills = 0;
-    for step in ["main", "ingress shaped", "ifb created", "ifb up", "redirected", "egress shaped", "exit"] {
+    for step in ["main", "ingress shaped", "ifb created", "ifb named", "redirected", "egress shaped", "exit"] {
         let fault = format!("bandwidth:{step}=kill");
         let out = pod.run("ADD", &pod.conf(true), Some(&fault));
         assert!(!out.success(), "{step}: not killed");

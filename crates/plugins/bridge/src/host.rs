@@ -27,23 +27,29 @@ fn vlan_error(bridge: &str, err: NlError) -> anyhow::Error {
 /// name that is not a bridge is an error.
 pub fn ensure_bridge(rtnl: &mut Rtnl, conf: &BridgeConf) -> anyhow::Result<Link> {
     let name = conf.bridge.as_str();
-    if rtnl.link_by_name(name)?.is_none() {
-        match rtnl.create_bridge(name, conf.mtu, conf.uses_vlans()) {
-            Ok(()) => {}
-            Err(e) if e.is(nix::libc::EEXIST) => {}
-            Err(e) if vlan_unsupported(&e) => return Err(vlan_error(name, e)),
-            Err(e) => return Err(e).with_context(|| format!("creating bridge {name}")),
+    let bridge = match rtnl.link_by_name(name)? {
+        Some(bridge) => bridge,
+        None => {
+            match rtnl.create_bridge(name, conf.mtu, conf.uses_vlans()) {
+                Ok(()) => {}
+                Err(e) if e.is(nix::libc::EEXIST) => {}
+                Err(e) if vlan_unsupported(&e) => return Err(vlan_error(name, e)),
+                Err(e) => return Err(e).with_context(|| format!("creating bridge {name}")),
+            }
+            rtnl.link_by_name(name)?.with_context(|| format!("bridge {name} vanished while being set up"))?
         }
-    }
-    let bridge = rtnl.link_by_name(name)?.with_context(|| format!("bridge {name} vanished while being set up"))?;
+    };
     if !bridge.is_kind("bridge") {
         anyhow::bail!("{name:?} already exists but is not a bridge");
     }
+    let mut changed = false;
     if conf.uses_vlans() && bridge.vlan_filtering != Some(true) {
         rtnl.set_vlan_filtering(bridge.index, true).map_err(|e| vlan_error(name, e))?;
+        changed = true;
     }
     if conf.promisc_mode && !bridge.promisc {
         rtnl.set_promisc(bridge.index, true).with_context(|| format!("setting promiscuous mode on {name}"))?;
+        changed = true;
     }
     // We own the routes of this interface; router advertisements must not add their own.
     let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
@@ -54,6 +60,11 @@ pub fn ensure_bridge(rtnl: &mut Rtnl, conf: &BridgeConf) -> anyhow::Result<Link>
         // after the first port joins. The gateway addresses are added without DAD already.
         let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_dad"), "0");
         rtnl.set_up(bridge.index).with_context(|| format!("setting {name} up"))?;
+        changed = true;
+    }
+    // Read again only when something changed: the usual ADD finds the bridge as it needs it.
+    if !changed {
+        return Ok(bridge);
     }
     Ok(rtnl.link_by_index(bridge.index)?.unwrap_or(bridge))
 }

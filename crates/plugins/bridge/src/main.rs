@@ -129,12 +129,9 @@ impl Bridge {
         undo: &mut Rollback<'a>,
     ) -> anyhow::Result<CniResult> {
         let ifname = req.env.ifname.as_str();
-        let mut inside = Rtnl::open_in(container)?;
-        if inside.link_by_name(ifname)?.is_some() {
-            anyhow::bail!("interface {ifname:?} already exists in the container");
-        }
 
-        // The bridge and the veth pair; the container end is born in the container.
+        // The bridge and the veth pair; the container end is born in the container (a name taken
+        // there fails the creation, before anything of this attachment exists).
         let bridge = host::ensure_bridge(host, conf)?;
         cni::trace::mark("bridge ready");
         let host_veth = host::create_veth(host, container, ifname, conf.mtu, conf.mac)?;
@@ -150,31 +147,31 @@ impl Bridge {
         let port = host.link_by_name(&host_veth)?.context("host veth vanished after creation")?;
         host::setup_port(host, conf, &port, &bridge)?;
         cni::trace::mark("port set");
-        let container_link = inside.link_by_name(ifname)?.context("container veth vanished after creation")?;
 
         let mut result = CniResult {
             interfaces: vec![
                 Interface { name: bridge.name.clone(), mac: bridge.mac_string(), ..Interface::default() },
                 Interface { name: host_veth.clone(), mac: port.mac_string(), ..Interface::default() },
-                Interface {
-                    name: ifname.to_string(),
-                    mac: container_link.mac_string(),
-                    sandbox: req.env.netns.clone(),
-                    ..Interface::default()
-                },
+                Interface { name: ifname.to_string(), sandbox: req.env.netns.clone(), ..Interface::default() },
             ],
             ..CniResult::default()
         };
 
-        // Addresses from IPAM, configured in the container.
-        let gateways = if req.config.ipam_type.is_some() {
+        // Addresses from IPAM, configured in the container (in one visit, which also reads the
+        // container end's MAC for the result).
+        let mut gateways = Vec::new();
+        if req.config.ipam_type.is_some() {
             let allocated = delegate::ipam_add(req, undo)?;
             result.ips = allocated.ips;
             result.routes = allocated.routes;
             result.dns = allocated.dns;
-            let gateways = calc_gateways(&mut result, conf);
-            let dad = if conf.enable_dad { Dad::Enabled } else { Dad::Skipped };
-            container.run(|| -> anyhow::Result<()> {
+            gateways = calc_gateways(&mut result, conf);
+        }
+        let configure = req.config.ipam_type.is_some();
+        let container_link = container.run(|| -> anyhow::Result<netkit::Link> {
+            let mut inside = Rtnl::open()?;
+            let link = inside.link_by_name(ifname)?.context("container veth vanished after creation")?;
+            if configure {
                 if conf.enable_dad {
                     let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
                     let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_dad"), "1");
@@ -182,16 +179,15 @@ impl Bridge {
                     let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
                 }
                 let _ = sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
-                iface::configure_interface(&mut Rtnl::open()?, ifname, &result, dad)
-            })??;
-            cni::trace::mark("container configured");
-            gateways
-        } else {
-            if !conf.disable_container_interface {
-                inside.set_up(container_link.index).with_context(|| format!("setting {ifname} up"))?;
+                let dad = if conf.enable_dad { Dad::Enabled } else { Dad::Skipped };
+                iface::configure_interface(&mut inside, ifname, &result, dad)?;
+            } else if !conf.disable_container_interface {
+                inside.set_up(link.index).with_context(|| format!("setting {ifname} up"))?;
             }
-            Vec::new()
-        };
+            Ok(link)
+        })??;
+        result.interfaces[2].mac = container_link.mac_string();
+        cni::trace::mark("container configured");
 
         // The bridge (or the VLAN's gateway interface) is the containers' gateway.
         if !gateways.is_empty() {

@@ -517,6 +517,14 @@ fn lock(path: &Path) -> anyhow::Result<Flock<File>> {
         OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600),
         false,
     )?;
+    // Usually nobody holds it: take it at once, without a thread.
+    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => return Ok(lock),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
+        Err((_, errno)) => {
+            return Err(anyhow::Error::new(errno)).with_context(|| format!("locking {}", path.display()));
+        }
+    };
     // A blocking flock on a helper thread wakes us the moment the lock is free, which polling would
     // not; if it takes too long we give up and the process exits with the thread still waiting.
     let (tx, rx) = std::sync::mpsc::channel();
