@@ -114,6 +114,11 @@ impl IptablesLock {
         }
         Ok(IptablesLock(()))
     }
+
+    /// Whether some part of this process holds the lock now.
+    pub fn is_held() -> bool {
+        iptables_lock_fd().is_some()
+    }
 }
 
 impl Drop for IptablesLock {
