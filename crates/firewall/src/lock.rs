@@ -8,9 +8,10 @@
 //! the next verb waits for it until the last of them exits, orphan or not.
 //!
 //! ```text
-//! /run/cni/iptables.lock   the iptables backends of bridge and portmap (and the reference state's
-//!                          removal, which serves them), node-wide: held around every iptables-save
-//!                          and -restore and by those programs, never on the nftables paths
+//! /run/cni/iptables.lock   the iptables backends of bridge, ptp and portmap (and the reference
+//!                          state's removal, which serves them), node-wide: held around every
+//!                          iptables-save and -restore and by those programs, never on the
+//!                          nftables paths ($XDG_RUNTIME_DIR/cni/ when set: rootless runtimes)
 //! ```
 
 use anyhow::Context;
@@ -19,7 +20,7 @@ use nix::fcntl::{FcntlArg, FdFlag, Flock, FlockArg, fcntl};
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -74,19 +75,37 @@ pub fn inherit_always(lock: &Flock<File>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the iptables backends' lock lives: /run is a tmpfs on every node (nothing to clean up
-/// after a reboot) and writable in the tests' sandboxes; `/run/cni` is created if missing.
-const IPTABLES_DIR: &str = "/run/cni";
-const IPTABLES_LOCK: &str = "/run/cni/iptables.lock";
+/// The directory of the iptables backends' lock: `$XDG_RUNTIME_DIR/cni` when that is set (a
+/// rootless runtime, whose plugins cannot write /run; dnsname follows the same rule), else
+/// `/run/cni`: a tmpfs on every node (nothing left over after a reboot), writable in the tests'
+/// sandboxes. Created if missing (not its parent), on the iptables paths only.
+fn iptables_lock_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("cni"),
+        None => PathBuf::from("/run/cni"),
+    }
+}
+
+/// Whether `e` says the lock cannot be made at all (a read-only /run, a runtime directory that
+/// is not there).
+fn unwritable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|e| {
+            use std::io::ErrorKind::{NotFound, PermissionDenied, ReadOnlyFilesystem};
+            matches!(e.kind(), NotFound | PermissionDenied | ReadOnlyFilesystem)
+        })
+    })
+}
 
 /// How long a verb waits for the iptables lock. An orphaned `iptables-restore` ends once it has
 /// committed (it waits for the xtables lock with `--wait`, as every iptables user should);
 /// concurrent verbs each hold it for one save and one restore per family.
 const IPTABLES_WAIT: Duration = Duration::from_secs(30);
 
-/// The iptables lock while some part of this process holds it, and how many parts do.
+/// The iptables lock while some part of this process holds it (`None`: where it cannot be made),
+/// and how many parts do.
 struct Held {
-    lock: Flock<File>,
+    lock: Option<Flock<File>>,
     holders: usize,
 }
 
@@ -107,8 +126,22 @@ impl IptablesLock {
         match held.as_mut() {
             Some(h) => h.holders += 1,
             None => {
-                std::fs::create_dir_all(IPTABLES_DIR).with_context(|| format!("creating {IPTABLES_DIR}"))?;
-                let lock = exclusive(Path::new(IPTABLES_LOCK), Some(IPTABLES_WAIT))?;
+                let dir = iptables_lock_dir();
+                // Only our directory: its parent (/run, a user's runtime directory) is the system's.
+                let lock = std::fs::create_dir(&dir)
+                    .or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })
+                    .with_context(|| format!("creating {}", dir.display()))
+                    .and_then(|()| exclusive(&dir.join("iptables.lock"), Some(IPTABLES_WAIT)));
+                let lock = match lock {
+                    Ok(lock) => Some(lock),
+                    // The lock only narrows a window that exists without it: where it cannot be
+                    // made, the iptables backends still work, as they did before it.
+                    Err(e) if unwritable(&e) => {
+                        eprintln!("firewall: iptables work goes on without its lock: {e:#}");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
                 *held = Some(Held { lock, holders: 1 });
             }
         }
@@ -117,7 +150,7 @@ impl IptablesLock {
 
     /// Whether some part of this process holds the lock now.
     pub fn is_held() -> bool {
-        iptables_lock_fd().is_some()
+        HELD.lock().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 }
 
@@ -135,7 +168,7 @@ impl Drop for IptablesLock {
 
 /// The iptables lock's descriptor while held.
 fn iptables_lock_fd() -> Option<RawFd> {
-    HELD.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|h| h.lock.as_raw_fd())
+    HELD.lock().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(|h| h.lock.as_ref()).map(|l| l.as_raw_fd())
 }
 
 /// Makes the program `command` runs hold the iptables lock too (see the module's doc), when this
