@@ -96,6 +96,8 @@ fn publish(req: &Request, conf: &PortmapConf, a: &Attachment) -> anyhow::Result<
             cni::trace::mark("nftables published");
         }
         Backend::Iptables => {
+            // Both families under one hold (see firewall::lock): a verb waiting for it sees both.
+            let _held = firewall::lock::IptablesLock::acquire()?;
             for address in a.v4.iter().chain(a.v6.iter()) {
                 iptables_portmap::add(&iptables_rules(req, conf, *address))?;
             }
