@@ -12,7 +12,7 @@
 //! that a killed verb's orphaned `iptables-restore` is still about to change.
 
 use crate::identity::{iptables_chain, iptables_comment};
-pub use crate::lock::IptablesLock;
+use crate::lock::IptablesLock;
 use anyhow::Context;
 use ipnetwork::IpNetwork;
 use std::collections::BTreeSet;

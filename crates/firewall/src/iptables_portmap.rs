@@ -15,7 +15,8 @@
 //! --noflush` batch per family, instead of one `iptables` process per rule.
 
 use crate::identity::iptables_chain;
-use crate::iptables::{Iptables, IptablesLock, has_chain, remove_chains_batch};
+use crate::iptables::{Iptables, has_chain, remove_chains_batch};
+use crate::lock::IptablesLock;
 use crate::portmap::{Mapping, Protocol};
 use cni::Error;
 use ipnetwork::IpNetwork;

@@ -21,7 +21,8 @@
 //! only then too (the iptables backends' own DEL and GC take it before the probes).
 
 use crate::identity::{Identity, iptables_chain};
-use crate::iptables::{Iptables, IptablesLock, Variant};
+use crate::iptables::{Iptables, Variant};
+use crate::lock::IptablesLock;
 use crate::native::msg::k;
 use crate::nft::{self, Getter, Nft};
 use anyhow::Context;
