@@ -6,8 +6,13 @@
 //! Deletions are computed from `iptables-save -t nat`: the exact saved form of each rule is
 //! deleted, whatever order of options or address form (`10.1.0.5` or `10.1.0.5/32`) it was added
 //! with.
+//!
+//! Every program here runs under the node's iptables lock ([`IptablesLock`]) and holds it itself,
+//! and every read-modify-write holds it from the save to the restore: a verb never reads a table
+//! that a killed verb's orphaned `iptables-restore` is still about to change.
 
 use crate::identity::{iptables_chain, iptables_comment};
+use crate::lock::IptablesLock;
 use anyhow::Context;
 use ipnetwork::IpNetwork;
 use std::collections::BTreeSet;
@@ -68,7 +73,10 @@ impl Iptables {
 
     /// Applies a restore-format batch without touching anything it does not name.
     pub fn restore(&self, batch: &str) -> anyhow::Result<()> {
-        let mut child = Command::new(&self.restore)
+        let _lock = IptablesLock::acquire()?;
+        let mut command = Command::new(&self.restore);
+        crate::lock::hold_iptables_lock_in(&mut command);
+        let mut child = command
             .args(["--noflush", "--wait"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -91,6 +99,7 @@ impl Iptables {
     /// there is nothing to remove); returns the table as it was saved, for what callers read from
     /// the removed chains.
     pub fn remove_chains(&self, chains: &BTreeSet<String>) -> anyhow::Result<String> {
+        let _lock = IptablesLock::acquire()?;
         let saved = self.save_nat()?;
         let batch = remove_chains_batch(&saved, chains);
         if !batch.is_empty() {
@@ -106,10 +115,10 @@ impl Iptables {
 
     /// One table as `iptables-save` prints it.
     pub fn save_table(&self, table: &str) -> anyhow::Result<String> {
-        let out = Command::new(&self.save)
-            .args(["-t", table])
-            .output()
-            .with_context(|| format!("running {}", self.save.display()))?;
+        let _lock = IptablesLock::acquire()?;
+        let mut command = Command::new(&self.save);
+        crate::lock::hold_iptables_lock_in(&mut command);
+        let out = command.args(["-t", table]).output().with_context(|| format!("running {}", self.save.display()))?;
         if !out.status.success() {
             anyhow::bail!("{} failed: {}", self.save.display(), String::from_utf8_lossy(&out.stderr).trim());
         }
@@ -191,6 +200,7 @@ pub fn masq_chains_of_network(saved: &str, network: &str) -> Vec<(String, String
 
 /// Masquerades a container's addresses (both families as needed).
 pub fn masq_add(network: &str, container_id: &str, addresses: &[IpNetwork]) -> anyhow::Result<()> {
+    let _lock = IptablesLock::acquire()?;
     for ipv6 in [false, true] {
         let family: Vec<IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == ipv6).copied().collect();
         if !family.is_empty() {
@@ -203,6 +213,7 @@ pub fn masq_add(network: &str, container_id: &str, addresses: &[IpNetwork]) -> a
 /// Removes a container's masquerade rules in both families, whether this plugin or the reference
 /// added them; nothing to remove is success.
 pub fn masq_del(network: &str, container_id: &str) -> anyhow::Result<()> {
+    let _lock = IptablesLock::acquire()?;
     for ipv6 in [false, true] {
         masq_del_with(&Iptables::locate(ipv6)?, network, container_id)?;
     }
@@ -236,6 +247,7 @@ pub fn masq_check(network: &str, container_id: &str, addresses: &[IpNetwork]) ->
 /// Removes masquerade rules of `network` whose container is not in `valid_containers` (GC). The
 /// reference's iptables rules name the container but not the interface.
 pub fn masq_gc(network: &str, valid_containers: &BTreeSet<String>) -> anyhow::Result<()> {
+    let _lock = IptablesLock::acquire()?;
     for ipv6 in [false, true] {
         masq_gc_with(&Iptables::locate(ipv6)?, network, valid_containers)?;
     }
@@ -244,6 +256,7 @@ pub fn masq_gc(network: &str, valid_containers: &BTreeSet<String>) -> anyhow::Re
 
 /// [`masq_gc`] in one family, with the given tools.
 pub fn masq_gc_with(tools: &Iptables, network: &str, valid_containers: &BTreeSet<String>) -> anyhow::Result<()> {
+    let _lock = IptablesLock::acquire()?;
     let saved = tools.save_nat()?;
     let stale: BTreeSet<String> = masq_chains_of_network(&saved, network)
         .into_iter()

@@ -16,6 +16,7 @@
 
 use crate::identity::iptables_chain;
 use crate::iptables::{Iptables, has_chain, remove_chains_batch};
+use crate::lock::IptablesLock;
 use crate::portmap::{Mapping, Protocol};
 use cni::Error;
 use ipnetwork::IpNetwork;
@@ -238,6 +239,8 @@ pub fn add_batch(saved: &str, r: &Rules) -> String {
 
 /// Publishes the mappings of one family.
 pub fn add(r: &Rules) -> anyhow::Result<()> {
+    // From the save to the restore (see crate::lock).
+    let _lock = IptablesLock::acquire()?;
     let tools = Iptables::locate(r.address.is_ipv6())?;
     let saved = tools.save_nat()?;
     tools.restore(&add_batch(&saved, r))
@@ -301,6 +304,7 @@ pub fn gc(network: &str, valid_containers: &BTreeSet<String>) -> anyhow::Result<
 
 /// [`gc`] in one family, with the given tools.
 pub fn gc_with(tools: &Iptables, network: &str, valid_containers: &BTreeSet<String>) -> anyhow::Result<Vec<u16>> {
+    let _lock = IptablesLock::acquire()?;
     let marker = format!("dnat name: \\\"{}\\\" id: \\\"", network.replace('"', ""));
     let saved = tools.save_nat()?;
     let mut doomed = BTreeSet::new();

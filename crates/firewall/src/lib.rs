@@ -18,6 +18,7 @@ pub mod identity;
 pub mod iptables;
 pub mod iptables_portmap;
 pub mod json;
+pub mod lock;
 pub mod native;
 pub mod nft;
 pub mod portmap;

@@ -17,10 +17,12 @@
 //! first without running a program: one nfnetlink GET per chain or table name (it answers
 //! ENOENT when there is none), and for legacy x_tables `/proc/net/ip_tables_names`, which lists
 //! a table only once something used it in this namespace. `iptables-save`, `iptables-restore`
-//! and `nft` run only for state that is there.
+//! and `nft` run only for state that is there; the iptables lock (see [`crate::lock`]) is taken
+//! only then too (the iptables backends' own DEL and GC take it before the probes).
 
 use crate::identity::{Identity, iptables_chain};
 use crate::iptables::{Iptables, Variant};
+use crate::lock::IptablesLock;
 use crate::native::msg::k;
 use crate::nft::{self, Getter, Nft};
 use anyhow::Context;
@@ -92,6 +94,35 @@ fn probe(nft: Option<&Nft>, chains: &[String], tables: &[(&'static str, &'static
     present
 }
 
+/// Once the probes found iptables state, takes the iptables lock (see [`crate::lock`]) and probes
+/// again under it: a killed verb's orphaned `iptables-restore` may still be adding to what was
+/// found (the other family's chain). Without the lock the iptables state is left alone and the
+/// failure reported: the tools would only wait for it again. Nothing found, nothing taken: a
+/// node without iptables state pays nothing.
+fn lock_if_found(
+    present: &mut Present,
+    again: impl Fn() -> Present,
+    failures: &mut cni::Failures,
+) -> Option<IptablesLock> {
+    if present.xtables.is_empty() {
+        return None;
+    }
+    // Already held (the iptables backend's DEL took it before probing): the probes were under it.
+    let fresh = !IptablesLock::is_held();
+    match failures.check("waiting for iptables", IptablesLock::acquire()) {
+        Some(lock) => {
+            if fresh {
+                *present = again();
+            }
+            Some(lock)
+        }
+        None => {
+            present.xtables.clear();
+            None
+        }
+    }
+}
+
 /// Deletes, by handle, the rules of `family table chain` that `doomed` picks by their comment.
 fn remove_commented_rules(
     nft: &Nft,
@@ -135,8 +166,10 @@ const HOSTPORT_TABLES: [(&str, &str); 2] = [("ip", "cni_hostport"), ("ip6", "cni
 pub fn bridge_del(nft: Option<&Nft>, id: &Identity) -> anyhow::Result<()> {
     let chain = iptables_chain("", &id.network, &id.container_id);
     let spoof = spoof_chain(id);
-    let present = probe(nft, std::slice::from_ref(&chain), &[MASQ_TABLE], std::slice::from_ref(&spoof));
+    let look = || probe(nft, std::slice::from_ref(&chain), &[MASQ_TABLE], std::slice::from_ref(&spoof));
+    let mut present = look();
     let mut failures = cni::Failures::new();
+    let _lock = lock_if_found(&mut present, look, &mut failures);
     for (ipv6, variant) in present.xtables {
         let removed = Iptables::variant(ipv6, variant)
             .map_or(Ok(()), |tools| crate::iptables::masq_del_with(&tools, &id.network, &id.container_id));
@@ -198,8 +231,10 @@ fn remove_spoof_check(nft: &Nft, chain: &str) -> anyhow::Result<()> {
 /// `valid` (GC). Its spoof-check chains name no network, so GC of one network cannot tell whose
 /// they are; DEL removes them.
 pub fn bridge_gc(network: &str, valid: &[Identity]) -> anyhow::Result<()> {
-    let present = probe(None, &[], &[MASQ_TABLE], &[]);
+    let look = || probe(None, &[], &[MASQ_TABLE], &[]);
+    let mut present = look();
     let mut failures = cni::Failures::new();
+    let _lock = lock_if_found(&mut present, look, &mut failures);
     let containers: BTreeSet<String> = valid.iter().map(|v| v.container_id.clone()).collect();
     for (ipv6, variant) in present.xtables {
         let removed = Iptables::variant(ipv6, variant)
@@ -225,8 +260,11 @@ pub fn bridge_gc(network: &str, valid: &[Identity]) -> anyhow::Result<()> {
 pub fn portmap_del(nft: Option<&Nft>, id: &Identity) -> anyhow::Result<Vec<u16>> {
     let dnat = crate::iptables_portmap::dnat_chain(&id.network, &id.container_id);
     let snat = crate::iptables_portmap::old_snat_chain(&id.network, &id.container_id);
-    let present = probe(nft, &[dnat, snat], &HOSTPORT_TABLES, &[]);
+    let chains = [dnat, snat];
+    let look = || probe(nft, &chains, &HOSTPORT_TABLES, &[]);
+    let mut present = look();
     let mut failures = cni::Failures::new();
+    let _lock = lock_if_found(&mut present, look, &mut failures);
     let mut udp = Vec::new();
     for (ipv6, variant) in present.xtables {
         let removed = Iptables::variant(ipv6, variant)
@@ -275,9 +313,11 @@ fn hostport_udp_ports(nft: &Nft, family: &str, table: &str, container_id: &str) 
 /// Removes the reference portmap plugin's iptables mappings of `network`'s containers that are
 /// not in `valid` (GC). Its nftables rules name no network, so GC cannot tell whose they are.
 pub fn portmap_gc(network: &str, valid: &[Identity]) -> anyhow::Result<Vec<u16>> {
-    let present = probe(None, &[], &[], &[]);
+    let look = || probe(None, &[], &[], &[]);
+    let mut present = look();
     let containers: BTreeSet<String> = valid.iter().map(|v| v.container_id.clone()).collect();
     let mut failures = cni::Failures::new();
+    let _lock = lock_if_found(&mut present, look, &mut failures);
     let mut udp = Vec::new();
     for (ipv6, variant) in present.xtables {
         let removed = Iptables::variant(ipv6, variant)

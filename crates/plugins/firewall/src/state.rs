@@ -18,9 +18,9 @@
 
 use anyhow::Context;
 use firewall::Identity;
-use nix::fcntl::{FcntlArg, FdFlag, Flock, FlockArg, fcntl};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -67,22 +67,14 @@ impl Store {
     /// Opens (creating it) and locks `dir`.
     pub fn lock(dir: &Path) -> anyhow::Result<Store> {
         fs::create_dir_all(dir.join("addr")).with_context(|| format!("creating {}", dir.display()))?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))
-            .with_context(|| format!("opening {}/lock", dir.display()))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .with_context(|| format!("locking {}/lock", dir.display()))?;
+        let lock = firewall::lock::exclusive(&dir.join("lock"), None)?;
         // The programs the plugin runs while it holds the lock (iptables-save and -restore, nft)
         // hold it too: a runtime's timeout SIGKILLs the plugin but not its `iptables-restore`,
         // which then commits its batch after the plugin is gone. Until that program exits, the
         // next verb must not read the table: a DEL would find none of the rules, drop the record
         // and claims, and the rules would arrive after it with nothing left naming them. The
         // plugin runs no program that outlives its batch, so the lock is never kept longer.
-        fcntl(&*lock, FcntlArg::F_SETFD(FdFlag::empty()))
+        firewall::lock::inherit_always(&lock)
             .with_context(|| format!("letting the programs we run hold {}/lock", dir.display()))?;
         Ok(Store { dir: dir.to_path_buf(), _lock: lock })
     }

@@ -96,6 +96,8 @@ fn publish(req: &Request, conf: &PortmapConf, a: &Attachment) -> anyhow::Result<
             cni::trace::mark("nftables published");
         }
         Backend::Iptables => {
+            // Both families under one hold (see firewall::lock): a verb waiting for it sees both.
+            let _held = firewall::lock::IptablesLock::acquire()?;
             for address in a.v4.iter().chain(a.v6.iter()) {
                 iptables_portmap::add(&iptables_rules(req, conf, *address))?;
             }
@@ -124,10 +126,22 @@ fn unpublish(conf: &PortmapConf, a: &Attachment) -> (Option<Nft>, anyhow::Result
         }
         (Err(_), Backend::Iptables) => None,
     };
-    // Found without running a program when there is none; its probes on our socket (one closed
-    // after our deletion would wait out an RCU grace period).
-    let reference = reference::portmap_del(nft.as_ref(), &a.id);
-    udp.extend(failures.check("removing the reference plugin's port mappings", reference).unwrap_or_default());
+    // The iptables backend: an `iptables-restore` of a killed ADD may still be about to commit
+    // this attachment's chain, which the probes below would not see yet; its lock tells when it is
+    // done (see firewall::lock). Not on the nftables backend's path: its DEL must not pay for it.
+    let iptables = match conf.backend {
+        Backend::Iptables => firewall::lock::IptablesLock::acquire().map(Some),
+        Backend::Nftables => Ok(None),
+    };
+    match iptables {
+        Ok(_held) => {
+            // Found without running a program when there is none; its probes on our socket (one
+            // closed after our deletion would wait out an RCU grace period).
+            let reference = reference::portmap_del(nft.as_ref(), &a.id);
+            udp.extend(failures.check("removing the reference plugin's port mappings", reference).unwrap_or_default());
+        }
+        Err(e) => failures.push(e.context("removing the reference plugin's port mappings")),
+    }
     if let Some(nft) = &nft {
         udp.extend(failures.check("removing published ports", portmap::del(nft, a)).unwrap_or_default());
         cni::trace::mark("nftables unpublished");
@@ -224,8 +238,20 @@ impl Plugin for Portmap {
                     .unwrap_or_default(),
             );
         }
-        let reference = reference::portmap_gc(&req.config.name, &ids);
-        udp.extend(failures.check("collecting the reference plugin's port mappings", reference).unwrap_or_default());
+        // As DEL (see unpublish): a killed ADD's orphaned iptables program finishes first.
+        let iptables = match PortmapConf::parse(req) {
+            Ok(conf) if conf.backend == Backend::Iptables => firewall::lock::IptablesLock::acquire().map(Some),
+            _ => Ok(None),
+        };
+        match iptables {
+            Ok(_held) => {
+                let reference = reference::portmap_gc(&req.config.name, &ids);
+                udp.extend(
+                    failures.check("collecting the reference plugin's port mappings", reference).unwrap_or_default(),
+                );
+            }
+            Err(e) => failures.push(e.context("collecting the reference plugin's port mappings")),
+        }
         flush_udp_flows(&udp, &[Family::V4, Family::V6]);
         failures.finish()
     }

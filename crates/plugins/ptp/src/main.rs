@@ -257,7 +257,7 @@ impl Plugin for Ptp {
     }
 
     fn del(&self, req: &Request) -> anyhow::Result<()> {
-        PtpConf::parse(req, false)?;
+        let conf = PtpConf::parse(req, false)?;
         let prev = req.config.prev_result.as_ref();
         let mut failures = Failures::new();
 
@@ -267,7 +267,18 @@ impl Plugin for Ptp {
         // of a deletion (ours, or portmap's a moment ago) waits out the rest of it.
         let addresses = prev.map(|p| p.ips.iter().map(|ip| ip.address.ip()).collect()).unwrap_or_default();
         let nft = Nft::locate().ok();
-        failures.check("removing masquerade", remove_masquerade(nft.as_ref(), &identity(req), addresses));
+        // The iptables backend (asked for, or what no ipMasqBackend gives a node without `nft`):
+        // an `iptables-restore` of a killed ADD may still be about to commit the masquerade
+        // chain, which remove_masquerade's probes would not see yet; its lock tells when it is
+        // done (see firewall::lock). Not on the nftables path: its DEL must not pay for it.
+        let iptables_backend = match conf.masq_backend {
+            MasqBackend::Iptables => true,
+            MasqBackend::Auto => nft.is_none(),
+            MasqBackend::Nftables => false,
+        };
+        let iptables = iptables_backend.then(firewall::lock::IptablesLock::acquire).transpose();
+        let removed = iptables.and_then(|_held| remove_masquerade(nft.as_ref(), &identity(req), addresses));
+        failures.check("removing masquerade", removed);
         cni::trace::mark("masquerade removed");
 
         // Deleting the container end removes the pair, and with it the host routes and gateway
