@@ -279,7 +279,12 @@ impl Plugin for Bridge {
             spoof_port: host_veth.clone().filter(|p| !p.is_empty()),
         };
         let nft = Nft::locate().ok();
-        let removed = remove_firewall(nft.as_ref(), &identity(req), &known);
+        // The iptables backend: an `iptables-restore` of a killed ADD may still be about to commit
+        // the masquerade chain, which remove_firewall's probes would not see yet; its lock tells
+        // when it is done (see firewall::lock). Not on the nftables path: its DEL must not pay.
+        let iptables =
+            (conf.masq_backend == MasqBackend::Iptables).then(firewall::lock::IptablesLock::acquire).transpose();
+        let removed = iptables.and_then(|_held| remove_firewall(nft.as_ref(), &identity(req), &known));
         failures.check("removing firewall entries", removed);
         cni::trace::mark("firewall removed");
 
@@ -416,7 +421,15 @@ impl Plugin for Bridge {
     fn gc(&self, req: &Request) -> anyhow::Result<()> {
         let mut failures = Failures::new();
         if let Some(valid) = &req.config.valid_attachments {
-            firewall::bridge::gc_attachments(&req.config.name, valid, &mut failures);
+            // On the iptables backend, wait for the programs of a killed verb first (as DEL).
+            let iptables = BridgeConf::parse(req)
+                .is_ok_and(|conf| conf.masq_backend == MasqBackend::Iptables)
+                .then(firewall::lock::IptablesLock::acquire)
+                .transpose();
+            match iptables {
+                Ok(_held) => firewall::bridge::gc_attachments(&req.config.name, valid, &mut failures),
+                Err(e) => failures.push(e.context("waiting for the iptables lock")),
+            }
         }
         // The spec requires GC to be passed on to the delegated IPAM plugin.
         if req.config.ipam_type.is_some() {

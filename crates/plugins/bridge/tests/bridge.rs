@@ -576,7 +576,6 @@ fn wait_for(path: &std::path::Path, deadline: std::time::Instant, what: &str) {
 /// late rules would stay until a GC). Here `iptables-restore` is slow on purpose: a wrapper that
 /// waits a second.
 #[test]
-#[ignore = "needs bridge's DEL to take firewall::lock::IptablesLock on the iptables backend (branch ipt-orphan's report)"]
 fn a_del_after_a_killed_add_removes_the_masquerade_its_orphaned_iptables_restore_adds_later() {
     let h = Host::new();
     let (tools, path) = slow_restore("1");
