@@ -543,33 +543,6 @@ fn status_reports_an_unusable_bridge_and_passes_on_to_ipam() {
     assert_eq!(status(&tiny).err_code(), 50, "an exhausted IPAM must show through");
 }
 
-/// A directory whose `iptables-restore` and `ip6tables-restore` wait `delay` before running the
-/// real ones (touching `<name>.started` first and `<name>.done` after), and the PATH that puts it
-/// first.
-fn slow_restore(delay: &str) -> (TempDir, String) {
-    let tools = TempDir::new("slow-restore");
-    for name in ["iptables-restore", "ip6tables-restore"] {
-        let script = format!(
-            "#!/bin/sh\nbatch=$(cat)\ntouch {dir}/{name}.started\nsleep {delay}\n\
-             printf '%s\\n' \"$batch\" | /usr/sbin/{name} \"$@\"\nstatus=$?\ntouch {dir}/{name}.done\nexit $status\n",
-            dir = tools.path().display()
-        );
-        let path = tools.path().join(name);
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
-    let path = format!("{}:{}", tools.path().display(), std::env::var("PATH").unwrap_or_default());
-    (tools, path)
-}
-
-/// Waits (at most until `deadline`) for `path` to exist.
-fn wait_for(path: &std::path::Path, deadline: std::time::Instant, what: &str) {
-    while !path.exists() {
-        assert!(std::time::Instant::now() < deadline, "{what}");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
 /// A runtime's timeout SIGKILLs the plugin, not the `iptables-restore` it started: that one
 /// commits the masquerade chain and its POSTROUTING jump after the plugin is gone. The DEL that
 /// follows must not look for them before they are in (it would find nothing, succeed, and the
@@ -578,18 +551,26 @@ fn wait_for(path: &std::path::Path, deadline: std::time::Instant, what: &str) {
 #[test]
 fn a_del_after_a_killed_add_removes_the_masquerade_its_orphaned_iptables_restore_adds_later() {
     let h = Host::new();
-    let (tools, path) = slow_restore("1");
+    let (tools, path) = testkit::slow_iptables_restore("1");
     let conf = h.conf("net1", json!({"isDefaultGateway": true, "ipMasq": true, "ipMasqBackend": "iptables"}));
     let c = new_netns();
     let mut add = h.invoke("ADD", &c, "ctr", &conf).var("PATH", Some(&path)).spawn(&bin(), Some(&h.ns));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    wait_for(&tools.path().join("iptables-restore.started"), deadline, "the ADD never ran iptables-restore");
+    testkit::wait_for_file(
+        &tools.path().join("iptables-restore.started"),
+        deadline,
+        "the ADD never ran iptables-restore",
+    );
     add.kill().unwrap();
     add.wait().unwrap();
 
     // The runtime's DEL after the failed ADD, without prevResult, with the system's tools.
     assert_eq!(h.run("DEL", &c, "ctr", &conf).ok(), Value::Null);
-    wait_for(&tools.path().join("iptables-restore.done"), deadline, "the orphaned iptables-restore never finished");
+    testkit::wait_for_file(
+        &tools.path().join("iptables-restore.done"),
+        deadline,
+        "the orphaned iptables-restore never finished",
+    );
     let saved = testkit::iptables_nat(&h.ns);
     let chain = firewall::identity::iptables_chain("", "net1", "ctr");
     assert!(

@@ -682,47 +682,27 @@ fn a_stale_del_does_not_cut_off_the_container_that_now_holds_the_address() {
 fn a_del_after_a_killed_add_removes_the_rules_its_orphaned_iptables_restore_adds_later() {
     let mut h = Host::new();
     let a = h.container(0);
-    let tools = TempDir::new("slow-restore");
-    let system_path = std::env::var("PATH").unwrap_or_default();
-    for name in ["iptables-restore", "ip6tables-restore"] {
-        // The system's tool, found where the plugin would find it without the wrapper.
-        let real = system_path
-            .split(':')
-            .chain(["/usr/sbin", "/sbin"])
-            .map(|dir| Path::new(dir).join(name))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| panic!("{name} not found"));
-        let script = format!(
-            "#!/bin/sh\nbatch=$(cat)\ntouch {dir}/{name}.started\nsleep 1\n\
-             printf '%s\\n' \"$batch\" | {real} \"$@\"\nstatus=$?\ntouch {dir}/{name}.done\nexit $status\n",
-            dir = tools.path().display(),
-            real = real.display()
-        );
-        let path = tools.path().join(name);
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
-    let path = format!("{}:{system_path}", tools.path().display());
+    let (tools, path) = testkit::slow_iptables_restore("1");
     let conf = h.conf("net1", Some(&a.prev), json!({"backend": "iptables"}));
     let mut add = Invocation::new("ADD", &a.id, a.ns.path(), "eth0", &conf.to_string())
         .var("PATH", Some(&path))
         .spawn(&bin(), Some(&h.ns));
-    let started = tools.path().join("iptables-restore.started");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !started.exists() {
-        assert!(std::time::Instant::now() < deadline, "the ADD never ran iptables-restore");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    testkit::wait_for_file(
+        &tools.path().join("iptables-restore.started"),
+        deadline,
+        "the ADD never ran iptables-restore",
+    );
     add.kill().unwrap();
     add.wait().unwrap();
 
     // The runtime's DEL after the failed ADD, without prevResult, with the system's tools.
     h.run("DEL", &a, &h.conf("net1", None, json!({"backend": "iptables"}))).ok();
-    let done = tools.path().join("iptables-restore.done");
-    while !done.exists() {
-        assert!(std::time::Instant::now() < deadline, "the orphaned iptables-restore never finished");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    testkit::wait_for_file(
+        &tools.path().join("iptables-restore.done"),
+        deadline,
+        "the orphaned iptables-restore never finished",
+    );
     let saved = filter(&h.ns, false);
     assert!(!saved.contains("10.10.0.2"), "the killed ADD's rules outlived its DEL:\n{saved}");
     let records = std::fs::read_dir(h.data.path())

@@ -633,33 +633,6 @@ fn an_ipv4_mapped_host_ip_is_published_as_ipv4() {
     assert!(tcp_ask(&h.outside, sock("198.51.100.1:8082")).is_some());
 }
 
-/// A directory whose `iptables-restore` and `ip6tables-restore` wait `delay` before running the
-/// real ones (touching `<name>.started` first and `<name>.done` after), and the PATH that puts it
-/// first.
-fn slow_restore(delay: &str) -> (testkit::TempDir, String) {
-    let tools = testkit::TempDir::new("slow-restore");
-    for name in ["iptables-restore", "ip6tables-restore"] {
-        let script = format!(
-            "#!/bin/sh\nbatch=$(cat)\ntouch {dir}/{name}.started\nsleep {delay}\n\
-             printf '%s\\n' \"$batch\" | /usr/sbin/{name} \"$@\"\nstatus=$?\ntouch {dir}/{name}.done\nexit $status\n",
-            dir = tools.path().display()
-        );
-        let path = tools.path().join(name);
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
-    let path = format!("{}:{}", tools.path().display(), std::env::var("PATH").unwrap_or_default());
-    (tools, path)
-}
-
-/// Waits (at most until `deadline`) for `path` to exist.
-fn wait_for(path: &std::path::Path, deadline: std::time::Instant, what: &str) {
-    while !path.exists() {
-        assert!(std::time::Instant::now() < deadline, "{what}");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
 /// A runtime's timeout SIGKILLs the plugin, not the `iptables-restore` it started: that one
 /// commits the attachment's chain after the plugin is gone. The DEL that follows must not look
 /// for the chain before it is in (it would find nothing, succeed, and the late chain would stay
@@ -668,20 +641,28 @@ fn wait_for(path: &std::path::Path, deadline: std::time::Instant, what: &str) {
 fn a_del_after_a_killed_add_removes_the_chain_its_orphaned_iptables_restore_adds_later() {
     let mut h = Host::new();
     let a = h.container();
-    let (tools, path) = slow_restore("1");
+    let (tools, path) = testkit::slow_iptables_restore("1");
     let conf = Host::conf("net1", &a.prev, web(), json!({"backend": "iptables"}));
     let mut add = Invocation::new("ADD", &a.id, a.ns.path(), "eth0", &conf.to_string())
         .var("PATH", Some(&path))
         .spawn(&bin(), Some(&h.ns));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    wait_for(&tools.path().join("iptables-restore.started"), deadline, "the ADD never ran iptables-restore");
+    testkit::wait_for_file(
+        &tools.path().join("iptables-restore.started"),
+        deadline,
+        "the ADD never ran iptables-restore",
+    );
     add.kill().unwrap();
     add.wait().unwrap();
 
     // The runtime's DEL after the failed ADD, without prevResult, with the system's tools.
     let del = json!({"cniVersion": "1.0.0", "name": "net1", "type": "portmap", "backend": "iptables"});
     assert_eq!(h.run("DEL", &a, "eth0", &del).ok(), Value::Null);
-    wait_for(&tools.path().join("iptables-restore.done"), deadline, "the orphaned iptables-restore never finished");
+    testkit::wait_for_file(
+        &tools.path().join("iptables-restore.done"),
+        deadline,
+        "the orphaned iptables-restore never finished",
+    );
     let saved = testkit::iptables_nat(&h.ns);
     let chain = firewall::iptables_portmap::dnat_chain("net1", &a.id);
     assert!(!saved.contains(&chain), "the killed ADD's chain outlived its DEL:\n{saved}");
