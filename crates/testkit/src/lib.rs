@@ -591,40 +591,66 @@ pub fn kernel_has(what: &'static str, probe: &[&str]) -> bool {
     false
 }
 
-/// A directory whose `iptables-restore` and `ip6tables-restore` wait `delay` (seconds, as
+/// `iptables-restore` and `ip6tables-restore` made slow: wrappers that wait `delay` (seconds, as
 /// `sleep` takes them) before running the system's own, touching `<name>.started` first and
-/// `<name>.done` after, and the PATH that puts it first: a plugin's iptables work made slow, so a
-/// test can SIGKILL the plugin while its program still runs (the program is orphaned, as a
-/// runtime's timeout leaves it, and commits its batch later).
-pub fn slow_iptables_restore(delay: &str) -> (TempDir, String) {
-    let tools = TempDir::new("slow-restore");
-    let system_path = std::env::var("PATH").unwrap_or_default();
-    for name in ["iptables-restore", "ip6tables-restore"] {
-        // The system's tool, found where the plugin would find it without the wrapper.
-        let real = system_path
-            .split(':')
-            .chain(["/usr/sbin", "/sbin"])
-            .map(|dir| Path::new(dir).join(name))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| panic!("{name} not found"));
-        let script = format!(
-            "#!/bin/sh\nbatch=$(cat)\ntouch {dir}/{name}.started\nsleep {delay}\n\
-             printf '%s\\n' \"$batch\" | {real} \"$@\"\nstatus=$?\ntouch {dir}/{name}.done\nexit $status\n",
-            dir = tools.path().display(),
-            real = real.display()
-        );
-        let path = tools.path().join(name);
-        std::fs::write(&path, script).expect("writing the wrapper");
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    }
-    let path = format!("{}:{system_path}", tools.path().display());
-    (tools, path)
+/// `<name>.done` after. A plugin run with [`SlowRestore::path`] as PATH can be SIGKILLed while
+/// its program still runs: the program is orphaned, as a runtime's timeout leaves it, and
+/// commits its batch later.
+pub struct SlowRestore {
+    tools: TempDir,
+    path: String,
+    deadline: std::time::Instant,
 }
 
-/// Waits (at most until `deadline`) for `path` to exist; `what` says what failed if it never does.
-pub fn wait_for_file(path: &Path, deadline: std::time::Instant, what: &str) {
-    while !path.exists() {
-        assert!(std::time::Instant::now() < deadline, "{what}");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+impl SlowRestore {
+    pub fn new(delay: &str) -> SlowRestore {
+        let tools = TempDir::new("slow-restore");
+        let system_path = std::env::var("PATH").unwrap_or_default();
+        for name in ["iptables-restore", "ip6tables-restore"] {
+            // The system's tool, found where the plugin would find it without the wrapper.
+            let real = system_path
+                .split(':')
+                .chain(["/usr/sbin", "/sbin"])
+                .map(|dir| Path::new(dir).join(name))
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| panic!("{name} not found"));
+            let script = format!(
+                "#!/bin/sh\nbatch=$(cat)\ntouch {dir}/{name}.started\nsleep {delay}\n\
+                 printf '%s\\n' \"$batch\" | {real} \"$@\"\nstatus=$?\ntouch {dir}/{name}.done\nexit $status\n",
+                dir = tools.path().display(),
+                real = real.display()
+            );
+            let path = tools.path().join(name);
+            std::fs::write(&path, script).expect("writing the wrapper");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        }
+        let path = format!("{}:{system_path}", tools.path().display());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        SlowRestore { tools, path, deadline }
+    }
+
+    /// The PATH that puts the wrappers first.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// SIGKILLs `plugin` once it has started `iptables-restore` (which goes on, orphaned).
+    pub fn kill_once_started(&self, mut plugin: std::process::Child) {
+        self.wait_for("iptables-restore.started", "the plugin never ran iptables-restore");
+        plugin.kill().expect("killing the plugin");
+        plugin.wait().expect("reaping the plugin");
+    }
+
+    /// Waits until the orphaned `iptables-restore` has committed its batch.
+    pub fn wait_done(&self) {
+        self.wait_for("iptables-restore.done", "the orphaned iptables-restore never finished");
+    }
+
+    fn wait_for(&self, marker: &str, what: &str) {
+        let path = self.tools.path().join(marker);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < self.deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }

@@ -682,27 +682,16 @@ fn a_stale_del_does_not_cut_off_the_container_that_now_holds_the_address() {
 fn a_del_after_a_killed_add_removes_the_rules_its_orphaned_iptables_restore_adds_later() {
     let mut h = Host::new();
     let a = h.container(0);
-    let (tools, path) = testkit::slow_iptables_restore("1");
+    let slow = testkit::SlowRestore::new("1");
     let conf = h.conf("net1", Some(&a.prev), json!({"backend": "iptables"}));
-    let mut add = Invocation::new("ADD", &a.id, a.ns.path(), "eth0", &conf.to_string())
-        .var("PATH", Some(&path))
+    let add = Invocation::new("ADD", &a.id, a.ns.path(), "eth0", &conf.to_string())
+        .var("PATH", Some(slow.path()))
         .spawn(&bin(), Some(&h.ns));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    testkit::wait_for_file(
-        &tools.path().join("iptables-restore.started"),
-        deadline,
-        "the ADD never ran iptables-restore",
-    );
-    add.kill().unwrap();
-    add.wait().unwrap();
+    slow.kill_once_started(add);
 
     // The runtime's DEL after the failed ADD, without prevResult, with the system's tools.
     h.run("DEL", &a, &h.conf("net1", None, json!({"backend": "iptables"}))).ok();
-    testkit::wait_for_file(
-        &tools.path().join("iptables-restore.done"),
-        deadline,
-        "the orphaned iptables-restore never finished",
-    );
+    slow.wait_done();
     let saved = filter(&h.ns, false);
     assert!(!saved.contains("10.10.0.2"), "the killed ADD's rules outlived its DEL:\n{saved}");
     let records = std::fs::read_dir(h.data.path())

@@ -641,28 +641,17 @@ fn an_ipv4_mapped_host_ip_is_published_as_ipv4() {
 fn a_del_after_a_killed_add_removes_the_chain_its_orphaned_iptables_restore_adds_later() {
     let mut h = Host::new();
     let a = h.container();
-    let (tools, path) = testkit::slow_iptables_restore("1");
+    let slow = testkit::SlowRestore::new("1");
     let conf = Host::conf("net1", &a.prev, web(), json!({"backend": "iptables"}));
-    let mut add = Invocation::new("ADD", &a.id, a.ns.path(), "eth0", &conf.to_string())
-        .var("PATH", Some(&path))
+    let add = Invocation::new("ADD", &a.id, a.ns.path(), "eth0", &conf.to_string())
+        .var("PATH", Some(slow.path()))
         .spawn(&bin(), Some(&h.ns));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    testkit::wait_for_file(
-        &tools.path().join("iptables-restore.started"),
-        deadline,
-        "the ADD never ran iptables-restore",
-    );
-    add.kill().unwrap();
-    add.wait().unwrap();
+    slow.kill_once_started(add);
 
     // The runtime's DEL after the failed ADD, without prevResult, with the system's tools.
     let del = json!({"cniVersion": "1.0.0", "name": "net1", "type": "portmap", "backend": "iptables"});
     assert_eq!(h.run("DEL", &a, "eth0", &del).ok(), Value::Null);
-    testkit::wait_for_file(
-        &tools.path().join("iptables-restore.done"),
-        deadline,
-        "the orphaned iptables-restore never finished",
-    );
+    slow.wait_done();
     let saved = testkit::iptables_nat(&h.ns);
     let chain = firewall::iptables_portmap::dnat_chain("net1", &a.id);
     assert!(!saved.contains(&chain), "the killed ADD's chain outlived its DEL:\n{saved}");

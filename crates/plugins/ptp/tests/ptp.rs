@@ -321,26 +321,15 @@ fn many_adds_and_dels_at_once() {
 #[test]
 fn a_del_after_a_killed_add_removes_the_masquerade_its_orphaned_iptables_restore_adds_later() {
     let h = Host::new();
-    let (tools, path) = testkit::slow_iptables_restore("1");
+    let slow = testkit::SlowRestore::new("1");
     let conf = h.conf("masq", json!({"ipMasq": true, "ipMasqBackend": "iptables"}));
     let c = new_netns();
-    let mut add = h.invoke("ADD", c.path(), "ctr-k", &conf).var("PATH", Some(&path)).spawn(&bin(), Some(&h.ns));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    testkit::wait_for_file(
-        &tools.path().join("iptables-restore.started"),
-        deadline,
-        "the ADD never ran iptables-restore",
-    );
-    add.kill().unwrap();
-    add.wait().unwrap();
+    let add = h.invoke("ADD", c.path(), "ctr-k", &conf).var("PATH", Some(slow.path())).spawn(&bin(), Some(&h.ns));
+    slow.kill_once_started(add);
 
     // The runtime's DEL after the failed ADD, without prevResult, with the system's tools.
     assert_eq!(h.run("DEL", &c, "ctr-k", &conf).ok(), Value::Null);
-    testkit::wait_for_file(
-        &tools.path().join("iptables-restore.done"),
-        deadline,
-        "the orphaned iptables-restore never finished",
-    );
+    slow.wait_done();
     let saved = iptables_nat(&h.ns);
     let chain = firewall::identity::iptables_chain("", "masq", "ctr-k");
     assert!(
