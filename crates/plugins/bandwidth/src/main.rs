@@ -96,18 +96,29 @@ fn listed_veth_into(prev: &CniResult, container: &NetNs, host: &mut Rtnl) -> any
     Ok(found)
 }
 
+/// The host end of the container's veth: prevResult's one listed veth into the container when
+/// prevResult names the container's interface `CNI_IFNAME` (bridge's and ptp's results list its
+/// host end), else the container's own answer ([`veth_peer`]).
+fn host_veth(
+    req: &Request,
+    prev: Option<&CniResult>,
+    container: &NetNs,
+    host: &mut Rtnl,
+) -> anyhow::Result<Option<Link>> {
+    if let Some(prev) = prev
+        && req.container_interface(prev).is_ok()
+        && let Some(link) = listed_veth_into(prev, container, host)?
+    {
+        return Ok(Some(link));
+    }
+    veth_peer(req, container, host)
+}
+
 /// The host end of the container's veth, which prevResult must list as a host interface (the
 /// reference's `getHostInterface`).
 fn host_interface(req: &Request, prev: &CniResult, container: &NetNs, host: &mut Rtnl) -> anyhow::Result<Link> {
     anyhow::ensure!(!prev.interfaces.is_empty(), "no interfaces provided");
-    // prevResult names the container's interface `CNI_IFNAME` and its host end (bridge, ptp):
-    // the one listed veth into the container is that end.
-    if req.container_interface(prev).is_ok()
-        && let Some(link) = listed_veth_into(prev, container, host)?
-    {
-        return Ok(link);
-    }
-    let link = veth_peer(req, container, host)?
+    let link = host_veth(req, Some(prev), container, host)?
         .with_context(|| format!("container interface {} has no veth peer in the host namespace", req.env.ifname))?;
     anyhow::ensure!(
         prev.interfaces.iter().any(|i| i.sandbox.is_empty() && i.name == link.name),
@@ -256,11 +267,12 @@ impl Plugin for Bandwidth {
         Limits::parse(req)?;
         let mut failures = Failures::new();
         let mut host = Rtnl::open()?;
-        // The veth's qdiscs, when the container end can still be reached (no prevResult needed:
-        // an ADD killed half way has none); the veth usually goes next (the main plugin's DEL),
-        // but a chain without it would keep the limits.
+        // The veth's qdiscs, when the container end can still be reached (found from the host
+        // when prevResult lists it; no prevResult needed: an ADD killed half way has none); the
+        // veth usually goes next (the main plugin's DEL), but a chain without it would keep the
+        // limits.
         if let Ok(Some(container)) = NetNs::open_if_exists(&req.env.netns)
-            && let Ok(Some(veth)) = veth_peer(req, &container, &mut host)
+            && let Ok(Some(veth)) = host_veth(req, req.config.prev_result.as_ref(), &container, &mut host)
         {
             failures.check("removing the host veth's qdiscs", unshape_host_veth(&mut host, veth.index));
             cni::trace::mark("qdiscs removed");
