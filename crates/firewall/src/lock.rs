@@ -148,6 +148,12 @@ impl IptablesLock {
         Ok(IptablesLock(()))
     }
 
+    /// [`IptablesLock::acquire`] when `needed` (a verb on an iptables backend), else nothing: the
+    /// nftables paths never wait for it.
+    pub fn acquire_if(needed: bool) -> anyhow::Result<Option<IptablesLock>> {
+        needed.then(IptablesLock::acquire).transpose()
+    }
+
     /// Whether some part of this process holds the lock now.
     pub fn is_held() -> bool {
         HELD.lock().unwrap_or_else(PoisonError::into_inner).is_some()

@@ -159,15 +159,15 @@ impl Bridge {
 
         // Addresses from IPAM, configured in the container (in one visit, which also reads the
         // container end's MAC for the result).
+        let configure = req.config.ipam_type.is_some();
         let mut gateways = Vec::new();
-        if req.config.ipam_type.is_some() {
+        if configure {
             let allocated = delegate::ipam_add(req, undo)?;
             result.ips = allocated.ips;
             result.routes = allocated.routes;
             result.dns = allocated.dns;
             gateways = calc_gateways(&mut result, conf);
         }
-        let configure = req.config.ipam_type.is_some();
         let container_link = container.run(|| -> anyhow::Result<netkit::Link> {
             let mut inside = Rtnl::open()?;
             let link = inside.link_by_name(ifname)?.context("container veth vanished after creation")?;
@@ -282,8 +282,7 @@ impl Plugin for Bridge {
         // The iptables backend: an `iptables-restore` of a killed ADD may still be about to commit
         // the masquerade chain, which remove_firewall's probes would not see yet; its lock tells
         // when it is done (see firewall::lock). Not on the nftables path: its DEL must not pay.
-        let iptables =
-            (conf.masq_backend == MasqBackend::Iptables).then(firewall::lock::IptablesLock::acquire).transpose();
+        let iptables = firewall::lock::IptablesLock::acquire_if(conf.masq_backend == MasqBackend::Iptables);
         let removed = iptables.and_then(|_held| remove_firewall(nft.as_ref(), &identity(req), &known));
         failures.check("removing firewall entries", removed);
         cni::trace::mark("firewall removed");
@@ -422,10 +421,9 @@ impl Plugin for Bridge {
         let mut failures = Failures::new();
         if let Some(valid) = &req.config.valid_attachments {
             // On the iptables backend, wait for the programs of a killed verb first (as DEL).
-            let iptables = BridgeConf::parse(req)
-                .is_ok_and(|conf| conf.masq_backend == MasqBackend::Iptables)
-                .then(firewall::lock::IptablesLock::acquire)
-                .transpose();
+            let iptables = firewall::lock::IptablesLock::acquire_if(
+                BridgeConf::parse(req).is_ok_and(|conf| conf.masq_backend == MasqBackend::Iptables),
+            );
             match iptables {
                 Ok(_held) => firewall::bridge::gc_attachments(&req.config.name, valid, &mut failures),
                 Err(e) => failures.push(e.context("waiting for the iptables lock")),

@@ -129,10 +129,7 @@ fn unpublish(conf: &PortmapConf, a: &Attachment) -> (Option<Nft>, anyhow::Result
     // The iptables backend: an `iptables-restore` of a killed ADD may still be about to commit
     // this attachment's chain, which the probes below would not see yet; its lock tells when it is
     // done (see firewall::lock). Not on the nftables backend's path: its DEL must not pay for it.
-    let iptables = match conf.backend {
-        Backend::Iptables => firewall::lock::IptablesLock::acquire().map(Some),
-        Backend::Nftables => Ok(None),
-    };
+    let iptables = firewall::lock::IptablesLock::acquire_if(conf.backend == Backend::Iptables);
     match iptables {
         Ok(_held) => {
             // Found without running a program when there is none; its probes on our socket (one
@@ -239,10 +236,9 @@ impl Plugin for Portmap {
             );
         }
         // As DEL (see unpublish): a killed ADD's orphaned iptables program finishes first.
-        let iptables = match PortmapConf::parse(req) {
-            Ok(conf) if conf.backend == Backend::Iptables => firewall::lock::IptablesLock::acquire().map(Some),
-            _ => Ok(None),
-        };
+        let iptables = firewall::lock::IptablesLock::acquire_if(
+            PortmapConf::parse(req).is_ok_and(|conf| conf.backend == Backend::Iptables),
+        );
         match iptables {
             Ok(_held) => {
                 let reference = reference::portmap_gc(&req.config.name, &ids);

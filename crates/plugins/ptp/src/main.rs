@@ -276,7 +276,7 @@ impl Plugin for Ptp {
             MasqBackend::Auto => nft.is_none(),
             MasqBackend::Nftables => false,
         };
-        let iptables = iptables_backend.then(firewall::lock::IptablesLock::acquire).transpose();
+        let iptables = firewall::lock::IptablesLock::acquire_if(iptables_backend);
         let removed = iptables.and_then(|_held| remove_masquerade(nft.as_ref(), &identity(req), addresses));
         failures.check("removing masquerade", removed);
         cni::trace::mark("masquerade removed");
